@@ -1,0 +1,1488 @@
+//! The DPRP engine of one GE: it meets packets, keeps the PIT, negotiates with DDE, RGI, MPIT
+//! and CDN, holds packets while it does, and applies PCCOM.
+//!
+//! Sans-IO in the manner of quinn-proto: [`Engine::handle_packet`] and
+//! [`Engine::handle_timeout`] take the time as an argument; packets the engine wants sent come
+//! out of [`Engine::poll_transmit`], the next timer out of [`Engine::poll_timeout`], and what
+//! happened out of [`Engine::poll_event`]. Randomness comes from the generator passed to
+//! [`Engine::new`]. The protocol is described in `docs/dprp.md`.
+
+use crate::error::{Error, PeerError};
+use crate::group::{GroupId, GroupKeyring};
+use crate::identity::{verify_signature, SigningIdentity, TrustAnchor};
+use crate::pccom::{derive_flow_keys, AeadAlgorithm, PccomSession};
+use crate::pit::{DecisionSummary, Direction, EntryState, Pit, PitEntry};
+use crate::policy::{decide, Decision, FlowAction, Outcome, PathGe};
+use crate::time::{Micros, Timestamp};
+use crate::transcript::{self, Chain, RecordParams, VerifiedPath};
+use aws_lc_rs::agreement;
+use gscip_wire::dprp::{
+    is_dprp_ports, Body, CdnStatus, Extension, GeKind, GeRecordRepr, HeaderRepr, MessageRepr, Mode, Side, DPRP_PORT,
+    NONCE_LEN,
+};
+use gscip_wire::icmp::{emit_error, IcmpErrorKind, IcmpErrorRepr};
+use gscip_wire::ip::{tcp_flags, Datagram, DatagramRepr};
+use gscip_wire::{Cid, L4Proto, WireError};
+use ipnet::IpNet;
+use rand_core::RngCore;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::net::IpAddr;
+use zeroize::Zeroizing;
+
+/// Flag on a DDE that travels toward the CID's source and asks the GE there to start a fresh
+/// negotiation (a GE that met a packet of a flow it does not know, e.g. after a restart).
+pub const FLAG_RESTART: u8 = 0x01;
+
+/// How a GE is set up, apart from its identity and keys (which the GMS decides).
+#[derive(Debug, Clone)]
+pub struct GeConfig {
+    /// Address ranges this GE protects: its own addresses for a GES, its servers' for a GEA,
+    /// its inside subnets and the networks routed behind them for a GEN.
+    pub protected: Vec<IpNet>,
+    /// The GE host's own addresses.
+    pub local_addrs: Vec<IpAddr>,
+    /// Preferred AEAD, and the set it accepts (bits of `gscip_wire::dprp::aead_bits`).
+    pub aead: AeadAlgorithm,
+    pub aead_supported: u8,
+    /// Idle timeout this GE proposes for PIT entries (the negotiation takes the smallest).
+    pub idle_timeout: Micros,
+    /// How long an entry stays after its TCP connection closed.
+    pub close_linger: Micros,
+    /// First retransmission timeout of DPRP messages; doubles on each retry.
+    pub dprp_rto: Micros,
+    /// Attempts before a negotiation is given up (and the "no pair" outcome applies).
+    pub dprp_max_attempts: u32,
+    /// How long to wait for a GE further inside (or nearer the source) to answer before
+    /// concluding there is none.
+    pub probe_timeout: Micros,
+    /// How long what was learned about GEs beyond an address is kept.
+    pub ge_cache_ttl: Micros,
+    /// Bounds of the hold queue.
+    pub hold_per_flow: usize,
+    pub hold_total: usize,
+    /// Bound on concurrent negotiations this GE takes part in.
+    pub max_negotiations: usize,
+}
+
+impl Default for GeConfig {
+    fn default() -> Self {
+        GeConfig {
+            protected: Vec::new(),
+            local_addrs: Vec::new(),
+            aead: AeadAlgorithm::Aes256Gcm,
+            aead_supported: AeadAlgorithm::Aes256Gcm.bit() | AeadAlgorithm::ChaCha20Poly1305.bit(),
+            idle_timeout: Micros::from_secs(300),
+            close_linger: Micros::from_secs(10),
+            dprp_rto: Micros::from_millis(50),
+            dprp_max_attempts: 5,
+            probe_timeout: Micros::from_millis(25),
+            ge_cache_ttl: Micros::from_secs(60),
+            hold_per_flow: 64,
+            hold_total: 16_384,
+            max_negotiations: 65_536,
+        }
+    }
+}
+
+/// What to do with the packet just handed to [`Engine::handle_packet`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let it continue (the buffer may have been changed in place: sealed or opened).
+    Accept,
+    /// Drop it.
+    Drop(DropReason),
+    /// The engine took the packet (the buffer is now empty); it comes back out of
+    /// [`Engine::poll_transmit`] when the negotiation ends.
+    Held,
+    /// A DPRP message the engine absorbed (it may have sent others in its place).
+    Consumed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The policy discards this flow.
+    Discarded,
+    AuthenticationFailed,
+    Replay,
+    /// Not a packet GSCIP can read.
+    Malformed,
+    /// A protocol GSCIP does not protect, crossing a closed boundary.
+    Unsupported,
+    /// The hold queue is full.
+    HoldOverflow,
+    /// A forged or stale DPRP message.
+    BadControl,
+    /// Sealing failed (counter exhausted or packet too long).
+    SealFailed,
+}
+
+impl DropReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Discarded => "discarded by policy",
+            DropReason::AuthenticationFailed => "failed authentication",
+            DropReason::Replay => "replayed",
+            DropReason::Malformed => "malformed",
+            DropReason::Unsupported => "unsupported protocol at a closed boundary",
+            DropReason::HoldOverflow => "hold queue full",
+            DropReason::BadControl => "forged or stale DPRP message",
+            DropReason::SealFailed => "could not seal",
+        }
+    }
+}
+
+/// Why a packet is coming out of the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransmitKind {
+    /// A DPRP message.
+    Control,
+    /// A held packet released after its negotiation (already sealed/opened as needed).
+    Released,
+    /// An ICMP error telling an application inside that its flow is discarded.
+    Reject,
+}
+
+/// A packet to send. `to_local` packets go up this host's own stack (a GES delivering a
+/// released inbound packet or an ICMP error to a local application); the others are routed
+/// from this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    pub packet: Vec<u8>,
+    pub to_local: bool,
+    pub kind: TransmitKind,
+}
+
+/// Why a PIT entry went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovalReason {
+    Idle,
+    TcpClosed,
+    KeyChange,
+    Replaced,
+}
+
+/// Things that happened, for logs, `gscip status` and the simulator's report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A PIT entry was made (or replaced) for a flow.
+    FlowDecided { cid: Cid, action: FlowAction, summary: DecisionSummary, provisional: bool },
+    FlowRemoved { cid: Cid, reason: RemovalReason },
+    /// A negotiation could not finish; the "no pair" fallback applies.
+    NegotiationFailed { cid: Cid, reason: String },
+    /// A peer sent something this GE rejected.
+    PeerMisbehaved { cid: Option<Cid>, error: PeerError },
+}
+
+/// Engine-wide counters (`gscip status`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub packets: u64,
+    pub sealed: u64,
+    pub opened: u64,
+    pub held: u64,
+    pub released: u64,
+    pub hold_overflow: u64,
+    pub hold_expired: u64,
+    pub discarded: u64,
+    pub rejects_sent: u64,
+    pub auth_failures: u64,
+    pub replays: u64,
+    pub malformed: u64,
+    pub bad_control: u64,
+    pub control_sent: u64,
+    pub negotiations_started: u64,
+    pub negotiations_completed: u64,
+    pub negotiations_failed: u64,
+    pub restarts_requested: u64,
+    pub restarts_answered: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct NegKey {
+    cid: Cid,
+    nonce: [u8; NONCE_LEN],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKey {
+    Negotiation(NegKey),
+    Restart(Cid),
+    RestartProbe(Cid),
+    Pit(Cid),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    AwaitRgi,
+    AwaitMpit,
+    AwaitCdn,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EndRole {
+    /// This GE answers the DDE itself.
+    End,
+    /// A GE may lie further on; wait a little for it, then answer.
+    Probe,
+    NotEnd,
+}
+
+struct Held {
+    packet: Vec<u8>,
+    to_local: bool,
+}
+
+struct Negotiation {
+    header: HeaderRepr,
+    initiator: bool,
+    stage: Stage,
+    end: EndRole,
+    side: Side,
+    nonce: [u8; NONCE_LEN],
+    eph_secret: Zeroizing<[u8; 32]>,
+    eph_public: [u8; 32],
+    attempts: u32,
+    deadline: Timestamp,
+    held: VecDeque<Held>,
+    /// The last message this GE originated for the negotiation (for retransmission).
+    last_sent: Option<Vec<u8>>,
+    /// After MPIT: what the CDN must confirm, and who signs it.
+    confirm: Option<Chain>,
+    end_signer: Option<(String, [u8; 32])>,
+}
+
+struct RestartWait {
+    cid: Cid,
+    deadline: Timestamp,
+    held: VecDeque<Held>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct GeCacheEntry {
+    has_ge: bool,
+    expires: Timestamp,
+}
+
+/// The protocol engine of one GE.
+pub struct Engine {
+    cfg: GeConfig,
+    kind: GeKind,
+    mode: Mode,
+    identity: SigningIdentity,
+    trust: TrustAnchor,
+    keys: GroupKeyring,
+    rng: Box<dyn RngCore + Send>,
+    pit: Pit,
+    negotiations: HashMap<NegKey, Negotiation>,
+    by_flow: HashMap<Cid, NegKey>,
+    restarts: HashMap<Cid, RestartWait>,
+    restart_probes: HashMap<Cid, (Cid, Timestamp)>,
+    restart_answered: HashMap<Cid, Timestamp>,
+    ge_cache: HashMap<IpAddr, GeCacheEntry>,
+    verified_certs: HashSet<Chain>,
+    timers: BinaryHeap<Reverse<(Timestamp, TimerKey)>>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    held_total: usize,
+    counters: Counters,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("name", &self.identity.name())
+            .field("kind", &self.kind)
+            .field("mode", &self.mode)
+            .field("pit_entries", &self.pit.len())
+            .field("negotiations", &self.negotiations.len())
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+fn fill_random(rng: &mut dyn RngCore, out: &mut [u8]) {
+    rng.fill_bytes(out);
+}
+
+impl Engine {
+    /// Creates the engine of the GE named in `identity`'s certificate (which also gives its
+    /// kind and mode).
+    pub fn new(
+        cfg: GeConfig,
+        identity: SigningIdentity,
+        trust: TrustAnchor,
+        keys: GroupKeyring,
+        rng: Box<dyn RngCore + Send>,
+    ) -> Result<Engine, Error> {
+        if cfg.protected.is_empty() && cfg.local_addrs.is_empty() {
+            return Err(Error::Configuration(format!(
+                "GE {:?} protects nothing: give it local addresses or protected prefixes",
+                identity.name()
+            )));
+        }
+        if cfg.hold_per_flow == 0 || cfg.hold_total == 0 || cfg.dprp_max_attempts == 0 {
+            return Err(Error::Configuration("hold queue sizes and DPRP attempts must be at least 1".into()));
+        }
+        if cfg.aead_supported & AeadAlgorithm::Aes256Gcm.bit() == 0 {
+            return Err(Error::Configuration("every GE must accept AES-256-GCM".into()));
+        }
+        let cert = identity.certificate();
+        Ok(Engine {
+            kind: cert.kind,
+            mode: cert.mode,
+            cfg,
+            identity,
+            trust,
+            keys,
+            rng,
+            pit: Pit::default(),
+            negotiations: HashMap::new(),
+            by_flow: HashMap::new(),
+            restarts: HashMap::new(),
+            restart_probes: HashMap::new(),
+            restart_answered: HashMap::new(),
+            ge_cache: HashMap::new(),
+            verified_certs: HashSet::new(),
+            timers: BinaryHeap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            held_total: 0,
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        self.identity.name()
+    }
+    pub fn kind(&self) -> GeKind {
+        self.kind
+    }
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+    pub fn pit(&self) -> &Pit {
+        &self.pit
+    }
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+    /// Packets held right now, all negotiations together.
+    pub fn held_packets(&self) -> usize {
+        self.held_total
+    }
+    pub fn negotiations_in_progress(&self) -> usize {
+        self.negotiations.len()
+    }
+
+    /// Replaces the group keys (a rotation, a new member group, a removal). Entries that relied
+    /// on a key version no longer held go; if the set of groups changed, every entry goes
+    /// (decisions may differ now) and flows renegotiate on their next packet.
+    pub fn set_group_keys(&mut self, keys: GroupKeyring) {
+        let groups_changed = !self.keys.groups().eq(keys.groups());
+        self.keys = keys;
+        let keys = &self.keys;
+        let gone = self.pit.drain_where(|e| {
+            groups_changed
+                || matches!((e.group, e.key_version), (Some(g), Some(v)) if e.session.is_some() && keys.get(g, v).is_none())
+        });
+        for e in gone {
+            self.events.push_back(Event::FlowRemoved { cid: e.cid, reason: RemovalReason::KeyChange });
+        }
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+    /// When [`Engine::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    // ----- address knowledge -------------------------------------------------------------
+
+    fn is_local(&self, a: IpAddr) -> bool {
+        self.cfg.local_addrs.contains(&a)
+    }
+    fn protects(&self, a: IpAddr) -> bool {
+        self.is_local(a) || self.cfg.protected.iter().any(|n| n.contains(&a))
+    }
+    fn is_router_kind(&self) -> bool {
+        matches!(self.kind, GeKind::Gen | GeKind::Gnat | GeKind::Gsra)
+    }
+    fn side_of(&self, cid: &Cid) -> Side {
+        match (self.protects(cid.src), self.protects(cid.dst)) {
+            (true, false) => Side::Source,
+            (false, true) => Side::Destination,
+            _ => Side::Transit,
+        }
+    }
+    fn cached(&self, now: Timestamp, a: IpAddr) -> Option<bool> {
+        self.ge_cache.get(&a).filter(|e| e.expires > now).map(|e| e.has_ge)
+    }
+    fn learn(&mut self, now: Timestamp, a: IpAddr, has_ge: bool) {
+        if self.ge_cache.len() > 65_536 {
+            self.ge_cache.retain(|_, e| e.expires > now);
+        }
+        self.ge_cache.insert(a, GeCacheEntry { has_ge, expires: now + self.cfg.ge_cache_ttl });
+    }
+    /// No GE lies between this one and `a` (so this GE is the innermost for `a`).
+    fn is_innermost_for(&self, now: Timestamp, a: IpAddr) -> bool {
+        self.is_local(a) || (self.kind == GeKind::Gea && self.protects(a)) || self.cached(now, a) == Some(false)
+    }
+    fn end_role(&self, now: Timestamp, d: IpAddr) -> EndRole {
+        if self.is_innermost_for(now, d) {
+            EndRole::End
+        } else if self.cached(now, d) == Some(true) {
+            EndRole::NotEnd
+        } else if self.is_router_kind() && self.protects(d) {
+            EndRole::Probe
+        } else {
+            EndRole::NotEnd
+        }
+    }
+
+    fn unix_s(now: Timestamp) -> u64 {
+        now.0 / 1_000_000
+    }
+
+    fn arm(&mut self, at: Timestamp, key: TimerKey) {
+        self.timers.push(Reverse((at, key)));
+    }
+
+    // ----- the per-packet path ------------------------------------------------------------
+
+    /// Handles one IP packet this GE meets on its path (leaving or reaching its host, or being
+    /// forwarded). The buffer holds exactly the IP packet and may be rewritten in place.
+    pub fn handle_packet(&mut self, now: Timestamp, buf: &mut Vec<u8>) -> Verdict {
+        self.counters.packets += 1;
+        let dg = match Datagram::parse(buf) {
+            Ok(dg) => dg,
+            Err(WireError::Unsupported(_)) => return self.handle_other(now, buf),
+            Err(_) => {
+                // ICMP errors and non-TCP/UDP packets also land here when they do not parse
+                // as TCP/UDP; let the other path look at them first.
+                return self.handle_other(now, buf);
+            }
+        };
+        if dg.cid.proto == L4Proto::Udp && is_dprp_ports(dg.cid.src_port, dg.cid.dst_port) {
+            return self.handle_dprp(now, buf, &dg);
+        }
+        self.handle_data(now, buf, dg)
+    }
+
+    fn handle_other(&mut self, now: Timestamp, buf: &[u8]) -> Verdict {
+        if let Ok(e) = IcmpErrorRepr::parse(buf) {
+            if e.quoted_proto == L4Proto::Udp.number() && is_dprp_ports(e.quoted_src_port, e.quoted_dst_port) {
+                return self.on_icmp_about_dprp(now, e.quoted_dst);
+            }
+            return Verdict::Accept;
+        }
+        let addrs = match buf.first().map(|b| b >> 4) {
+            Some(4) => gscip_wire::ip::Ipv4Packet::new_checked(buf)
+                .ok()
+                .map(|p| (IpAddr::V4(p.src_addr()), IpAddr::V4(p.dst_addr()), p.protocol())),
+            Some(6) => gscip_wire::ip::Ipv6Packet::new_checked(buf)
+                .ok()
+                .map(|p| (IpAddr::V6(p.src_addr()), IpAddr::V6(p.dst_addr()), p.next_header())),
+            _ => None,
+        };
+        let Some((src, dst, proto)) = addrs else {
+            self.counters.malformed += 1;
+            return Verdict::Drop(DropReason::Malformed);
+        };
+        // ICMP (needed for path MTU discovery and neighbour discovery) passes; so does any
+        // other protocol that does not cross a closed boundary.
+        if proto == 1 || proto == 58 || self.mode == Mode::Open || self.protects(src) == self.protects(dst) {
+            return Verdict::Accept;
+        }
+        self.counters.discarded += 1;
+        Verdict::Drop(DropReason::Unsupported)
+    }
+
+    fn handle_data(&mut self, now: Timestamp, buf: &mut Vec<u8>, mut dg: Datagram) -> Verdict {
+        if let Some(v) = self.apply_entry(now, buf, &mut dg) {
+            return v;
+        }
+        let flow = dg.cid.canonical();
+        let to_local = self.is_local(dg.cid.dst);
+        if let Some(key) = self.by_flow.get(&flow).copied() {
+            return self.hold_in_negotiation(key, buf, to_local);
+        }
+        if self.restarts.contains_key(&flow) {
+            return self.hold_in_restart(flow, buf, to_local);
+        }
+        if self.negotiations.len() >= self.cfg.max_negotiations {
+            self.counters.hold_overflow += 1;
+            return Verdict::Drop(DropReason::HoldOverflow);
+        }
+        if self.is_innermost_for(now, dg.cid.src) {
+            let key = self.initiate(now, dg.cid);
+            let v = self.hold_in_negotiation(key, buf, to_local);
+            self.start_or_finish(now, key);
+            v
+        } else {
+            self.request_restart(now, dg.cid);
+            self.hold_in_restart(flow, buf, to_local)
+        }
+    }
+
+    /// Applies the PIT entry, if there is one. `None` when the flow has no entry.
+    fn apply_entry(&mut self, now: Timestamp, buf: &mut Vec<u8>, dg: &mut Datagram) -> Option<Verdict> {
+        let linger = self.cfg.close_linger;
+        let (e, dir) = self.pit.get_mut(&dg.cid)?;
+        e.last_seen = now;
+        e.counters.packets += 1;
+        e.counters.bytes += dg.payload_len() as u64;
+        let mut arm_removal = None;
+        if dg.cid.proto == L4Proto::Tcp {
+            let f = dg.tcp_flags;
+            if f & tcp_flags::RST != 0 {
+                e.tcp.reset = true;
+            }
+            if f & tcp_flags::FIN != 0 {
+                match dir {
+                    Direction::Forward => e.tcp.fin_forward = true,
+                    Direction::Reverse => e.tcp.fin_reverse = true,
+                }
+            }
+            if e.tcp.closed() && e.remove_at.is_none() {
+                let at = now + linger;
+                e.remove_at = Some(at);
+                arm_removal = Some((at, e.cid.canonical()));
+            }
+        }
+        let action = e.action_for(dir);
+        let verdict = match action {
+            FlowAction::Relay | FlowAction::Plain => Verdict::Accept,
+            FlowAction::Discard => {
+                e.counters.discarded += 1;
+                Verdict::Drop(DropReason::Discarded)
+            }
+            FlowAction::Encrypt => match e.session.as_mut().map(|s| s.seal(buf, dg)) {
+                Some(Ok(())) => {
+                    e.counters.sealed += 1;
+                    Verdict::Accept
+                }
+                _ => Verdict::Drop(DropReason::SealFailed),
+            },
+            FlowAction::Decrypt => match e.session.as_mut().map(|s| s.open(buf, dg)) {
+                Some(Ok(())) => {
+                    e.counters.opened += 1;
+                    Verdict::Accept
+                }
+                Some(Err(PeerError::Replay(_))) => {
+                    e.counters.replays += 1;
+                    Verdict::Drop(DropReason::Replay)
+                }
+                _ => {
+                    e.counters.auth_failures += 1;
+                    Verdict::Drop(DropReason::AuthenticationFailed)
+                }
+            },
+        };
+        if let Some((at, flow)) = arm_removal {
+            self.arm(at, TimerKey::Pit(flow));
+        }
+        match (action, verdict) {
+            (FlowAction::Encrypt, Verdict::Accept) => self.counters.sealed += 1,
+            (FlowAction::Decrypt, Verdict::Accept) => self.counters.opened += 1,
+            (_, Verdict::Drop(DropReason::Discarded)) => {
+                self.counters.discarded += 1;
+                self.maybe_reject(buf, &dg.cid);
+            }
+            (_, Verdict::Drop(DropReason::Replay)) => self.counters.replays += 1,
+            (_, Verdict::Drop(DropReason::AuthenticationFailed)) => self.counters.auth_failures += 1,
+            _ => {}
+        }
+        Some(verdict)
+    }
+
+    /// Tells an application inside this GE's boundary at once that its flow is discarded.
+    fn maybe_reject(&mut self, buf: &[u8], cid: &Cid) {
+        if !self.protects(cid.src) {
+            return; // from outside: dropped silently
+        }
+        if let Ok(icmp) = emit_error(cid.dst, buf, IcmpErrorKind::AdminProhibited) {
+            self.counters.rejects_sent += 1;
+            self.transmits.push_back(Transmit { packet: icmp, to_local: self.is_local(cid.src), kind: TransmitKind::Reject });
+        }
+    }
+
+    fn hold_in_negotiation(&mut self, key: NegKey, buf: &mut Vec<u8>, to_local: bool) -> Verdict {
+        let (per_flow, total) = (self.cfg.hold_per_flow, self.cfg.hold_total);
+        let held_total = self.held_total;
+        let Some(n) = self.negotiations.get_mut(&key) else {
+            return Verdict::Drop(DropReason::HoldOverflow);
+        };
+        if n.held.len() >= per_flow || held_total >= total {
+            self.counters.hold_overflow += 1;
+            return Verdict::Drop(DropReason::HoldOverflow);
+        }
+        n.held.push_back(Held { packet: std::mem::take(buf), to_local });
+        self.held_total += 1;
+        self.counters.held += 1;
+        Verdict::Held
+    }
+
+    fn hold_in_restart(&mut self, flow: Cid, buf: &mut Vec<u8>, to_local: bool) -> Verdict {
+        let (per_flow, total) = (self.cfg.hold_per_flow, self.cfg.hold_total);
+        let held_total = self.held_total;
+        let Some(r) = self.restarts.get_mut(&flow) else {
+            return Verdict::Drop(DropReason::HoldOverflow);
+        };
+        if r.held.len() >= per_flow || held_total >= total {
+            self.counters.hold_overflow += 1;
+            return Verdict::Drop(DropReason::HoldOverflow);
+        }
+        r.held.push_back(Held { packet: std::mem::take(buf), to_local });
+        self.held_total += 1;
+        self.counters.held += 1;
+        Verdict::Held
+    }
+
+    /// Sends held packets on through the flow's (new) PIT entry.
+    fn release(&mut self, now: Timestamp, held: VecDeque<Held>) {
+        for h in held {
+            self.held_total = self.held_total.saturating_sub(1);
+            let mut p = h.packet;
+            let Ok(mut dg) = Datagram::parse(&p) else { continue };
+            match self.apply_entry(now, &mut p, &mut dg) {
+                Some(Verdict::Accept) => {
+                    self.counters.released += 1;
+                    self.transmits.push_back(Transmit { packet: p, to_local: h.to_local, kind: TransmitKind::Released });
+                }
+                Some(_) => {}
+                None => self.counters.hold_expired += 1,
+            }
+        }
+    }
+
+    fn drop_held(&mut self, held: VecDeque<Held>) {
+        self.held_total = self.held_total.saturating_sub(held.len());
+        self.counters.hold_expired += held.len() as u64;
+    }
+
+    // ----- starting negotiations ----------------------------------------------------------
+
+    fn new_negotiation(&mut self, header: HeaderRepr, initiator: bool, now: Timestamp) -> Negotiation {
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut *self.rng, &mut nonce);
+        let mut secret = Zeroizing::new([0u8; 32]);
+        fill_random(&mut *self.rng, &mut secret[..]);
+        let mut eph_public = [0u8; 32];
+        if let Ok(k) = agreement::PrivateKey::from_private_key(&agreement::X25519, &secret[..]) {
+            if let Ok(p) = k.compute_public_key() {
+                eph_public.copy_from_slice(p.as_ref());
+            }
+        }
+        Negotiation {
+            side: self.side_of(&header.cid),
+            header,
+            initiator,
+            stage: Stage::AwaitRgi,
+            end: EndRole::NotEnd,
+            nonce,
+            eph_secret: secret,
+            eph_public,
+            attempts: 0,
+            deadline: now,
+            held: VecDeque::new(),
+            last_sent: None,
+            confirm: None,
+            end_signer: None,
+        }
+    }
+
+    fn insert_negotiation(&mut self, key: NegKey, n: Negotiation) {
+        self.by_flow.insert(key.cid.canonical(), key);
+        self.negotiations.insert(key, n);
+    }
+
+    fn remove_negotiation(&mut self, key: &NegKey) -> Option<Negotiation> {
+        let n = self.negotiations.remove(key)?;
+        if self.by_flow.get(&key.cid.canonical()) == Some(key) {
+            self.by_flow.remove(&key.cid.canonical());
+        }
+        Some(n)
+    }
+
+    /// Creates an initiator negotiation for `cid` (not yet sent).
+    fn initiate(&mut self, now: Timestamp, cid: Cid) -> NegKey {
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut *self.rng, &mut nonce);
+        let header = HeaderRepr { flags: 0, nonce, cid };
+        let key = NegKey { cid, nonce };
+        let n = self.new_negotiation(header, true, now);
+        self.counters.negotiations_started += 1;
+        self.insert_negotiation(key, n);
+        key
+    }
+
+    /// Sends the DDE of a new initiator negotiation, or decides at once when no GE can lie
+    /// beyond this one toward the destination.
+    fn start_or_finish(&mut self, now: Timestamp, key: NegKey) {
+        let end = self.end_role(now, key.cid.dst);
+        if end == EndRole::End {
+            self.finish_alone(now, key);
+            return;
+        }
+        let Some(n) = self.negotiations.get_mut(&key) else { return };
+        n.end = end;
+        let header = n.header;
+        let wait = if end == EndRole::Probe { self.cfg.probe_timeout.min(self.cfg.dprp_rto) } else { self.cfg.dprp_rto };
+        let msg = self.emit_control(&header, Body::Dde { extensions: Vec::new() }, header.cid.src, header.cid.dst);
+        if let Some(n) = self.negotiations.get_mut(&key) {
+            n.last_sent = msg;
+            n.attempts = 1;
+            n.deadline = now + wait;
+        }
+        self.arm(now + wait, TimerKey::Negotiation(key));
+    }
+
+    /// Asks the GE nearest the flow's source to start a fresh negotiation.
+    fn request_restart(&mut self, now: Timestamp, cid: Cid) {
+        let mut nonce = [0u8; NONCE_LEN];
+        fill_random(&mut *self.rng, &mut nonce);
+        let header = HeaderRepr { flags: FLAG_RESTART, nonce, cid };
+        self.emit_control(&header, Body::Dde { extensions: Vec::new() }, cid.dst, cid.src);
+        self.counters.restarts_requested += 1;
+        let deadline = now + self.cfg.probe_timeout;
+        self.restarts.insert(cid.canonical(), RestartWait { cid, deadline, held: VecDeque::new() });
+        self.arm(deadline, TimerKey::Restart(cid.canonical()));
+    }
+
+    /// No GE lies beyond: the path is this GE alone.
+    fn finish_alone(&mut self, now: Timestamp, key: NegKey) {
+        let Some(n) = self.remove_negotiation(&key) else { return };
+        let me = PathGe {
+            name: self.name().to_owned(),
+            mode: self.mode,
+            side: n.side,
+            groups: self.keys.groups().collect(),
+        };
+        let decision = decide(std::slice::from_ref(&me));
+        let action = decision.actions[0];
+        let summary = summarize(&[me], &decision, false);
+        self.install(now, key.cid, n.header.nonce, action, None, None, EntryState::Final, self.cfg.idle_timeout, summary);
+        self.counters.negotiations_completed += 1;
+        self.release(now, n.held);
+    }
+
+    /// Ends a negotiation in the outcome the policy gives for "no pair", from what this GE
+    /// knows for certain: itself.
+    fn fail(&mut self, now: Timestamp, key: NegKey, reason: &str) {
+        let Some(n) = self.remove_negotiation(&key) else { return };
+        self.counters.negotiations_failed += 1;
+        self.events.push_back(Event::NegotiationFailed { cid: key.cid, reason: reason.to_owned() });
+        let action = self.fallback_action(n.side);
+        let me = PathGe { name: self.name().to_owned(), mode: self.mode, side: n.side, groups: Vec::new() };
+        let decision = Decision {
+            outcome: if action == FlowAction::Discard { Outcome::Discarded { at: 0 } } else { Outcome::Plaintext },
+            actions: vec![action],
+        };
+        let summary = summarize(&[me], &decision, true);
+        self.install(now, key.cid, n.header.nonce, action, None, None, EntryState::Final, self.cfg.idle_timeout, summary);
+        self.release(now, n.held);
+    }
+
+    fn fallback_action(&self, side: Side) -> FlowAction {
+        if side != Side::Transit && self.mode == Mode::Closed {
+            FlowAction::Discard
+        } else {
+            FlowAction::Plain
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn install(
+        &mut self,
+        now: Timestamp,
+        cid: Cid,
+        negotiation: [u8; NONCE_LEN],
+        action: FlowAction,
+        session: Option<(PccomSession, GroupId, u32)>,
+        group: Option<GroupId>,
+        state: EntryState,
+        idle_timeout: Micros,
+        summary: DecisionSummary,
+    ) {
+        let (session, group, key_version) = match session {
+            Some((s, g, v)) => (Some(s), Some(g), Some(v)),
+            None => (None, group, None),
+        };
+        let entry = PitEntry {
+            cid,
+            action,
+            group,
+            key_version,
+            session,
+            state,
+            negotiation,
+            idle_timeout,
+            created: now,
+            last_seen: now,
+            remove_at: None,
+            tcp: Default::default(),
+            counters: Default::default(),
+            summary: summary.clone(),
+        };
+        if let Some(old) = self.pit.insert(entry) {
+            self.events.push_back(Event::FlowRemoved { cid: old.cid, reason: RemovalReason::Replaced });
+        }
+        self.arm(now + idle_timeout, TimerKey::Pit(cid.canonical()));
+        self.events.push_back(Event::FlowDecided {
+            cid,
+            action,
+            summary,
+            provisional: state == EntryState::Provisional,
+        });
+    }
+
+    // ----- DPRP messages ------------------------------------------------------------------
+
+    fn emit_control(&mut self, header: &HeaderRepr, body: Body, src: IpAddr, dst: IpAddr) -> Option<Vec<u8>> {
+        let payload = MessageRepr { header: *header, body }.emit().ok()?;
+        let packet = DatagramRepr {
+            cid: Cid { proto: L4Proto::Udp, src, src_port: DPRP_PORT, dst, dst_port: DPRP_PORT },
+            ttl: 64,
+            tcp_flags: 0,
+            tcp_seq: 0,
+            tcp_ack: 0,
+            tcp_mss: None,
+            payload: &payload,
+        }
+        .emit()
+        .ok()?;
+        self.counters.control_sent += 1;
+        self.transmits.push_back(Transmit { packet: packet.clone(), to_local: false, kind: TransmitKind::Control });
+        Some(packet)
+    }
+
+    fn resend(&mut self, packet: Vec<u8>) {
+        self.counters.control_sent += 1;
+        self.transmits.push_back(Transmit { packet, to_local: false, kind: TransmitKind::Control });
+    }
+
+    fn record_params(&self, n: &Negotiation) -> RecordParams {
+        RecordParams {
+            side: n.side,
+            aead_supported: self.cfg.aead_supported,
+            aead_preferred: self.cfg.aead.bit(),
+            idle_timeout_s: u32::try_from(self.cfg.idle_timeout.0 / 1_000_000).unwrap_or(u32::MAX).max(1),
+            nonce: n.nonce,
+            ephemeral_public: n.eph_public,
+        }
+    }
+
+    fn peer_error(&mut self, cid: Option<Cid>, error: PeerError) {
+        self.counters.bad_control += 1;
+        self.events.push_back(Event::PeerMisbehaved { cid, error });
+    }
+
+    fn handle_dprp(&mut self, now: Timestamp, buf: &[u8], dg: &Datagram) -> Verdict {
+        let msg = match MessageRepr::parse(&buf[dg.payload_offset..dg.end]) {
+            Ok(m) => m,
+            Err(e) => {
+                self.peer_error(None, PeerError::Malformed(e));
+                return Verdict::Drop(DropReason::Malformed);
+            }
+        };
+        let h = msg.header;
+        let restart = h.flags & FLAG_RESTART != 0;
+        let toward_source = restart || matches!(msg.body, Body::Rgi { .. } | Body::Cdn { .. });
+        let expected = if toward_source { (h.cid.dst, h.cid.src) } else { (h.cid.src, h.cid.dst) };
+        if (dg.cid.src, dg.cid.dst) != expected || h.cid.src.is_ipv4() != dg.cid.src.is_ipv4() {
+            self.peer_error(Some(h.cid), PeerError::Inconsistent("DPRP message addresses disagree with its CID"));
+            return Verdict::Drop(DropReason::BadControl);
+        }
+        if restart && !matches!(msg.body, Body::Dde { .. }) {
+            self.peer_error(Some(h.cid), PeerError::Inconsistent("restart flag on a message other than DDE"));
+            return Verdict::Drop(DropReason::BadControl);
+        }
+        match msg.body {
+            Body::Dde { extensions } if restart => self.on_restart_request(now, h, &extensions),
+            Body::Dde { extensions } => self.on_dde(now, h, &extensions),
+            Body::Rgi { records } => self.on_rgi(now, h, records),
+            Body::Mpit { records } => self.on_mpit(now, h, &records),
+            Body::Cdn { status, chain, signer, signature } => self.on_cdn(now, h, status, chain, &signer, &signature),
+        }
+    }
+
+    fn on_restart_request(&mut self, now: Timestamp, h: HeaderRepr, ext: &[Extension]) -> Verdict {
+        let cid = h.cid;
+        let flow = cid.canonical();
+        if self.is_innermost_for(now, cid.src) {
+            if ext.iter().any(|e| e.kind & Extension::CRITICAL != 0) {
+                return Verdict::Consumed;
+            }
+            self.answer_restart(now, cid);
+            return Verdict::Consumed;
+        }
+        if self.is_router_kind() && self.protects(cid.src) && self.cached(now, cid.src).is_none() {
+            let deadline = now + self.cfg.probe_timeout;
+            self.restart_probes.insert(flow, (cid, deadline));
+            self.arm(deadline, TimerKey::RestartProbe(flow));
+        }
+        Verdict::Accept
+    }
+
+    fn answer_restart(&mut self, now: Timestamp, cid: Cid) {
+        let flow = cid.canonical();
+        if self.by_flow.contains_key(&flow) {
+            return; // a negotiation is already under way
+        }
+        if let Some(t) = self.restart_answered.get(&flow) {
+            if now - *t < Micros::from_secs(1) {
+                return; // at most one restart per flow per second
+            }
+        }
+        if self.restart_answered.len() > 65_536 {
+            self.restart_answered.clear();
+        }
+        self.restart_answered.insert(flow, now);
+        self.counters.restarts_answered += 1;
+        let key = self.initiate(now, cid);
+        // Packets waiting here for our own restart request (both ends lost state) join it.
+        if let Some(r) = self.restarts.remove(&flow) {
+            if let Some(n) = self.negotiations.get_mut(&key) {
+                n.held.extend(r.held);
+            }
+        }
+        self.start_or_finish(now, key);
+    }
+
+    fn on_dde(&mut self, now: Timestamp, h: HeaderRepr, ext: &[Extension]) -> Verdict {
+        let key = NegKey { cid: h.cid, nonce: h.nonce };
+        if let Some(n) = self.negotiations.get(&key) {
+            // A retransmitted DDE: answer again if this GE is the end, else pass it on.
+            if n.initiator {
+                return Verdict::Consumed;
+            }
+            if n.end == EndRole::End {
+                if let Some(p) = n.last_sent.clone() {
+                    self.resend(p);
+                }
+                return Verdict::Consumed;
+            }
+            return Verdict::Accept;
+        }
+        let flow = h.cid.canonical();
+        let mut inherited = VecDeque::new();
+        if let Some(other) = self.by_flow.get(&flow).copied() {
+            let ours_wins = self
+                .negotiations
+                .get(&other)
+                .is_some_and(|o| o.initiator && o.stage == Stage::AwaitRgi && o.header.nonce < h.nonce);
+            if ours_wins {
+                return Verdict::Consumed; // the other initiator will adopt ours
+            }
+            if let Some(o) = self.remove_negotiation(&other) {
+                inherited = o.held;
+            }
+        }
+        if let Some(r) = self.restarts.remove(&flow) {
+            // The GE near the source answered our restart request.
+            self.learn(now, r.cid.src, true);
+            inherited.extend(r.held);
+        }
+        if self.negotiations.len() >= self.cfg.max_negotiations {
+            self.drop_held(inherited);
+            return Verdict::Accept;
+        }
+        let mut n = self.new_negotiation(h, false, now);
+        n.held = inherited;
+        n.end = self.end_role(now, h.cid.dst);
+        if n.end == EndRole::End && ext.iter().any(|e| e.kind & Extension::CRITICAL != 0) {
+            self.drop_held(n.held);
+            return Verdict::Consumed; // cannot honour a critical extension
+        }
+        let wait = match n.end {
+            EndRole::Probe => self.cfg.probe_timeout,
+            _ => self.lifetime(),
+        };
+        n.deadline = now + wait;
+        let end = n.end;
+        self.insert_negotiation(key, n);
+        self.arm(now + wait, TimerKey::Negotiation(key));
+        if end == EndRole::End {
+            self.answer_as_end(now, key);
+            return Verdict::Consumed;
+        }
+        Verdict::Accept
+    }
+
+    /// How long a participant keeps a negotiation's state.
+    fn lifetime(&self) -> Micros {
+        // The initiator's whole retransmission schedule, plus slack.
+        self.cfg.dprp_rto.saturating_mul((1u64 << self.cfg.dprp_max_attempts.min(16)) + 1)
+    }
+
+    /// Starts the RGI with this GE's record.
+    fn answer_as_end(&mut self, now: Timestamp, key: NegKey) {
+        let Some(n) = self.negotiations.get(&key) else { return };
+        let header = n.header;
+        let prev = transcript::chain_seed(&header);
+        let rec = transcript::build_record(&self.identity, &self.keys, &prev, &self.record_params(n));
+        let msg = self.emit_control(&header, Body::Rgi { records: vec![rec] }, header.cid.dst, header.cid.src);
+        let lifetime = self.lifetime();
+        if let Some(n) = self.negotiations.get_mut(&key) {
+            n.end = EndRole::End;
+            n.stage = Stage::AwaitMpit;
+            n.last_sent = msg;
+            n.deadline = now + lifetime;
+        }
+        self.arm(now + lifetime, TimerKey::Negotiation(key));
+    }
+
+    fn on_rgi(&mut self, now: Timestamp, h: HeaderRepr, mut records: Vec<GeRecordRepr>) -> Verdict {
+        let key = NegKey { cid: h.cid, nonce: h.nonce };
+        if !self.negotiations.contains_key(&key) {
+            // The DDE did not pass here (asymmetric route, or this GE restarted): join now.
+            if self.negotiations.len() >= self.cfg.max_negotiations {
+                return Verdict::Accept;
+            }
+            let n = self.new_negotiation(h, false, now);
+            self.insert_negotiation(key, n);
+            let at = now + self.lifetime();
+            if let Some(n) = self.negotiations.get_mut(&key) {
+                n.deadline = at;
+            }
+            self.arm(at, TimerKey::Negotiation(key));
+        }
+        let Some(n) = self.negotiations.get(&key) else { return Verdict::Accept };
+        if n.initiator {
+            if n.stage == Stage::AwaitRgi {
+                self.initiator_on_rgi(now, key, records);
+            }
+            return Verdict::Consumed;
+        }
+        if n.end == EndRole::End {
+            // A GE further inside answered after this one had: ours stands.
+            return Verdict::Consumed;
+        }
+        if records.is_empty() || records.len() >= gscip_wire::dprp::MAX_RECORDS {
+            self.peer_error(Some(h.cid), PeerError::Inconsistent("RGI with no room or no records"));
+            return Verdict::Drop(DropReason::BadControl);
+        }
+        let prev = transcript::chain_over(&h, &records);
+        let rec = transcript::build_record(&self.identity, &self.keys, &prev, &self.record_params(n));
+        records.push(rec);
+        self.learn(now, h.cid.dst, true);
+        if let Some(n) = self.negotiations.get_mut(&key) {
+            n.stage = Stage::AwaitMpit;
+            n.end = EndRole::NotEnd;
+        }
+        self.emit_control(&h, Body::Rgi { records }, h.cid.dst, h.cid.src);
+        Verdict::Consumed
+    }
+
+    fn initiator_on_rgi(&mut self, now: Timestamp, key: NegKey, mut records: Vec<GeRecordRepr>) {
+        let Some(n) = self.negotiations.get(&key) else { return };
+        let h = n.header;
+        if records.len() >= gscip_wire::dprp::MAX_RECORDS {
+            self.fail(now, key, "path too long");
+            return;
+        }
+        let prev = transcript::chain_over(&h, &records);
+        let rec = transcript::build_record(&self.identity, &self.keys, &prev, &self.record_params(n));
+        records.push(rec);
+        self.learn(now, h.cid.dst, true);
+        let path = match transcript::verify_path(&h, &records, &self.trust, &self.keys, Self::unix_s(now), &mut self.verified_certs) {
+            Ok(p) => p,
+            Err(e) => {
+                self.peer_error(Some(h.cid), e.clone());
+                self.fail(now, key, &e.to_string());
+                return;
+            }
+        };
+        let mpit = self.emit_control(&h, Body::Mpit { records: records.clone() }, h.cid.src, h.cid.dst);
+        let rto = self.cfg.dprp_rto;
+        if let Some(n) = self.negotiations.get_mut(&key) {
+            n.stage = Stage::AwaitCdn;
+            n.last_sent = mpit;
+            n.attempts = 1;
+            n.deadline = now + rto;
+        }
+        self.arm(now + rto, TimerKey::Negotiation(key));
+        // Provisional entry now; held packets follow the MPIT (which creates the entries
+        // downstream before they arrive).
+        self.adopt_path(now, key, &records, path);
+    }
+
+    /// Makes this GE's PIT entry from a verified path and releases its held packets.
+    /// Returns the confirmation hash.
+    fn adopt_path(&mut self, now: Timestamp, key: NegKey, records: &[GeRecordRepr], path: VerifiedPath) -> Option<Chain> {
+        let h = self.negotiations.get(&key)?.header;
+        let ges: Vec<PathGe> = path.ges.iter().map(|v| v.ge.clone()).collect();
+        let decision = decide(&ges);
+        let confirm = transcript::confirmation(&path.final_chain, &decision.outcome);
+        let me = ges.iter().position(|g| g.name == self.name());
+        let idle = records
+            .iter()
+            .map(|r| Micros::from_secs(u64::from(r.idle_timeout_s)))
+            .chain(std::iter::once(self.cfg.idle_timeout))
+            .min()
+            .unwrap_or(self.cfg.idle_timeout);
+        let summary = summarize(&ges, &decision, false);
+        let end_rec = records.first()?;
+        let end_signer = (end_rec.certificate.name.clone(), end_rec.certificate.public_key);
+        let (action, session, group) = match me {
+            Some(i) => {
+                let action = decision.actions[i];
+                match (action, decision.outcome) {
+                    (FlowAction::Encrypt | FlowAction::Decrypt, Outcome::Protected { encryptor, decryptor, group }) => {
+                        match self.pair_session(&h, records, &path, i, encryptor, decryptor, group) {
+                            Some(s) => (action, Some(s), Some(group)),
+                            None => (self.fallback_action(ges[i].side), None, None),
+                        }
+                    }
+                    (_, Outcome::Protected { group, .. }) => (action, None, Some(group)),
+                    _ => (action, None, None),
+                }
+            }
+            None => {
+                // This GE is not on the verified path (its record was dropped): act on its own
+                // boundary only.
+                let side = self.side_of(&h.cid);
+                let a = match decision.outcome {
+                    Outcome::Protected { .. } => FlowAction::Relay,
+                    _ if side != Side::Transit && self.mode == Mode::Closed => FlowAction::Discard,
+                    Outcome::Plaintext => FlowAction::Plain,
+                    Outcome::Discarded { .. } => FlowAction::Discard,
+                };
+                (a, None, None)
+            }
+        };
+        let held = {
+            let n = self.negotiations.get_mut(&key)?;
+            n.confirm = Some(confirm);
+            n.end_signer = Some(end_signer);
+            std::mem::take(&mut n.held)
+        };
+        self.install(now, h.cid, h.nonce, action, session, group, EntryState::Provisional, idle, summary);
+        self.release(now, held);
+        Some(confirm)
+    }
+
+    /// Derives the pair's PCCOM session when this GE is one of its ends.
+    #[allow(clippy::too_many_arguments)]
+    fn pair_session(
+        &self,
+        h: &HeaderRepr,
+        records: &[GeRecordRepr],
+        path: &VerifiedPath,
+        me: usize,
+        encryptor: usize,
+        decryptor: usize,
+        group: GroupId,
+    ) -> Option<(PccomSession, GroupId, u32)> {
+        let n = self.negotiations.get(&NegKey { cid: h.cid, nonce: h.nonce })?;
+        let other = if me == encryptor { decryptor } else { encryptor };
+        let other_v = &path.ges[other];
+        let version = other_v.proven_versions.iter().filter(|(g, _)| *g == group).map(|(_, v)| *v).max()?;
+        let gk = self.keys.get(group, version)?;
+        let other_rec = &records[other_v.record_index];
+        let my_key = agreement::PrivateKey::from_private_key(&agreement::X25519, &n.eph_secret[..]).ok()?;
+        let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, other_rec.ephemeral_public);
+        let material = agreement::agree(&my_key, peer, (), |shared| Ok(derive_flow_keys(gk, shared, &path.final_chain))).ok()?;
+        let enc_rec = &records[path.ges[encryptor].record_index];
+        let dec_rec = &records[path.ges[decryptor].record_index];
+        let alg = AeadAlgorithm::choose(enc_rec.aead_preferred, enc_rec.aead_supported, dec_rec.aead_preferred, dec_rec.aead_supported);
+        let epoch = h.nonce[0] & 0x0f;
+        let session = if me == encryptor {
+            PccomSession::new(alg, epoch, material.flow_id, &material.forward, &material.reverse)
+        } else {
+            PccomSession::new(alg, epoch, material.flow_id, &material.reverse, &material.forward)
+        }
+        .ok()?;
+        Some((session, group, version))
+    }
+
+    fn on_mpit(&mut self, now: Timestamp, h: HeaderRepr, records: &[GeRecordRepr]) -> Verdict {
+        let key = NegKey { cid: h.cid, nonce: h.nonce };
+        let Some(n) = self.negotiations.get(&key) else {
+            // Not part of this negotiation (or state lost): enforce our own boundary only by
+            // negotiating afresh when data comes.
+            return Verdict::Accept;
+        };
+        if n.initiator {
+            return Verdict::Consumed;
+        }
+        let is_end = n.end == EndRole::End;
+        if n.stage == Stage::AwaitCdn {
+            return Verdict::Accept; // a retransmitted MPIT: already adopted
+        }
+        if is_end && n.stage != Stage::AwaitMpit {
+            return Verdict::Consumed;
+        }
+        let my_rec_present = records
+            .iter()
+            .any(|r| r.certificate.name == self.name() && r.nonce == n.nonce && r.ephemeral_public == n.eph_public);
+        let path = transcript::verify_path(&h, records, &self.trust, &self.keys, Self::unix_s(now), &mut self.verified_certs);
+        let path = match (path, my_rec_present) {
+            (Ok(p), true) => p,
+            (Ok(_), false) => {
+                self.peer_error(Some(h.cid), PeerError::Inconsistent("this GE's record is missing from the MPIT"));
+                return self.refuse(now, key, is_end);
+            }
+            (Err(e), _) => {
+                self.peer_error(Some(h.cid), e);
+                return self.refuse(now, key, is_end);
+            }
+        };
+        let Some(confirm) = self.adopt_path(now, key, records, path) else {
+            return self.refuse(now, key, is_end);
+        };
+        if is_end {
+            let sig = self.identity.sign(&[&MessageRepr::cdn_to_be_signed(CdnStatus::Complete, &confirm)]);
+            let body = Body::Cdn { status: CdnStatus::Complete, chain: confirm, signer: self.name().to_owned(), signature: sig };
+            self.emit_control(&h, body, h.cid.dst, h.cid.src);
+            self.finalize(&h.cid);
+            self.counters.negotiations_completed += 1;
+            // Keep the state a little so a retransmitted MPIT is answered, then let it expire.
+            if let Some(n) = self.negotiations.get_mut(&key) {
+                n.stage = Stage::AwaitCdn;
+            }
+            return Verdict::Consumed;
+        }
+        if let Some(n) = self.negotiations.get_mut(&key) {
+            n.stage = Stage::AwaitCdn;
+        }
+        Verdict::Accept
+    }
+
+    /// This GE cannot accept the negotiation: fall back, and if it is the end, say so.
+    fn refuse(&mut self, now: Timestamp, key: NegKey, is_end: bool) -> Verdict {
+        if is_end {
+            let zero = [0u8; 32];
+            let sig = self.identity.sign(&[&MessageRepr::cdn_to_be_signed(CdnStatus::Refused, &zero)]);
+            let h = key;
+            let header = HeaderRepr { flags: 0, nonce: h.nonce, cid: h.cid };
+            let body = Body::Cdn { status: CdnStatus::Refused, chain: zero, signer: self.name().to_owned(), signature: sig };
+            self.emit_control(&header, body, h.cid.dst, h.cid.src);
+        }
+        self.fail(now, key, "path could not be verified");
+        if is_end {
+            Verdict::Consumed
+        } else {
+            Verdict::Accept
+        }
+    }
+
+    fn finalize(&mut self, cid: &Cid) {
+        if let Some((e, _)) = self.pit.get_mut(cid) {
+            e.state = EntryState::Final;
+        }
+    }
+
+    fn on_cdn(
+        &mut self,
+        now: Timestamp,
+        h: HeaderRepr,
+        status: CdnStatus,
+        confirm: Chain,
+        signer: &str,
+        signature: &[u8; 64],
+    ) -> Verdict {
+        let key = NegKey { cid: h.cid, nonce: h.nonce };
+        let Some(n) = self.negotiations.get(&key) else { return Verdict::Accept };
+        let initiator = n.initiator;
+        let pass = if initiator { Verdict::Consumed } else { Verdict::Accept };
+        if n.end == EndRole::End {
+            return Verdict::Consumed;
+        }
+        if n.stage != Stage::AwaitCdn {
+            return pass;
+        }
+        let Some((ref end_name, end_key)) = n.end_signer else { return pass };
+        if signer != end_name
+            || !verify_signature(&end_key, &[&MessageRepr::cdn_to_be_signed(status, &confirm)], signature)
+        {
+            self.peer_error(Some(h.cid), PeerError::BadSignature(signer.to_owned()));
+            return Verdict::Drop(DropReason::BadControl);
+        }
+        let agreed = status == CdnStatus::Complete && n.confirm == Some(confirm);
+        if agreed {
+            self.finalize(&h.cid);
+            if let Some(n) = self.remove_negotiation(&key) {
+                self.drop_held(n.held);
+            }
+            if initiator {
+                self.counters.negotiations_completed += 1;
+            }
+        } else {
+            self.fail(now, key, "the end GE refused or decided otherwise");
+        }
+        pass
+    }
+
+    /// A host answered a DPRP message with an ICMP error: no GE lies between here and it.
+    fn on_icmp_about_dprp(&mut self, now: Timestamp, host: IpAddr) -> Verdict {
+        self.learn(now, host, false);
+        let mut consumed = false;
+        let waiting: Vec<NegKey> = self
+            .negotiations
+            .iter()
+            .filter(|(k, n)| k.cid.dst == host && n.stage == Stage::AwaitRgi)
+            .map(|(k, _)| *k)
+            .collect();
+        for key in waiting {
+            consumed = true;
+            let initiator = self.negotiations.get(&key).is_some_and(|n| n.initiator);
+            if initiator {
+                self.finish_alone(now, key);
+            } else {
+                self.answer_as_end(now, key);
+            }
+        }
+        let restarts: Vec<Cid> = self.restarts.iter().filter(|(_, r)| r.cid.src == host).map(|(f, _)| *f).collect();
+        for flow in restarts {
+            consumed = true;
+            self.restart_timed_out(now, flow);
+        }
+        let probes: Vec<Cid> = self.restart_probes.iter().filter(|(_, (c, _))| c.src == host).map(|(f, _)| *f).collect();
+        for flow in probes {
+            consumed = true;
+            if let Some((cid, _)) = self.restart_probes.remove(&flow) {
+                self.answer_restart(now, cid);
+            }
+        }
+        if consumed {
+            Verdict::Consumed
+        } else {
+            Verdict::Accept
+        }
+    }
+
+    /// Nobody near the source answered our restart request: this GE is the first one.
+    fn restart_timed_out(&mut self, now: Timestamp, flow: Cid) {
+        let Some(r) = self.restarts.remove(&flow) else { return };
+        let key = self.initiate(now, r.cid);
+        if let Some(n) = self.negotiations.get_mut(&key) {
+            n.held = r.held;
+        }
+        self.start_or_finish(now, key);
+    }
+
+    // ----- timers -------------------------------------------------------------------------
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        while let Some(Reverse((t, key))) = self.timers.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            match key {
+                TimerKey::Negotiation(k) => self.negotiation_timer(now, k),
+                TimerKey::Restart(flow) => {
+                    if self.restarts.get(&flow).is_some_and(|r| r.deadline <= now) {
+                        let host = self.restarts[&flow].cid.src;
+                        self.learn(now, host, false);
+                        self.restart_timed_out(now, flow);
+                    }
+                }
+                TimerKey::RestartProbe(flow) => {
+                    if self.restart_probes.get(&flow).is_some_and(|(_, d)| *d <= now) {
+                        if let Some((cid, _)) = self.restart_probes.remove(&flow) {
+                            self.learn(now, cid.src, false);
+                            self.answer_restart(now, cid);
+                        }
+                    }
+                }
+                TimerKey::Pit(flow) => self.pit_timer(now, flow),
+            }
+        }
+    }
+
+    fn negotiation_timer(&mut self, now: Timestamp, key: NegKey) {
+        let Some(n) = self.negotiations.get(&key) else { return };
+        if n.deadline > now {
+            return; // a stale timer
+        }
+        let (initiator, stage, end, attempts) = (n.initiator, n.stage, n.end, n.attempts);
+        if initiator {
+            if stage == Stage::AwaitRgi && end == EndRole::Probe && attempts == 1 {
+                // Nothing answered from inside: the destination has no GE of its own.
+                self.learn(now, key.cid.dst, false);
+                self.finish_alone(now, key);
+                return;
+            }
+            if attempts >= self.cfg.dprp_max_attempts {
+                if stage == Stage::AwaitCdn {
+                    // Every GE decided for itself on the MPIT; only the confirmation is missing.
+                    self.finalize(&key.cid);
+                    if let Some(n) = self.remove_negotiation(&key) {
+                        self.drop_held(n.held);
+                    }
+                    self.counters.negotiations_completed += 1;
+                } else {
+                    self.fail(now, key, "no answer to DDE");
+                }
+                return;
+            }
+            let wait = self.cfg.dprp_rto.saturating_mul(1 << attempts.min(16));
+            let packet = n.last_sent.clone();
+            if let Some(n) = self.negotiations.get_mut(&key) {
+                n.attempts += 1;
+                n.deadline = now + wait;
+            }
+            if let Some(p) = packet {
+                self.resend(p);
+            }
+            self.arm(now + wait, TimerKey::Negotiation(key));
+            return;
+        }
+        if stage == Stage::AwaitRgi && end == EndRole::Probe {
+            self.learn(now, key.cid.dst, false);
+            self.answer_as_end(now, key);
+            return;
+        }
+        if let Some(n) = self.remove_negotiation(&key) {
+            self.drop_held(n.held);
+        }
+    }
+
+    fn pit_timer(&mut self, now: Timestamp, flow: Cid) {
+        let Some((e, _)) = self.pit.get(&flow) else { return };
+        let reason = match e.remove_at {
+            Some(at) if at <= now => Some(RemovalReason::TcpClosed),
+            _ if now - e.last_seen >= e.idle_timeout => Some(RemovalReason::Idle),
+            _ => None,
+        };
+        match reason {
+            Some(reason) => {
+                if let Some(e) = self.pit.remove(&flow) {
+                    self.events.push_back(Event::FlowRemoved { cid: e.cid, reason });
+                }
+            }
+            None => {
+                let next = e.remove_at.unwrap_or(e.last_seen + e.idle_timeout).min(e.last_seen + e.idle_timeout);
+                let next = if next <= now { now + Micros(1) } else { next };
+                self.arm(next, TimerKey::Pit(flow));
+            }
+        }
+    }
+}
+
+fn summarize(path: &[PathGe], d: &Decision, fallback: bool) -> DecisionSummary {
+    let (group, enc, dec) = match d.outcome {
+        Outcome::Protected { encryptor, decryptor, group } => {
+            (Some(group), Some(path[encryptor].name.clone()), Some(path[decryptor].name.clone()))
+        }
+        _ => (None, None, None),
+    };
+    DecisionSummary {
+        path: path.iter().map(|g| g.name.clone()).collect(),
+        actions: d.actions.clone(),
+        group,
+        encrypted_by: enc,
+        decrypted_by: dec,
+        fallback,
+    }
+}
