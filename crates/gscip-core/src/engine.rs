@@ -990,6 +990,10 @@ impl Engine {
             self.learn(now, r.cid.src, true);
             inherited.extend(r.held);
         }
+        if self.restart_probes.remove(&flow).is_some() {
+            // A GE further inside answered the restart request we passed on to it.
+            self.learn(now, h.cid.src, true);
+        }
         if self.negotiations.len() >= self.cfg.max_negotiations {
             self.drop_held(inherited);
             return Verdict::Accept;

@@ -28,6 +28,10 @@ pub const FLOW_SPACING_US: u64 = 200_000;
 /// The simulation stops this long after the last flow started.
 pub const RUN_AFTER_LAST_US: u64 = 30_000_000;
 const PAYLOAD_LEN: usize = 32;
+/// Request/response rounds each flow's application makes before it closes.
+pub const ROUNDS: u32 = 3;
+/// Pause between rounds.
+pub const ROUND_GAP_US: u64 = 20_000;
 
 /// Ways to make the simulation misbehave on purpose (tests of the report and of recovery).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +65,8 @@ enum ClientStage {
     Idle,
     SynSent,
     DataSent,
+    /// Waiting to send the next round.
+    Pause,
     FinSent,
     Done,
     Failed,
@@ -82,6 +88,8 @@ struct FlowState {
     first_arrival: Option<u64>,
     got_p1: bool,
     got_p2: bool,
+    /// Rounds completed (the client got the reply).
+    rounds: u32,
     failed_early: bool,
     retransmissions: u32,
     /// (time, link) where a payload was seen in clear.
@@ -270,6 +278,7 @@ impl Simulation {
                 first_arrival: None,
                 got_p1: false,
                 got_p2: false,
+                rounds: 0,
                 failed_early: false,
                 retransmissions: 0,
                 plaintext: Vec::new(),
@@ -588,9 +597,37 @@ impl Simulation {
         self.schedule(self.now + after, SimEvent::AppTimer { flow: i, generation: g });
     }
 
+    fn data_segment(f: &FlowState) -> Vec<u8> {
+        let (len1, len2) = (f.p1.len() as u32, f.p2.len() as u32);
+        match f.cid.proto {
+            L4Proto::Tcp => Self::segment(
+                f.cid,
+                tcp_flags::ACK | tcp_flags::PSH,
+                Self::C0 + 1 + f.rounds * len1,
+                Self::S0 + 1 + f.rounds * len2,
+                &f.p1,
+            ),
+            L4Proto::Udp => Self::segment(f.cid, 0, 0, 0, &f.p1),
+        }
+    }
+
+    fn fin_segment(f: &FlowState) -> Vec<u8> {
+        let (len1, len2) = (f.p1.len() as u32, f.p2.len() as u32);
+        Self::segment(f.cid, tcp_flags::FIN | tcp_flags::ACK, Self::C0 + 1 + ROUNDS * len1, Self::S0 + 1 + ROUNDS * len2, &[])
+    }
+
     fn client_timer(&mut self, i: usize, generation: u32) {
         let f = &mut self.flows[i];
         if f.generation != generation || matches!(f.stage, ClientStage::Done | ClientStage::Failed | ClientStage::Idle) {
+            return;
+        }
+        if f.stage == ClientStage::Pause {
+            // Next round.
+            f.stage = ClientStage::DataSent;
+            f.attempts = 1;
+            let (node, pkt) = (f.client, Self::data_segment(f));
+            self.arm_app(i, if self.flows[i].cid.proto == L4Proto::Udp { 1_000_000 } else { 200_000 });
+            self.host_send(node, pkt);
             return;
         }
         if f.attempts >= 4 {
@@ -599,16 +636,10 @@ impl Simulation {
         }
         f.attempts += 1;
         f.retransmissions += 1;
-        let len1 = f.p1.len() as u32;
         let pkt = match (f.cid.proto, f.stage) {
             (L4Proto::Tcp, ClientStage::SynSent) => Self::segment(f.cid, tcp_flags::SYN, Self::C0, 0, &[]),
-            (L4Proto::Tcp, ClientStage::DataSent) => {
-                Self::segment(f.cid, tcp_flags::ACK | tcp_flags::PSH, Self::C0 + 1, Self::S0 + 1, &f.p1)
-            }
-            (L4Proto::Tcp, _) => {
-                Self::segment(f.cid, tcp_flags::FIN | tcp_flags::ACK, Self::C0 + 1 + len1, Self::S0 + 1 + len1, &[])
-            }
-            (L4Proto::Udp, _) => Self::segment(f.cid, 0, 0, 0, &f.p1),
+            (L4Proto::Tcp, ClientStage::FinSent) => Self::fin_segment(f),
+            _ => Self::data_segment(f),
         };
         let node = f.client;
         let backoff = if f.stage == ClientStage::SynSent || f.cid.proto == L4Proto::Udp { 1_000_000 } else { 200_000 };
@@ -621,8 +652,7 @@ impl Simulation {
         let f = &mut self.flows[i];
         f.first_arrival.get_or_insert(now);
         let r = f.cid.reversed();
-        let len1 = f.p1.len() as u32;
-        let len2 = f.p2.len() as u32;
+        let (len1, len2) = (f.p1.len() as u32, f.p2.len() as u32);
         let reply = match f.cid.proto {
             L4Proto::Udp => {
                 if payload == f.p1.as_slice() {
@@ -634,17 +664,26 @@ impl Simulation {
             }
             L4Proto::Tcp => {
                 let fl = d.tcp_flags;
+                let round = d.tcp_seq.wrapping_sub(Self::C0 + 1) / len1.max(1);
                 if fl & tcp_flags::SYN != 0 {
                     Some(Self::segment(r, tcp_flags::SYN | tcp_flags::ACK, Self::S0, Self::C0 + 1, &[]))
                 } else if fl & tcp_flags::FIN != 0 {
-                    Some(Self::segment(r, tcp_flags::FIN | tcp_flags::ACK, Self::S0 + 1 + len2, Self::C0 + 2 + len1, &[]))
-                } else if !payload.is_empty() {
-                    if payload == f.p1.as_slice() && d.tcp_seq == Self::C0 + 1 {
-                        f.got_p1 = true;
-                        Some(Self::segment(r, tcp_flags::ACK | tcp_flags::PSH, Self::S0 + 1, Self::C0 + 1 + len1, &f.p2))
-                    } else {
-                        None
-                    }
+                    Some(Self::segment(
+                        r,
+                        tcp_flags::FIN | tcp_flags::ACK,
+                        Self::S0 + 1 + ROUNDS * len2,
+                        Self::C0 + 2 + ROUNDS * len1,
+                        &[],
+                    ))
+                } else if !payload.is_empty() && payload == f.p1.as_slice() && round < ROUNDS {
+                    f.got_p1 = true;
+                    Some(Self::segment(
+                        r,
+                        tcp_flags::ACK | tcp_flags::PSH,
+                        Self::S0 + 1 + round * len2,
+                        Self::C0 + 1 + (round + 1) * len1,
+                        &f.p2,
+                    ))
                 } else {
                     None
                 }
@@ -658,52 +697,43 @@ impl Simulation {
 
     fn client_receive(&mut self, i: usize, d: &Datagram, payload: &[u8]) {
         let f = &mut self.flows[i];
-        let len1 = f.p1.len() as u32;
-        let len2 = f.p2.len() as u32;
+        let (len1, len2) = (f.p1.len() as u32, f.p2.len() as u32);
         let mut send = None;
         let mut next_stage = None;
-        match f.cid.proto {
-            L4Proto::Udp => {
-                if payload == f.p2.as_slice() && f.stage == ClientStage::DataSent {
-                    f.got_p2 = true;
-                    next_stage = Some(ClientStage::Done);
-                }
+        let fl = d.tcp_flags;
+        if f.cid.proto == L4Proto::Tcp && fl & tcp_flags::RST != 0 {
+            if !f.got_p2 {
+                f.failed_early = true;
+                next_stage = Some(ClientStage::Failed);
             }
-            L4Proto::Tcp => {
-                let fl = d.tcp_flags;
-                if fl & tcp_flags::RST != 0 {
-                    if !f.got_p2 {
-                        f.failed_early = true;
-                        next_stage = Some(ClientStage::Failed);
-                    }
-                } else if fl & tcp_flags::SYN != 0 && f.stage == ClientStage::SynSent && d.tcp_ack == Self::C0 + 1 {
-                    send = Some(Self::segment(f.cid, tcp_flags::ACK | tcp_flags::PSH, Self::C0 + 1, Self::S0 + 1, &f.p1));
-                    next_stage = Some(ClientStage::DataSent);
-                } else if payload == f.p2.as_slice() && f.stage == ClientStage::DataSent {
-                    f.got_p2 = true;
-                    send = Some(Self::segment(
-                        f.cid,
-                        tcp_flags::FIN | tcp_flags::ACK,
-                        Self::C0 + 1 + len1,
-                        Self::S0 + 1 + len2,
-                        &[],
-                    ));
-                    next_stage = Some(ClientStage::FinSent);
-                } else if fl & tcp_flags::FIN != 0 && f.stage == ClientStage::FinSent {
-                    send = Some(Self::segment(f.cid, tcp_flags::ACK, Self::C0 + 2 + len1, Self::S0 + 2 + len2, &[]));
-                    next_stage = Some(ClientStage::Done);
-                }
+        } else if f.cid.proto == L4Proto::Tcp && fl & tcp_flags::SYN != 0 {
+            if f.stage == ClientStage::SynSent && d.tcp_ack == Self::C0 + 1 {
+                send = Some(Self::data_segment(f));
+                next_stage = Some(ClientStage::DataSent);
             }
+        } else if payload == f.p2.as_slice() && f.stage == ClientStage::DataSent {
+            f.got_p2 = true;
+            f.rounds += 1;
+            if f.rounds < ROUNDS {
+                next_stage = Some(ClientStage::Pause);
+            } else if f.cid.proto == L4Proto::Tcp {
+                send = Some(Self::fin_segment(f));
+                next_stage = Some(ClientStage::FinSent);
+            } else {
+                next_stage = Some(ClientStage::Done);
+            }
+        } else if f.cid.proto == L4Proto::Tcp && fl & tcp_flags::FIN != 0 && f.stage == ClientStage::FinSent {
+            send = Some(Self::segment(f.cid, tcp_flags::ACK, Self::C0 + 2 + ROUNDS * len1, Self::S0 + 2 + ROUNDS * len2, &[]));
+            next_stage = Some(ClientStage::Done);
         }
         let client = f.client;
         if let Some(st) = next_stage {
             f.stage = st;
             f.attempts = 1;
-            let timed = matches!(st, ClientStage::DataSent | ClientStage::FinSent);
-            if timed {
-                self.arm_app(i, 200_000);
-            } else {
-                self.flows[i].generation += 1;
+            match st {
+                ClientStage::DataSent | ClientStage::FinSent => self.arm_app(i, 200_000),
+                ClientStage::Pause => self.arm_app(i, ROUND_GAP_US),
+                _ => self.flows[i].generation += 1,
             }
         }
         if let Some(p) = send {
@@ -744,7 +774,7 @@ impl Simulation {
         let mut leaks = 0;
         for f in &self.flows {
             let (ges, reference) = self.reference(f);
-            let delivered = f.got_p1 && f.got_p2;
+            let delivered = f.got_p1 && f.got_p2 && f.rounds == ROUNDS;
             let flow_key = f.cid.canonical();
             let mut actions = serde_json::Map::new();
             let mut encrypted = false;
