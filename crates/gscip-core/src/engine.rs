@@ -462,11 +462,12 @@ impl Engine {
         self.counters.packets += 1;
         let dg = match Datagram::parse(buf) {
             Ok(dg) => dg,
+            // Other protocols (ICMP among them) and fragments.
             Err(WireError::Unsupported(_)) => return self.handle_other(now, buf),
+            // A TCP/UDP packet (or IP header) that does not hold together.
             Err(_) => {
-                // ICMP errors and non-TCP/UDP packets also land here when they do not parse
-                // as TCP/UDP; let the other path look at them first.
-                return self.handle_other(now, buf);
+                self.counters.malformed += 1;
+                return Verdict::Drop(DropReason::Malformed);
             }
         };
         if dg.cid.proto == L4Proto::Udp && is_dprp_ports(dg.cid.src_port, dg.cid.dst_port) {

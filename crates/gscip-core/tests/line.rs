@@ -1,0 +1,471 @@
+//! Engines in a line between two hosts, driven in virtual time (in the manner of quinn-proto's
+//! `Pair` tests): negotiation, PCCOM on the wire, tampering, replay, forged control messages,
+//! hold-queue bounds, and a property test of DPRP against the policy function as reference
+//! model under random loss of messages.
+
+use gscip_core::engine::{Engine, Event, GeConfig, TransmitKind, Verdict};
+use gscip_core::group::{GroupId, GroupKey, GroupKeyring};
+use gscip_core::identity::{CertificateAuthority, SigningIdentity};
+use gscip_core::policy::{decide, FlowAction, Outcome, PathGe};
+use gscip_core::{DropReason, GeKind, Mode, Side, Timestamp};
+use gscip_wire::dprp::{self, Body, MessageRepr};
+use gscip_wire::ip::{Datagram, DatagramRepr};
+use gscip_wire::{Cid, L4Proto};
+use ipnet::IpNet;
+use proptest::prelude::*;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::IpAddr;
+use zeroize::Zeroizing;
+
+const T0: u64 = 1_800_000_000 * 1_000_000;
+const LINK_US: u64 = 10;
+
+fn a_addr() -> IpAddr {
+    "10.0.0.1".parse().unwrap()
+}
+fn b_addr() -> IpAddr {
+    "10.0.1.2".parse().unwrap()
+}
+
+/// How to build one GE of the line.
+#[derive(Debug, Clone)]
+struct GeSpec {
+    name: &'static str,
+    kind: GeKind,
+    mode: Mode,
+    groups: Vec<u16>,
+    protected: Vec<IpNet>,
+    local: Vec<IpAddr>,
+}
+
+fn ges_a(mode: Mode, groups: &[u16]) -> GeSpec {
+    GeSpec { name: "a", kind: GeKind::Ges, mode, groups: groups.to_vec(), protected: vec![], local: vec![a_addr()] }
+}
+fn ges_b(mode: Mode, groups: &[u16]) -> GeSpec {
+    GeSpec { name: "b", kind: GeKind::Ges, mode, groups: groups.to_vec(), protected: vec![], local: vec![b_addr()] }
+}
+/// A GEN whose inside is host A's subnet.
+fn gen_a(mode: Mode, groups: &[u16]) -> GeSpec {
+    GeSpec {
+        name: "gen",
+        kind: GeKind::Gen,
+        mode,
+        groups: groups.to_vec(),
+        protected: vec!["10.0.0.0/24".parse().unwrap()],
+        local: vec!["10.0.0.254".parse().unwrap()],
+    }
+}
+
+fn keys_for(groups: &[u16]) -> GroupKeyring {
+    let mut k = GroupKeyring::new();
+    for &g in groups {
+        k.insert(GroupKey::new(GroupId(g), 1, [g as u8; 32]));
+    }
+    k
+}
+
+fn build(spec: &GeSpec, ca: &CertificateAuthority, seed: u8) -> Engine {
+    let s = Zeroizing::new([seed; 32]);
+    let pk = SigningIdentity::public_key_for_seed(&s).unwrap();
+    let gids: Vec<GroupId> = spec.groups.iter().map(|&g| GroupId(g)).collect();
+    let cert = ca.issue(spec.kind, spec.mode, spec.name, &gids, pk, T0 / 1_000_000 + 86_400).unwrap();
+    let id = SigningIdentity::new(&s, cert).unwrap();
+    let cfg = GeConfig { protected: spec.protected.clone(), local_addrs: spec.local.clone(), ..GeConfig::default() };
+    Engine::new(cfg, id, ca.trust_anchor(), keys_for(&spec.groups), Box::new(ChaCha20Rng::seed_from_u64(seed as u64))).unwrap()
+}
+
+/// A packet in flight: it reaches position `pos` (engine index; -1 is host A, len is host B)
+/// moving right or left.
+struct Line {
+    specs: Vec<GeSpec>,
+    engines: Vec<Engine>,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64, i64, bool, Vec<u8>)>>,
+    /// Every packet that crossed a link, with the link's index (link k joins position k-1 and
+    /// k; link 0 is host A's, link len is host B's).
+    wire: Vec<(usize, Vec<u8>)>,
+    app_a: Vec<Vec<u8>>,
+    app_b: Vec<Vec<u8>>,
+    errors_a: usize,
+    /// Drops a control message when it returns true (called with the message type).
+    drop_control: Box<dyn FnMut(dprp::MessageType) -> bool>,
+    events: Vec<(usize, Event)>,
+}
+
+impl Line {
+    fn new(specs: Vec<GeSpec>) -> Line {
+        let ca = CertificateAuthority::from_seed(&Zeroizing::new([99; 32])).unwrap();
+        let engines = specs.iter().enumerate().map(|(i, s)| build(s, &ca, i as u8 + 1)).collect();
+        Line {
+            specs,
+            engines,
+            now: T0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            wire: Vec::new(),
+            app_a: Vec::new(),
+            app_b: Vec::new(),
+            errors_a: 0,
+            drop_control: Box::new(|_| false),
+            events: Vec::new(),
+        }
+    }
+
+    fn host_a_has_ge(&self) -> Option<usize> {
+        self.specs.iter().position(|s| s.local.contains(&a_addr()))
+    }
+    fn host_b_has_ge(&self) -> Option<usize> {
+        self.specs.iter().position(|s| s.local.contains(&b_addr()))
+    }
+
+    fn put(&mut self, pos: i64, right: bool, p: Vec<u8>) {
+        if let Ok(d) = Datagram::parse(&p) {
+            if dprp::is_dprp_ports(d.cid.src_port, d.cid.dst_port) {
+                if let Ok(m) = MessageRepr::parse(&p[d.payload_offset..d.end]) {
+                    if (self.drop_control)(m.body.message_type()) {
+                        return;
+                    }
+                }
+            }
+        }
+        let link = if right { pos } else { pos + 1 };
+        self.wire.push((link.max(0) as usize, p.clone()));
+        self.seq += 1;
+        self.queue.push(Reverse((self.now + LINK_US, self.seq, pos, right, p)));
+    }
+
+    /// The application on host A sends a packet.
+    fn send_from_a(&mut self, p: Vec<u8>) {
+        match self.host_a_has_ge() {
+            Some(0) => self.process(0, true, p),
+            _ => self.put(0, true, p),
+        }
+    }
+    fn send_from_b(&mut self, p: Vec<u8>) {
+        let n = self.engines.len() as i64;
+        match self.host_b_has_ge() {
+            Some(i) if i as i64 == n - 1 => self.process(n - 1, false, p),
+            _ => self.put(n - 1, false, p),
+        }
+    }
+
+    fn dst(p: &[u8]) -> IpAddr {
+        IpAddr::from([p[16], p[17], p[18], p[19]])
+    }
+
+    fn process(&mut self, pos: i64, right: bool, mut p: Vec<u8>) {
+        let n = self.engines.len() as i64;
+        if pos < 0 || pos >= n {
+            self.host(pos < 0, p);
+            return;
+        }
+        let i = pos as usize;
+        let v = self.engines[i].handle_packet(Timestamp(self.now), &mut p);
+        self.drain(i);
+        if v == Verdict::Accept {
+            let next = if right { pos + 1 } else { pos - 1 };
+            let local_host = self.specs[i].local.contains(&Self::dst(&p));
+            if local_host {
+                self.host(Self::dst(&p) == a_addr(), p);
+            } else {
+                self.put(next, right, p);
+            }
+        }
+    }
+
+    fn drain(&mut self, i: usize) {
+        while let Some(ev) = self.engines[i].poll_event() {
+            self.events.push((i, ev));
+        }
+        while let Some(t) = self.engines[i].poll_transmit() {
+            let d = Self::dst(&t.packet);
+            if t.to_local {
+                self.host(d == a_addr(), t.packet);
+            } else {
+                let right = d != a_addr();
+                self.put(if right { i as i64 + 1 } else { i as i64 - 1 }, right, t.packet);
+            }
+            let _ = TransmitKind::Control;
+        }
+    }
+
+    fn host(&mut self, is_a: bool, p: Vec<u8>) {
+        if p[9] == 1 {
+            if is_a {
+                self.errors_a += 1;
+            }
+            return;
+        }
+        let Ok(d) = Datagram::parse(&p) else { return };
+        if dprp::is_dprp_ports(d.cid.src_port, d.cid.dst_port) {
+            // A host without a GE: port unreachable.
+            let me = if is_a { a_addr() } else { b_addr() };
+            if let Ok(icmp) = gscip_wire::icmp::emit_error(me, &p, gscip_wire::icmp::IcmpErrorKind::PortUnreachable) {
+                if is_a {
+                    self.send_from_a(icmp)
+                } else {
+                    self.send_from_b(icmp)
+                }
+            }
+            return;
+        }
+        let payload = p[d.payload_offset..d.end].to_vec();
+        if is_a {
+            self.app_a.push(payload);
+        } else {
+            self.app_b.push(payload);
+        }
+    }
+
+    /// Runs until nothing is in flight and no timer is due before `until_us` from now.
+    fn run_for(&mut self, us: u64) {
+        let end = self.now + us;
+        loop {
+            let next_pkt = self.queue.peek().map(|Reverse((t, ..))| *t);
+            let next_timer = self.engines.iter().filter_map(|e| e.poll_timeout()).map(|t| t.0).min();
+            let next = match (next_pkt, next_timer) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+                (None, None) => break,
+            };
+            if next > end {
+                break;
+            }
+            self.now = self.now.max(next);
+            if next_pkt == Some(next) {
+                let Reverse((_, _, pos, right, p)) = self.queue.pop().unwrap();
+                self.process(pos, right, p);
+            } else {
+                for i in 0..self.engines.len() {
+                    if self.engines[i].poll_timeout().is_some_and(|t| t.0 <= self.now) {
+                        self.engines[i].handle_timeout(Timestamp(self.now));
+                        self.drain(i);
+                    }
+                }
+            }
+        }
+        self.now = self.now.max(end);
+    }
+
+    fn action(&self, i: usize, cid: &Cid) -> Option<FlowAction> {
+        self.engines[i].pit().get(cid).map(|(e, d)| e.action_for(d))
+    }
+}
+
+fn udp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    DatagramRepr {
+        cid: Cid { proto: L4Proto::Udp, src, src_port: sport, dst, dst_port: dport },
+        ttl: 64,
+        tcp_flags: 0,
+        tcp_seq: 0,
+        tcp_ack: 0,
+        tcp_mss: None,
+        payload,
+    }
+    .emit()
+    .unwrap()
+}
+
+/// Was `payload` seen in clear on a link with index in `links`?
+fn seen_in_clear(wire: &[(usize, Vec<u8>)], links: std::ops::RangeInclusive<usize>, payload: &[u8]) -> bool {
+    wire.iter().any(|(l, p)| links.contains(l) && p.windows(payload.len()).any(|w| w == payload))
+}
+
+#[test]
+fn two_ges_protect_both_directions_and_the_wire_shows_no_payload() {
+    let mut l = Line::new(vec![ges_a(Mode::Open, &[1, 5]), ges_b(Mode::Closed, &[5, 7])]);
+    let secret = b"payroll of the whole company....";
+    l.send_from_a(udp(a_addr(), b_addr(), 5000, 53, secret));
+    l.run_for(10_000);
+    assert_eq!(l.app_b, vec![secret.to_vec()], "held packet delivered once");
+    l.send_from_b(udp(b_addr(), a_addr(), 53, 5000, b"reply"));
+    l.run_for(10_000);
+    assert_eq!(l.app_a, vec![b"reply".to_vec()]);
+    assert!(!seen_in_clear(&l.wire, 0..=2, secret) && !seen_in_clear(&l.wire, 0..=2, b"reply"));
+    let cid = Cid { proto: L4Proto::Udp, src: a_addr(), src_port: 5000, dst: b_addr(), dst_port: 53 };
+    assert_eq!(l.action(0, &cid), Some(FlowAction::Encrypt));
+    assert_eq!(l.action(1, &cid), Some(FlowAction::Decrypt));
+    let e = l.engines[0].pit().get(&cid).unwrap().0;
+    assert_eq!(e.group, Some(GroupId(5)));
+    assert_eq!(l.engines[0].counters().negotiations_completed, 1);
+    assert_eq!(l.engines[0].held_packets(), 0);
+}
+
+#[test]
+fn tampered_and_replayed_packets_are_dropped_and_counted() {
+    let mut l = Line::new(vec![ges_a(Mode::Open, &[1]), ges_b(Mode::Open, &[1])]);
+    l.send_from_a(udp(a_addr(), b_addr(), 5000, 53, b"first"));
+    l.run_for(10_000);
+    assert_eq!(l.app_b.len(), 1);
+    // Seal a fresh packet at a, and keep it off the wire.
+    let now = Timestamp(l.now);
+    let mut sealed = udp(a_addr(), b_addr(), 5000, 53, b"second");
+    assert_eq!(l.engines[0].handle_packet(now, &mut sealed), Verdict::Accept);
+    for at in [30, sealed.len() - 1, sealed.len() - 20, 24] {
+        let mut t = sealed.clone();
+        t[at] ^= 0x40;
+        if let Ok(d) = Datagram::parse(&t) {
+            d.fill_checksums(&mut t); // only PCCOM can catch the change now
+        }
+        let v = l.engines[1].handle_packet(now, &mut t);
+        assert!(matches!(v, Verdict::Drop(_)), "tampered byte {at} accepted");
+    }
+    let mut ok = sealed.clone();
+    assert_eq!(l.engines[1].handle_packet(now, &mut ok), Verdict::Accept, "the untouched packet still opens");
+    let mut replay = sealed.clone();
+    assert_eq!(l.engines[1].handle_packet(now, &mut replay), Verdict::Drop(DropReason::Replay));
+    let c = l.engines[1].counters();
+    assert_eq!((c.auth_failures, c.malformed, c.replays), (3, 1, 1), "{c:?}");
+}
+
+#[test]
+fn a_forged_record_fails_verification_and_nothing_passes_in_plaintext() {
+    let mut l = Line::new(vec![ges_a(Mode::Open, &[1]), ges_b(Mode::Closed, &[1])]);
+    // Rewrite b's record in its RGI: claim group 9 it does not hold.
+    let ca_forged = true;
+    l.drop_control = Box::new(|_| false);
+    l.send_from_a(udp(a_addr(), b_addr(), 6000, 80, b"hello"));
+    // Intercept by hand: run until the RGI is in flight, then corrupt it in the queue.
+    l.run_for(LINK_US); // DDE reaches b
+    l.run_for(1); // b answers
+    let mut q: Vec<_> = std::mem::take(&mut l.queue).into_vec();
+    for Reverse((_, _, _, _, p)) in q.iter_mut() {
+        if let Ok(d) = Datagram::parse(p) {
+            if let Ok(mut m) = MessageRepr::parse(&p[d.payload_offset..d.end]) {
+                if let Body::Rgi { records } = &mut m.body {
+                    records[0].certificate.groups.push(9);
+                    let bytes = m.emit().unwrap();
+                    *p = udp(d.cid.src, d.cid.dst, d.cid.src_port, d.cid.dst_port, &bytes);
+                }
+            }
+        }
+    }
+    l.queue = q.into_iter().collect();
+    l.run_for(3_000_000);
+    assert!(ca_forged);
+    assert!(
+        l.events.iter().any(|(i, e)| *i == 0 && matches!(e, Event::PeerMisbehaved { .. })),
+        "a did not notice the forgery"
+    );
+    // b is closed: whatever happened, it never took plaintext from a.
+    let cid = Cid { proto: L4Proto::Udp, src: a_addr(), src_port: 6000, dst: b_addr(), dst_port: 80 };
+    assert_ne!(l.action(1, &cid), Some(FlowAction::Plain));
+    if !l.app_b.is_empty() {
+        assert_eq!(l.action(1, &cid), Some(FlowAction::Decrypt), "delivered only once protected");
+    }
+}
+
+#[test]
+fn the_hold_queue_is_bounded_and_counts_overflow() {
+    let mut l = Line::new(vec![ges_a(Mode::Open, &[1]), ges_b(Mode::Open, &[1])]);
+    let limit = GeConfig::default().hold_per_flow;
+    for k in 0..(limit + 10) {
+        l.send_from_a(udp(a_addr(), b_addr(), 7000, 80, format!("packet {k:04}").as_bytes()));
+    }
+    assert_eq!(l.engines[0].held_packets(), limit);
+    assert_eq!(l.engines[0].counters().hold_overflow, 10);
+    l.run_for(10_000);
+    assert_eq!(l.app_b.len(), limit, "every held packet delivered");
+    let order: Vec<String> = l.app_b.iter().map(|p| String::from_utf8_lossy(p).into_owned()).collect();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted, "held packets keep their order");
+}
+
+#[test]
+fn a_plain_host_behind_a_closed_gen_is_learned_and_cached() {
+    // Host A is a plain terminal behind a closed GEN; host B runs a GES sharing group 1.
+    let mut l = Line::new(vec![gen_a(Mode::Closed, &[1]), ges_b(Mode::Open, &[1])]);
+    l.send_from_a(udp(a_addr(), b_addr(), 5000, 53, b"from the terminal"));
+    l.run_for(1_000_000);
+    assert_eq!(l.app_b, vec![b"from the terminal".to_vec()]);
+    let first = l.engines[0].counters().restarts_requested;
+    // A second flow from the same terminal: the GEN knows there is no GE at A now.
+    l.send_from_a(udp(a_addr(), b_addr(), 5001, 53, b"again"));
+    l.run_for(1_000_000);
+    assert_eq!(l.app_b.len(), 2);
+    assert_eq!(l.engines[0].counters().restarts_requested, first, "the GEN asked again");
+    assert!(seen_in_clear(&l.wire, 0..=0, b"again"), "in clear on the terminal's own LAN");
+    assert!(!seen_in_clear(&l.wire, 1..=2, b"again"), "protected beyond the GEN");
+}
+
+// ----- property test: DPRP against the policy ---------------------------------------------
+
+fn arb_mode() -> impl Strategy<Value = Mode> {
+    prop_oneof![Just(Mode::Open), Just(Mode::Closed)]
+}
+fn arb_groups() -> impl Strategy<Value = Vec<u16>> {
+    proptest::collection::btree_set(1u16..4, 0..3).prop_map(|s| s.into_iter().collect())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Reference model: the policy function over the GEs of the line. Whatever messages are
+    /// lost, the flow ends in the policy's outcome or in a safe fallback: a closed GE never
+    /// passes the payload in plaintext, nothing is protected with another group than the
+    /// policy's, and payload reaches B in clear only where the policy allows plaintext.
+    #[test]
+    fn dprp_ends_in_the_policy_outcome_despite_loss(
+        with_gen: bool,
+        a_mode in arb_mode(), a_groups in arb_groups(),
+        g_mode in arb_mode(), g_groups in arb_groups(),
+        b_mode in arb_mode(), b_groups in arb_groups(),
+        a_is_ge: bool,
+        drops in proptest::collection::vec(any::<bool>(), 0..12),
+    ) {
+        let mut specs = Vec::new();
+        if a_is_ge { specs.push(ges_a(a_mode, &a_groups)); }
+        if with_gen || !a_is_ge { specs.push(gen_a(g_mode, &g_groups)); }
+        specs.push(ges_b(b_mode, &b_groups));
+        let path: Vec<PathGe> = specs.iter().map(|s| PathGe {
+            name: s.name.into(), mode: s.mode,
+            side: if s.name == "b" { Side::Destination } else { Side::Source },
+            groups: s.groups.iter().map(|&g| GroupId(g)).collect(),
+        }).collect();
+        let reference = decide(&path);
+        let mut l = Line::new(specs.clone());
+        let mut k = 0usize;
+        let lossy = !drops.is_empty();
+        l.drop_control = Box::new(move |_| { let d = drops.get(k).copied().unwrap_or(false); k += 1; d });
+        let payload = b"0123456789abcdef-unique-payload!";
+        l.send_from_a(udp(a_addr(), b_addr(), 5555, 80, payload));
+        l.run_for(5_000_000);
+        let cid = Cid { proto: L4Proto::Udp, src: a_addr(), src_port: 5555, dst: b_addr(), dst_port: 80 };
+        let delivered = l.app_b.iter().any(|p| p == payload);
+        let must_be_protected = match reference.outcome {
+            Outcome::Protected { encryptor, decryptor, .. } => encryptor + 1..=decryptor,
+            _ => 1..=0,
+        };
+        let in_clear_on_wire = seen_in_clear(&l.wire, must_be_protected, payload);
+        for (i, s) in specs.iter().enumerate() {
+            if s.mode == Mode::Closed {
+                prop_assert_ne!(l.action(i, &cid), Some(FlowAction::Plain), "closed {} passes plaintext", s.name);
+            }
+        }
+        match reference.outcome {
+            Outcome::Protected { group, .. } => {
+                if delivered {
+                    for i in 0..specs.len() {
+                        if let Some((e, _)) = l.engines[i].pit().get(&cid) {
+                            if e.session.is_some() { prop_assert_eq!(e.group, Some(group)); }
+                        }
+                    }
+                }
+                if in_clear_on_wire {
+                    // Only a fallback of open GEs may do that, and a closed GE then stops it.
+                    prop_assert!(lossy, "plaintext on the wire without any loss");
+                    prop_assert!(!delivered || specs.iter().all(|s| s.mode == Mode::Open));
+                }
+                if !lossy { prop_assert!(delivered, "not delivered without loss"); }
+            }
+            Outcome::Discarded { .. } => prop_assert!(!delivered, "a discarded flow arrived"),
+            Outcome::Plaintext => if !lossy { prop_assert!(delivered); },
+        }
+    }
+}
