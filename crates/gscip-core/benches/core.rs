@@ -1,1 +1,176 @@
-fn main(){}
+//! Benchmarks of the core (separate from the tests; `make bench`):
+//! - PCCOM seal+open of a 1400-byte packet against the raw AEAD of the same library on the
+//!   same bytes (the baseline), for AES-256-GCM and ChaCha20-Poly1305;
+//! - the DPRP decision (the policy function) on the seed network's longest path;
+//! - a whole DPRP negotiation between two GEs (DDE, RGI, MPIT, CDN: every signature, proof
+//!   and key derivation), the CPU cost that the seed's 1,012 µs figure includes.
+//!
+//! `scripts/bench-report.py` prints the ratios against the baselines.
+
+use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use gscip_core::engine::{Engine, GeConfig, Verdict};
+use gscip_core::group::{GroupId, GroupKey, GroupKeyring};
+use gscip_core::identity::{CertificateAuthority, SigningIdentity};
+use gscip_core::pccom::{derive_flow_keys, AeadAlgorithm, PccomSession};
+use gscip_core::policy::{decide, PathGe};
+use gscip_core::{GeKind, Mode, Side, Timestamp};
+use gscip_wire::ip::{tcp_flags, Datagram, DatagramRepr};
+use gscip_wire::{Cid, L4Proto};
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use std::net::IpAddr;
+use zeroize::Zeroizing;
+
+const PAYLOAD: usize = 1400;
+
+fn packet() -> Vec<u8> {
+    DatagramRepr {
+        cid: Cid {
+            proto: L4Proto::Tcp,
+            src: "10.1.0.12".parse().unwrap(),
+            src_port: 40000,
+            dst: "10.0.1.100".parse().unwrap(),
+            dst_port: 80,
+        },
+        ttl: 64,
+        tcp_flags: tcp_flags::ACK,
+        tcp_seq: 1,
+        tcp_ack: 1,
+        tcp_mss: None,
+        payload: &[0x5a; PAYLOAD],
+    }
+    .emit()
+    .unwrap()
+}
+
+fn pccom(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pccom_1400");
+    g.throughput(Throughput::Bytes(PAYLOAD as u64));
+    for alg in [AeadAlgorithm::Aes256Gcm, AeadAlgorithm::ChaCha20Poly1305] {
+        let gk = GroupKey::new(GroupId(1), 1, [7; 32]);
+        let m = derive_flow_keys(&gk, &[9; 32], &[3; 32]);
+        let mut tx = PccomSession::new(alg, 1, m.flow_id, &m.forward, &m.reverse).unwrap();
+        let mut rx = PccomSession::new(alg, 1, m.flow_id, &m.reverse, &m.forward).unwrap();
+        // Seal then open gives back the same bytes, so the buffer is reused as is.
+        let mut buf = packet();
+        buf.reserve(64);
+        g.bench_function(BenchmarkId::new("seal_open", alg.as_str()), |b| {
+            b.iter(|| {
+                let mut d = Datagram::parse(&buf).unwrap();
+                tx.seal(&mut buf, &mut d).unwrap();
+                let mut d = Datagram::parse(&buf).unwrap();
+                rx.open(&mut buf, &mut d).unwrap();
+                black_box(&buf);
+            })
+        });
+        // Baseline: the same AEAD of the same library, seal and open in place of the payload
+        // bytes alone (no parsing, no trailer, no checksums, no replay window).
+        let algo = match alg {
+            AeadAlgorithm::Aes256Gcm => &aead::AES_256_GCM,
+            AeadAlgorithm::ChaCha20Poly1305 => &aead::CHACHA20_POLY1305,
+        };
+        let key = LessSafeKey::new(UnboundKey::new(algo, &[1; 32]).unwrap());
+        let mut data = vec![0x5a; PAYLOAD + 16];
+        let mut n = 0u64;
+        g.bench_function(BenchmarkId::new("raw_aead_seal_open", alg.as_str()), |b| {
+            b.iter(|| {
+                n += 1;
+                let mut nonce = [0u8; 12];
+                nonce[4..].copy_from_slice(&n.to_be_bytes());
+                data.truncate(PAYLOAD);
+                let tag = key
+                    .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&[1u8; 19]), &mut data)
+                    .unwrap();
+                data.extend_from_slice(tag.as_ref());
+                let out =
+                    key.open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(&[1u8; 19]), &mut data).unwrap();
+                black_box(out.len());
+            })
+        });
+    }
+    g.finish();
+}
+
+fn ge(name: &str, mode: Mode, side: Side, groups: &[u16]) -> PathGe {
+    PathGe { name: name.into(), mode, side, groups: groups.iter().map(|&g| GroupId(g)).collect() }
+}
+
+fn decision(c: &mut Criterion) {
+    let path = vec![
+        ge("ges2", Mode::Open, Side::Source, &[1, 2]),
+        ge("gen", Mode::Closed, Side::Source, &[1]),
+        ge("core", Mode::Closed, Side::Transit, &[9]),
+        ge("gea", Mode::Closed, Side::Destination, &[2, 3]),
+    ];
+    c.bench_function("dprp_decision/seed_path", |b| b.iter(|| black_box(decide(black_box(&path)))));
+}
+
+fn engine(ca: &CertificateAuthority, name: &str, mode: Mode, addr: IpAddr, seed: u8) -> Engine {
+    let s = Zeroizing::new([seed; 32]);
+    let pk = SigningIdentity::public_key_for_seed(&s).unwrap();
+    let cert = ca.issue(GeKind::Ges, mode, name, &[GroupId(1), GroupId(2)], pk, 4_000_000_000).unwrap();
+    let mut keys = GroupKeyring::new();
+    keys.insert(GroupKey::new(GroupId(1), 1, [1; 32]));
+    keys.insert(GroupKey::new(GroupId(2), 1, [2; 32]));
+    let cfg = GeConfig { local_addrs: vec![addr], ..GeConfig::default() };
+    Engine::new(
+        cfg,
+        SigningIdentity::new(&s, cert).unwrap(),
+        ca.trust_anchor(),
+        keys,
+        Box::new(ChaCha20Rng::seed_from_u64(seed as u64)),
+    )
+    .unwrap()
+}
+
+/// One complete negotiation between two GESs, messages handed over directly.
+fn negotiation(c: &mut Criterion) {
+    let ca = CertificateAuthority::from_seed(&Zeroizing::new([42; 32])).unwrap();
+    let (a_addr, b_addr): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+    let mut a = engine(&ca, "a", Mode::Open, a_addr, 1);
+    let mut b = engine(&ca, "b", Mode::Closed, b_addr, 2);
+    let mut port = 1024u16;
+    let now = Timestamp(1_800_000_000 * 1_000_000);
+    c.bench_function("dprp_negotiation/two_ges", |bch| {
+        bch.iter(|| {
+            port = port.wrapping_add(1).max(1024);
+            let mut p = DatagramRepr {
+                cid: Cid { proto: L4Proto::Udp, src: a_addr, src_port: port, dst: b_addr, dst_port: 53 },
+                ttl: 64,
+                tcp_flags: 0,
+                tcp_seq: 0,
+                tcp_ack: 0,
+                tcp_mss: None,
+                payload: b"q",
+            }
+            .emit()
+            .unwrap();
+            assert_eq!(a.handle_packet(now, &mut p), Verdict::Held);
+            // Shuttle messages until both sides are quiet.
+            let mut delivered = false;
+            for _ in 0..8 {
+                let mut moved = false;
+                while let Some(mut t) = a.poll_transmit() {
+                    moved = true;
+                    if b.handle_packet(now, &mut t.packet) == Verdict::Accept {
+                        delivered = true;
+                    }
+                }
+                while let Some(mut t) = b.poll_transmit() {
+                    moved = true;
+                    a.handle_packet(now, &mut t.packet);
+                }
+                while a.poll_event().is_some() {}
+                while b.poll_event().is_some() {}
+                if !moved {
+                    break;
+                }
+            }
+            assert!(delivered);
+        })
+    });
+}
+
+criterion_group!(benches, pccom, decision, negotiation);
+criterion_main!(benches);

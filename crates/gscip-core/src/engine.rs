@@ -31,9 +31,7 @@ use std::fmt;
 use std::net::IpAddr;
 use zeroize::Zeroizing;
 
-/// Flag on a DDE that travels toward the CID's source and asks the GE there to start a fresh
-/// negotiation (a GE that met a packet of a flow it does not know, e.g. after a restart).
-pub const FLAG_RESTART: u8 = 0x01;
+pub use gscip_wire::dprp::FLAG_RESTART;
 
 /// How a GE is set up, apart from its identity and keys (which the GMS decides).
 #[derive(Debug, Clone)]
@@ -167,12 +165,26 @@ pub enum RemovalReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A PIT entry was made (or replaced) for a flow.
-    FlowDecided { cid: Cid, action: FlowAction, summary: DecisionSummary, provisional: bool },
-    FlowRemoved { cid: Cid, reason: RemovalReason },
+    FlowDecided {
+        cid: Cid,
+        action: FlowAction,
+        summary: DecisionSummary,
+        provisional: bool,
+    },
+    FlowRemoved {
+        cid: Cid,
+        reason: RemovalReason,
+    },
     /// A negotiation could not finish; the "no pair" fallback applies.
-    NegotiationFailed { cid: Cid, reason: String },
+    NegotiationFailed {
+        cid: Cid,
+        reason: String,
+    },
     /// A peer sent something this GE rejected.
-    PeerMisbehaved { cid: Option<Cid>, error: PeerError },
+    PeerMisbehaved {
+        cid: Option<Cid>,
+        error: PeerError,
+    },
 }
 
 /// Engine-wide counters (`gscip status`).
@@ -213,6 +225,8 @@ enum TimerKey {
     Pit(Cid),
 }
 
+/// Where a negotiation stands at this GE: which message it waits for.
+#[allow(clippy::enum_variant_names)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stage {
     AwaitRgi,
@@ -251,6 +265,10 @@ struct Negotiation {
     /// After MPIT: what the CDN must confirm, and who signs it.
     confirm: Option<Chain>,
     end_signer: Option<(String, [u8; 32])>,
+    /// Hash of the record this GE put in the negotiation.
+    own_record: Option<Chain>,
+    /// The DDE carried a critical extension this GE does not know: it must not be the end.
+    cannot_answer: bool,
 }
 
 struct RestartWait {
@@ -478,7 +496,12 @@ impl Engine {
 
     fn handle_other(&mut self, now: Timestamp, buf: &[u8]) -> Verdict {
         if let Ok(e) = IcmpErrorRepr::parse(buf) {
-            if e.quoted_proto == L4Proto::Udp.number() && is_dprp_ports(e.quoted_src_port, e.quoted_dst_port) {
+            // Only the destination itself saying "port unreachable" tells that no GE lies
+            // between here and it; other errors about DPRP messages prove nothing.
+            if e.quoted_proto == L4Proto::Udp.number()
+                && is_dprp_ports(e.quoted_src_port, e.quoted_dst_port)
+                && e.is_port_unreachable_from_destination()
+            {
                 return self.on_icmp_about_dprp(now, e.quoted_dst);
             }
             return Verdict::Accept;
@@ -569,6 +592,8 @@ impl Engine {
                     e.counters.sealed += 1;
                     Verdict::Accept
                 }
+                // Counter space used up (or no session): the entry goes and the flow's next
+                // packet negotiates afresh, with new keys.
                 _ => Verdict::Drop(DropReason::SealFailed),
             },
             FlowAction::Decrypt => match e.session.as_mut().map(|s| s.open(buf, dg)) {
@@ -596,6 +621,11 @@ impl Engine {
                 self.counters.discarded += 1;
                 self.maybe_reject(buf, &dg.cid);
             }
+            (_, Verdict::Drop(DropReason::SealFailed)) => {
+                if let Some(e) = self.pit.remove(&dg.cid) {
+                    self.events.push_back(Event::FlowRemoved { cid: e.cid, reason: RemovalReason::KeyChange });
+                }
+            }
             (_, Verdict::Drop(DropReason::Replay)) => self.counters.replays += 1,
             (_, Verdict::Drop(DropReason::AuthenticationFailed)) => self.counters.auth_failures += 1,
             _ => {}
@@ -610,7 +640,11 @@ impl Engine {
         }
         if let Ok(icmp) = emit_error(cid.dst, buf, IcmpErrorKind::AdminProhibited) {
             self.counters.rejects_sent += 1;
-            self.transmits.push_back(Transmit { packet: icmp, to_local: self.is_local(cid.src), kind: TransmitKind::Reject });
+            self.transmits.push_back(Transmit {
+                packet: icmp,
+                to_local: self.is_local(cid.src),
+                kind: TransmitKind::Reject,
+            });
         }
     }
 
@@ -655,7 +689,11 @@ impl Engine {
             match self.apply_entry(now, &mut p, &mut dg) {
                 Some(Verdict::Accept) => {
                     self.counters.released += 1;
-                    self.transmits.push_back(Transmit { packet: p, to_local: h.to_local, kind: TransmitKind::Released });
+                    self.transmits.push_back(Transmit {
+                        packet: p,
+                        to_local: h.to_local,
+                        kind: TransmitKind::Released,
+                    });
                 }
                 Some(_) => {}
                 None => self.counters.hold_expired += 1,
@@ -696,6 +734,8 @@ impl Engine {
             last_sent: None,
             confirm: None,
             end_signer: None,
+            own_record: None,
+            cannot_answer: false,
         }
     }
 
@@ -735,7 +775,8 @@ impl Engine {
         let Some(n) = self.negotiations.get_mut(&key) else { return };
         n.end = end;
         let header = n.header;
-        let wait = if end == EndRole::Probe { self.cfg.probe_timeout.min(self.cfg.dprp_rto) } else { self.cfg.dprp_rto };
+        let wait =
+            if end == EndRole::Probe { self.cfg.probe_timeout.min(self.cfg.dprp_rto) } else { self.cfg.dprp_rto };
         let msg = self.emit_control(&header, Body::Dde { extensions: Vec::new() }, header.cid.src, header.cid.dst);
         if let Some(n) = self.negotiations.get_mut(&key) {
             n.last_sent = msg;
@@ -769,7 +810,17 @@ impl Engine {
         let decision = decide(std::slice::from_ref(&me));
         let action = decision.actions[0];
         let summary = summarize(&[me], &decision, false);
-        self.install(now, key.cid, n.header.nonce, action, None, None, EntryState::Final, self.cfg.idle_timeout, summary);
+        self.install(
+            now,
+            key.cid,
+            n.header.nonce,
+            action,
+            None,
+            None,
+            EntryState::Final,
+            self.cfg.idle_timeout,
+            summary,
+        );
         self.counters.negotiations_completed += 1;
         self.release(now, n.held);
     }
@@ -787,7 +838,17 @@ impl Engine {
             actions: vec![action],
         };
         let summary = summarize(&[me], &decision, true);
-        self.install(now, key.cid, n.header.nonce, action, None, None, EntryState::Final, self.cfg.idle_timeout, summary);
+        self.install(
+            now,
+            key.cid,
+            n.header.nonce,
+            action,
+            None,
+            None,
+            EntryState::Final,
+            self.cfg.idle_timeout,
+            summary,
+        );
         self.release(now, n.held);
     }
 
@@ -888,6 +949,9 @@ impl Engine {
     fn handle_dprp(&mut self, now: Timestamp, buf: &[u8], dg: &Datagram) -> Verdict {
         let msg = match MessageRepr::parse(&buf[dg.payload_offset..dg.end]) {
             Ok(m) => m,
+            // A later version of DPRP: this GE cannot take part, but must not block it (it
+            // still enforces its own boundary on the flow's data packets).
+            Err(WireError::UnsupportedVersion(_)) => return Verdict::Accept,
             Err(e) => {
                 self.peer_error(None, PeerError::Malformed(e));
                 return Verdict::Drop(DropReason::Malformed);
@@ -910,17 +974,20 @@ impl Engine {
             Body::Dde { extensions } => self.on_dde(now, h, &extensions),
             Body::Rgi { records } => self.on_rgi(now, h, records),
             Body::Mpit { records } => self.on_mpit(now, h, &records),
-            Body::Cdn { status, chain, signer, signature } => self.on_cdn(now, h, status, chain, &signer, &signature),
+            Body::Cdn { status, confirmation, signer, signature } => {
+                self.on_cdn(now, h, status, confirmation, &signer, &signature)
+            }
         }
     }
 
     fn on_restart_request(&mut self, now: Timestamp, h: HeaderRepr, ext: &[Extension]) -> Verdict {
         let cid = h.cid;
         let flow = cid.canonical();
+        if has_unknown_critical(ext) {
+            // Not ours to answer or to probe for; pass it on.
+            return if self.is_innermost_for(now, cid.src) { Verdict::Consumed } else { Verdict::Accept };
+        }
         if self.is_innermost_for(now, cid.src) {
-            if ext.iter().any(|e| e.kind & Extension::CRITICAL != 0) {
-                return Verdict::Consumed;
-            }
             self.answer_restart(now, cid);
             return Verdict::Consumed;
         }
@@ -1002,7 +1069,8 @@ impl Engine {
         let mut n = self.new_negotiation(h, false, now);
         n.held = inherited;
         n.end = self.end_role(now, h.cid.dst);
-        if n.end == EndRole::End && ext.iter().any(|e| e.kind & Extension::CRITICAL != 0) {
+        n.cannot_answer = has_unknown_critical(ext);
+        if n.end == EndRole::End && n.cannot_answer {
             self.drop_held(n.held);
             return Verdict::Consumed; // cannot honour a critical extension
         }
@@ -1030,12 +1098,20 @@ impl Engine {
     /// Starts the RGI with this GE's record.
     fn answer_as_end(&mut self, now: Timestamp, key: NegKey) {
         let Some(n) = self.negotiations.get(&key) else { return };
+        if n.cannot_answer {
+            if let Some(n) = self.remove_negotiation(&key) {
+                self.drop_held(n.held);
+            }
+            return;
+        }
         let header = n.header;
         let prev = transcript::chain_seed(&header);
         let rec = transcript::build_record(&self.identity, &self.keys, &prev, &self.record_params(n));
+        let own = transcript::record_hash(&rec);
         let msg = self.emit_control(&header, Body::Rgi { records: vec![rec] }, header.cid.dst, header.cid.src);
         let lifetime = self.lifetime();
         if let Some(n) = self.negotiations.get_mut(&key) {
+            n.own_record = Some(own);
             n.end = EndRole::End;
             n.stage = Stage::AwaitMpit;
             n.last_sent = msg;
@@ -1076,9 +1152,11 @@ impl Engine {
         }
         let prev = transcript::chain_over(&h, &records);
         let rec = transcript::build_record(&self.identity, &self.keys, &prev, &self.record_params(n));
+        let own = transcript::record_hash(&rec);
         records.push(rec);
         self.learn(now, h.cid.dst, true);
         if let Some(n) = self.negotiations.get_mut(&key) {
+            n.own_record = Some(own);
             n.stage = Stage::AwaitMpit;
             n.end = EndRole::NotEnd;
         }
@@ -1095,9 +1173,18 @@ impl Engine {
         }
         let prev = transcript::chain_over(&h, &records);
         let rec = transcript::build_record(&self.identity, &self.keys, &prev, &self.record_params(n));
+        let own = transcript::record_hash(&rec);
         records.push(rec);
         self.learn(now, h.cid.dst, true);
-        let path = match transcript::verify_path(&h, &records, &self.trust, &self.keys, Self::unix_s(now), &mut self.verified_certs) {
+        let path = match transcript::verify_path(
+            &h,
+            &records,
+            &self.trust,
+            &self.keys,
+            Self::unix_s(now),
+            &mut self.verified_certs,
+            Some(&own),
+        ) {
             Ok(p) => p,
             Err(e) => {
                 self.peer_error(Some(h.cid), e.clone());
@@ -1121,7 +1208,13 @@ impl Engine {
 
     /// Makes this GE's PIT entry from a verified path and releases its held packets.
     /// Returns the confirmation hash.
-    fn adopt_path(&mut self, now: Timestamp, key: NegKey, records: &[GeRecordRepr], path: VerifiedPath) -> Option<Chain> {
+    fn adopt_path(
+        &mut self,
+        now: Timestamp,
+        key: NegKey,
+        records: &[GeRecordRepr],
+        path: VerifiedPath,
+    ) -> Option<Chain> {
         let h = self.negotiations.get(&key)?.header;
         let ges: Vec<PathGe> = path.ges.iter().map(|v| v.ge.clone()).collect();
         let decision = decide(&ges);
@@ -1194,10 +1287,16 @@ impl Engine {
         let other_rec = &records[other_v.record_index];
         let my_key = agreement::PrivateKey::from_private_key(&agreement::X25519, &n.eph_secret[..]).ok()?;
         let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, other_rec.ephemeral_public);
-        let material = agreement::agree(&my_key, peer, (), |shared| Ok(derive_flow_keys(gk, shared, &path.final_chain))).ok()?;
+        let material =
+            agreement::agree(&my_key, peer, (), |shared| Ok(derive_flow_keys(gk, shared, &path.final_chain))).ok()?;
         let enc_rec = &records[path.ges[encryptor].record_index];
         let dec_rec = &records[path.ges[decryptor].record_index];
-        let alg = AeadAlgorithm::choose(enc_rec.aead_preferred, enc_rec.aead_supported, dec_rec.aead_preferred, dec_rec.aead_supported);
+        let alg = AeadAlgorithm::choose(
+            enc_rec.aead_preferred,
+            enc_rec.aead_supported,
+            dec_rec.aead_preferred,
+            dec_rec.aead_supported,
+        );
         let epoch = h.nonce[0] & 0x0f;
         let session = if me == encryptor {
             PccomSession::new(alg, epoch, material.flow_id, &material.forward, &material.reverse)
@@ -1219,8 +1318,15 @@ impl Engine {
             return Verdict::Consumed;
         }
         let is_end = n.end == EndRole::End;
+        if is_end && n.stage == Stage::AwaitCdn {
+            // A retransmitted MPIT: the CDN was lost; send it again.
+            if let Some(p) = n.last_sent.clone() {
+                self.resend(p);
+            }
+            return Verdict::Consumed;
+        }
         if n.stage == Stage::AwaitCdn {
-            return Verdict::Accept; // a retransmitted MPIT: already adopted
+            return Verdict::Accept; // a retransmitted MPIT: already adopted here
         }
         if is_end && n.stage != Stage::AwaitMpit {
             return Verdict::Consumed;
@@ -1228,7 +1334,16 @@ impl Engine {
         let my_rec_present = records
             .iter()
             .any(|r| r.certificate.name == self.name() && r.nonce == n.nonce && r.ephemeral_public == n.eph_public);
-        let path = transcript::verify_path(&h, records, &self.trust, &self.keys, Self::unix_s(now), &mut self.verified_certs);
+        let own = n.own_record;
+        let path = transcript::verify_path(
+            &h,
+            records,
+            &self.trust,
+            &self.keys,
+            Self::unix_s(now),
+            &mut self.verified_certs,
+            own.as_ref(),
+        );
         let path = match (path, my_rec_present) {
             (Ok(p), true) => p,
             (Ok(_), false) => {
@@ -1245,13 +1360,19 @@ impl Engine {
         };
         if is_end {
             let sig = self.identity.sign(&[&MessageRepr::cdn_to_be_signed(CdnStatus::Complete, &confirm)]);
-            let body = Body::Cdn { status: CdnStatus::Complete, chain: confirm, signer: self.name().to_owned(), signature: sig };
-            self.emit_control(&h, body, h.cid.dst, h.cid.src);
+            let body = Body::Cdn {
+                status: CdnStatus::Complete,
+                confirmation: confirm,
+                signer: self.name().to_owned(),
+                signature: sig,
+            };
+            let cdn = self.emit_control(&h, body, h.cid.dst, h.cid.src);
             self.finalize(&h.cid);
             self.counters.negotiations_completed += 1;
-            // Keep the state a little so a retransmitted MPIT is answered, then let it expire.
+            // Keep the state until it expires so a retransmitted MPIT gets the CDN again.
             if let Some(n) = self.negotiations.get_mut(&key) {
                 n.stage = Stage::AwaitCdn;
+                n.last_sent = cdn;
             }
             return Verdict::Consumed;
         }
@@ -1268,7 +1389,12 @@ impl Engine {
             let sig = self.identity.sign(&[&MessageRepr::cdn_to_be_signed(CdnStatus::Refused, &zero)]);
             let h = key;
             let header = HeaderRepr { flags: 0, nonce: h.nonce, cid: h.cid };
-            let body = Body::Cdn { status: CdnStatus::Refused, chain: zero, signer: self.name().to_owned(), signature: sig };
+            let body = Body::Cdn {
+                status: CdnStatus::Refused,
+                confirmation: zero,
+                signer: self.name().to_owned(),
+                signature: sig,
+            };
             self.emit_control(&header, body, h.cid.dst, h.cid.src);
         }
         self.fail(now, key, "path could not be verified");
@@ -1350,7 +1476,8 @@ impl Engine {
             consumed = true;
             self.restart_timed_out(now, flow);
         }
-        let probes: Vec<Cid> = self.restart_probes.iter().filter(|(_, (c, _))| c.src == host).map(|(f, _)| *f).collect();
+        let probes: Vec<Cid> =
+            self.restart_probes.iter().filter(|(_, (c, _))| c.src == host).map(|(f, _)| *f).collect();
         for flow in probes {
             consumed = true;
             if let Some((cid, _)) = self.restart_probes.remove(&flow) {
@@ -1473,6 +1600,11 @@ impl Engine {
             }
         }
     }
+}
+
+/// Version 1 knows no extension: any critical one is unknown.
+fn has_unknown_critical(ext: &[Extension]) -> bool {
+    ext.iter().any(|e| e.kind & Extension::CRITICAL != 0)
 }
 
 fn summarize(path: &[PathGe], d: &Decision, fallback: bool) -> DecisionSummary {

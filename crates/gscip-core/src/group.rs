@@ -66,7 +66,7 @@ impl GroupKeyring {
         let v = self.keys.entry(key.group).or_default();
         v.retain(|k| k.version != key.version);
         v.push(key);
-        v.sort_by(|a, b| b.version.cmp(&a.version));
+        v.sort_by_key(|k| std::cmp::Reverse(k.version));
     }
     /// The groups this GE is a member of, ascending.
     pub fn groups(&self) -> impl Iterator<Item = GroupId> + '_ {

@@ -14,8 +14,7 @@ use zeroize::Zeroizing;
 const CERT_CONTEXT: &[u8] = b"gscip-cert-v1";
 
 fn keypair_from_seed(seed: &[u8; 32]) -> Result<Ed25519KeyPair, crate::Error> {
-    Ed25519KeyPair::from_seed_unchecked(seed)
-        .map_err(|_| crate::Error::Configuration("Ed25519 seed rejected".into()))
+    Ed25519KeyPair::from_seed_unchecked(seed).map_err(|_| crate::Error::Configuration("Ed25519 seed rejected".into()))
 }
 
 fn public_key_of(kp: &Ed25519KeyPair) -> [u8; PUBLIC_KEY_LEN] {
@@ -47,7 +46,9 @@ impl TrustAnchor {
     /// Checks the GMS signature and expiry (`now_unix_s`: seconds since the Unix epoch).
     pub fn verify(&self, cert: &CertificateRepr, now_unix_s: u64) -> Result<(), PeerError> {
         let tbs = cert.to_be_signed();
-        if cert.not_after < now_unix_s || !verify_signature(&self.gms_public_key, &[CERT_CONTEXT, &tbs], &cert.gms_signature) {
+        if cert.not_after < now_unix_s
+            || !verify_signature(&self.gms_public_key, &[CERT_CONTEXT, &tbs], &cert.gms_signature)
+        {
             return Err(PeerError::BadCertificate(cert.name.clone()));
         }
         Ok(())

@@ -104,11 +104,7 @@ pub fn derive_flow_keys(group_key: &GroupKey, shared_secret: &[u8], transcript: 
     if let Ok(o) = prk.expand(&info, Len(72)) {
         let _ = o.fill(&mut okm[..]);
     }
-    let mut m = FlowKeyMaterial {
-        forward: Zeroizing::new([0; 32]),
-        reverse: Zeroizing::new([0; 32]),
-        flow_id: [0; 8],
-    };
+    let mut m = FlowKeyMaterial { forward: Zeroizing::new([0; 32]), reverse: Zeroizing::new([0; 32]), flow_id: [0; 8] };
     m.forward.copy_from_slice(&okm[0..32]);
     m.reverse.copy_from_slice(&okm[32..64]);
     m.flow_id.copy_from_slice(&okm[64..72]);
@@ -272,7 +268,11 @@ impl PccomSession {
         let (aad, alen) = aad_for(dg, self.epoch, &self.flow_id);
         let tag = self
             .sealing
-            .seal_in_place_separate_tag(nonce_for(counter), Aad::from(&aad[..alen]), &mut buf[dg.payload_offset..dg.end])
+            .seal_in_place_separate_tag(
+                nonce_for(counter),
+                Aad::from(&aad[..alen]),
+                &mut buf[dg.payload_offset..dg.end],
+            )
             .map_err(|_| SealError::TooLong)?;
         let mut t = [0u8; 16];
         t.copy_from_slice(tag.as_ref());
@@ -308,7 +308,12 @@ impl PccomSession {
         let (aad, alen) = aad_for(dg, self.epoch, &self.flow_id);
         let start = dg.payload_offset;
         self.opening
-            .open_in_place_separate_tag(nonce_for(tr.counter), Aad::from(&aad[..alen]), &tr.tag, &mut buf[start..start + ct_len])
+            .open_in_place_separate_tag(
+                nonce_for(tr.counter),
+                Aad::from(&aad[..alen]),
+                &tr.tag,
+                &mut buf[start..start + ct_len],
+            )
             .map_err(|_| PeerError::AuthenticationFailed)?;
         self.replay.update(tr.counter);
         buf.truncate(start + ct_len);

@@ -54,10 +54,16 @@ impl FlowAction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Indices into the path of the pair, and the group used.
-    Protected { encryptor: usize, decryptor: usize, group: GroupId },
+    Protected {
+        encryptor: usize,
+        decryptor: usize,
+        group: GroupId,
+    },
     Plaintext,
     /// Index of the GE that drops it: the first one the flow meets.
-    Discarded { at: usize },
+    Discarded {
+        at: usize,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,8 +88,9 @@ pub fn decide(path: &[PathGe]) -> Decision {
     let is_open = |k: &usize| path[*k].mode == Mode::Open;
 
     let mut any_candidate = false;
-    // (depth, group, sorted names, ai, bj)
-    let mut best: Option<(usize, GroupId, (&str, &str), usize, usize)> = None;
+    // (depth, group, sorted names, ai, bj): the first three order the candidates.
+    type Candidate<'p> = (usize, GroupId, (&'p str, &'p str), usize, usize);
+    let mut best: Option<Candidate<'_>> = None;
     for (ii, &ai) in a.iter().enumerate() {
         for (jj, &bj) in b.iter().enumerate() {
             let Some(group) = lowest_common(&path[ai].groups, &path[bj].groups) else { continue };
@@ -230,46 +237,38 @@ mod tests {
         let path = vec![ge("a", OP, S, &[7, 3]), ge("b", OP, D, &[3, 7])];
         assert_eq!(decide(&path).outcome, Outcome::Protected { encryptor: 0, decryptor: 1, group: GroupId(3) });
         // Depth tie between (a1,b1) and (a2,b2) where n=2: depth(a1,b1)=1+1=2, depth(a2,b2)=2+0=2.
-        let path = vec![
-            ge("zz", OP, S, &[4]),
-            ge("aa", OP, S, &[5]),
-            ge("bb", OP, D, &[4]),
-            ge("yy", OP, D, &[5]),
-        ];
+        let path = vec![ge("zz", OP, S, &[4]), ge("aa", OP, S, &[5]), ge("bb", OP, D, &[4]), ge("yy", OP, D, &[5])];
         let d = decide(&path);
         assert_eq!(d.outcome, Outcome::Protected { encryptor: 0, decryptor: 2, group: GroupId(4) });
     }
 
     fn arb_path() -> impl Strategy<Value = Vec<PathGe>> {
-        proptest::collection::vec(
-            (any::<bool>(), 0u8..3, proptest::collection::btree_set(1u16..5, 0..3)),
-            0..7,
-        )
-        .prop_map(|v| {
-            let mut v: Vec<_> = v
-                .into_iter()
-                .enumerate()
-                .map(|(k, (open, side, gs))| {
-                    ge(
-                        &format!("ge{k}"),
-                        if open { OP } else { CL },
-                        match side {
-                            0 => S,
-                            1 => T,
-                            _ => D,
-                        },
-                        &gs.into_iter().collect::<Vec<_>>(),
-                    )
-                })
-                .collect();
-            // Paths run source-side, transit, destination-side.
-            v.sort_by_key(|g| match g.side {
-                S => 0,
-                T => 1,
-                D => 2,
-            });
-            v
-        })
+        proptest::collection::vec((any::<bool>(), 0u8..3, proptest::collection::btree_set(1u16..5, 0..3)), 0..7)
+            .prop_map(|v| {
+                let mut v: Vec<_> = v
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, (open, side, gs))| {
+                        ge(
+                            &format!("ge{k}"),
+                            if open { OP } else { CL },
+                            match side {
+                                0 => S,
+                                1 => T,
+                                _ => D,
+                            },
+                            &gs.into_iter().collect::<Vec<_>>(),
+                        )
+                    })
+                    .collect();
+                // Paths run source-side, transit, destination-side.
+                v.sort_by_key(|g| match g.side {
+                    S => 0,
+                    T => 1,
+                    D => 2,
+                });
+                v
+            })
     }
 
     proptest! {

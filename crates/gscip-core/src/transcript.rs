@@ -5,7 +5,8 @@
 //! chain[0]   = SHA-256("gscip-dprp-v1 seed"  || header.chain_seed())
 //! proof(g,v) = HMAC-SHA256(GK[g][v], "gscip-dprp-v1 member" || chain[k-1] || name || nonce
 //!                                    || ephemeral_public || g || v)[..16]
-//! sig        = Ed25519(ge_key, "gscip-dprp-v1 record" || chain[k-1] || record_without_sig)
+//! sig        = Ed25519(ge_key, "gscip-dprp-v1 record" || chain[k-1] || record_tbs)
+//!   (record_tbs: the record's encoding without its 2-byte length prefix and its signature)
 //! chain[k]   = SHA-256("gscip-dprp-v1 chain" || chain[k-1] || record_bytes)
 //! ```
 
@@ -55,15 +56,9 @@ fn proof_tag(
 ) -> [u8; PROOF_TAG_LEN] {
     let k = hmac::Key::new(hmac::HMAC_SHA256, key);
     let mut ctx = hmac::Context::with_key(&k);
-    for p in [
-        &b"gscip-dprp-v1 member"[..],
-        prev,
-        name.as_bytes(),
-        nonce,
-        eph,
-        &group.to_be_bytes(),
-        &version.to_be_bytes(),
-    ] {
+    for p in
+        [&b"gscip-dprp-v1 member"[..], prev, name.as_bytes(), nonce, eph, &group.to_be_bytes(), &version.to_be_bytes()]
+    {
         ctx.update(p);
     }
     let mut t = [0u8; PROOF_TAG_LEN];
@@ -110,6 +105,13 @@ pub fn build_record(id: &SigningIdentity, keys: &GroupKeyring, prev: &Chain, p: 
     rec
 }
 
+/// A record's identity for [`verify_path`]'s `own_record`.
+pub fn record_hash(record: &GeRecordRepr) -> Chain {
+    let mut bytes = Vec::with_capacity(300);
+    record.emit(&mut bytes);
+    sha256(&[b"gscip-dprp-v1 own record", &bytes])
+}
+
 /// One verified path element.
 #[derive(Debug, Clone)]
 pub struct VerifiedGe {
@@ -133,6 +135,9 @@ pub struct VerifiedPath {
 /// A group counts as proven for a record when the record carries a proof for it and either
 /// this GE holds that group (then the proof must verify under a held key version) or it does
 /// not (then the GMS-signed certificate's listing stands).
+///
+/// `own_record` is the hash ([`record_hash`]) of the record this GE itself built, if any: that
+/// record is taken as is (it cannot verify anything better than its author already knows).
 pub fn verify_path(
     header: &HeaderRepr,
     records: &[GeRecordRepr],
@@ -140,12 +145,27 @@ pub fn verify_path(
     keys: &GroupKeyring,
     now_unix_s: u64,
     verified_certs: &mut HashSet<Chain>,
+    own_record: Option<&Chain>,
 ) -> Result<VerifiedPath, PeerError> {
     let mut chain = chain_seed(header);
     let mut names = HashSet::new();
     let mut out = Vec::with_capacity(records.len());
     for (i, rec) in records.iter().enumerate() {
         let cert = &rec.certificate;
+        if own_record.is_some_and(|h| *h == record_hash(rec)) {
+            if !names.insert(cert.name.as_str()) {
+                return Err(PeerError::Inconsistent("a GE appears twice on the path"));
+            }
+            let groups: Vec<GroupId> = cert.groups.iter().map(|&g| GroupId(g)).collect();
+            let proven_versions = rec.proofs.iter().map(|p| (GroupId(p.group), p.key_version)).collect();
+            out.push(VerifiedGe {
+                ge: PathGe { name: cert.name.clone(), mode: cert.mode, side: rec.side, groups },
+                record_index: i,
+                proven_versions,
+            });
+            chain = chain_next(&chain, rec);
+            continue;
+        }
         let mut cert_bytes = Vec::with_capacity(160);
         cert.emit(&mut cert_bytes);
         let cert_hash = sha256(&[&cert_bytes]);
@@ -174,7 +194,15 @@ pub fn verify_path(
                 let mut ok = false;
                 for p in claimed {
                     if let Some(k) = keys.get(GroupId(g), p.key_version) {
-                        let t = proof_tag(k.material(), &chain, &cert.name, &rec.nonce, &rec.ephemeral_public, g, p.key_version);
+                        let t = proof_tag(
+                            k.material(),
+                            &chain,
+                            &cert.name,
+                            &rec.nonce,
+                            &rec.ephemeral_public,
+                            g,
+                            p.key_version,
+                        );
                         if constant_time::verify_slices_are_equal(&t, &p.tag).is_ok() {
                             ok = true;
                             proven_versions.push((GroupId(g), p.key_version));

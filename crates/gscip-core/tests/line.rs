@@ -74,8 +74,12 @@ fn build(spec: &GeSpec, ca: &CertificateAuthority, seed: u8) -> Engine {
     let cert = ca.issue(spec.kind, spec.mode, spec.name, &gids, pk, T0 / 1_000_000 + 86_400).unwrap();
     let id = SigningIdentity::new(&s, cert).unwrap();
     let cfg = GeConfig { protected: spec.protected.clone(), local_addrs: spec.local.clone(), ..GeConfig::default() };
-    Engine::new(cfg, id, ca.trust_anchor(), keys_for(&spec.groups), Box::new(ChaCha20Rng::seed_from_u64(seed as u64))).unwrap()
+    Engine::new(cfg, id, ca.trust_anchor(), keys_for(&spec.groups), Box::new(ChaCha20Rng::seed_from_u64(seed as u64)))
+        .unwrap()
 }
+
+/// (arrival time, sequence, position, moving right, packet).
+type InFlight = (u64, u64, i64, bool, Vec<u8>);
 
 /// A packet in flight: it reaches position `pos` (engine index; -1 is host A, len is host B)
 /// moving right or left.
@@ -84,7 +88,7 @@ struct Line {
     engines: Vec<Engine>,
     now: u64,
     seq: u64,
-    queue: BinaryHeap<Reverse<(u64, u64, i64, bool, Vec<u8>)>>,
+    queue: BinaryHeap<Reverse<InFlight>>,
     /// Every packet that crossed a link, with the link's index (link k joins position k-1 and
     /// k; link 0 is host A's, link len is host B's).
     wire: Vec<(usize, Vec<u8>)>,
@@ -440,7 +444,8 @@ proptest! {
         let delivered = l.app_b.iter().any(|p| p == payload);
         let must_be_protected = match reference.outcome {
             Outcome::Protected { encryptor, decryptor, .. } => encryptor + 1..=decryptor,
-            _ => 1..=0,
+            #[allow(clippy::reversed_empty_ranges)]
+            _ => 1..=0, // nothing must be protected
         };
         let in_clear_on_wire = seen_in_clear(&l.wire, must_be_protected, payload);
         for (i, s) in specs.iter().enumerate() {
@@ -468,4 +473,38 @@ proptest! {
             Outcome::Plaintext => if !lossy { prop_assert!(delivered); },
         }
     }
+}
+
+#[test]
+fn a_lost_cdn_is_sent_again_when_the_mpit_is_retransmitted() {
+    let mut l = Line::new(vec![ges_a(Mode::Open, &[1]), ges_b(Mode::Closed, &[1])]);
+    let mut cdns = 0;
+    l.drop_control = Box::new(move |t| {
+        if t == dprp::MessageType::Cdn {
+            cdns += 1;
+            return cdns == 1;
+        }
+        false
+    });
+    l.send_from_a(udp(a_addr(), b_addr(), 5000, 53, b"x"));
+    l.run_for(2_000_000);
+    assert_eq!(l.app_b, vec![b"x".to_vec()], "data went on after the MPIT");
+    let c = l.engines[0].counters();
+    assert_eq!((c.negotiations_completed, c.negotiations_failed), (1, 0), "{c:?}");
+    assert_eq!(l.errors_a, 0, "b's host never saw the MPIT");
+    let cid = Cid { proto: L4Proto::Udp, src: a_addr(), src_port: 5000, dst: b_addr(), dst_port: 53 };
+    let state = l.engines[0].pit().get(&cid).unwrap().0.state;
+    assert_eq!(state, gscip_core::pit::EntryState::Final);
+}
+
+#[test]
+fn a_later_dprp_version_passes_through_and_garbage_is_dropped() {
+    let mut l = Line::new(vec![gen_a(Mode::Closed, &[1])]);
+    let now = Timestamp(l.now);
+    let mut v2 = vec![b'G', b'S', 2, 1, 0, 0, 0, 8];
+    v2.resize(8, 0);
+    let mut p = udp(a_addr(), b_addr(), dprp::DPRP_PORT, dprp::DPRP_PORT, &v2);
+    assert_eq!(l.engines[0].handle_packet(now, &mut p), Verdict::Accept);
+    let mut p = udp(a_addr(), b_addr(), dprp::DPRP_PORT, dprp::DPRP_PORT, b"GS\x01\x09garbage");
+    assert_eq!(l.engines[0].handle_packet(now, &mut p), Verdict::Drop(DropReason::Malformed));
 }

@@ -24,7 +24,9 @@ pub struct BuiltinGms {
 
 impl std::fmt::Debug for BuiltinGms {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BuiltinGms").field("groups", &self.group_keys.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+        f.debug_struct("BuiltinGms")
+            .field("groups", &self.group_keys.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
     }
 }
 
@@ -76,7 +78,10 @@ pub struct EnrolledGe {
 
 impl std::fmt::Debug for EnrolledGe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EnrolledGe").field("certificate", &self.certificate).field("keys", &self.keys).finish_non_exhaustive()
+        f.debug_struct("EnrolledGe")
+            .field("certificate", &self.certificate)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
     }
 }
 

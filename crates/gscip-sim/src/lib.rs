@@ -29,7 +29,8 @@ pub enum RunError {
 pub fn run_file(path: &std::path::Path, overrides: &Overrides) -> Result<Report, RunError> {
     let mut scenario = Scenario::from_file(path)?;
     overrides.apply(&mut scenario.sim);
-    let mut sim = Simulation::new(&scenario).map_err(|error| RunError::Sim { file: path.display().to_string(), error })?;
+    let mut sim =
+        Simulation::new(&scenario).map_err(|error| RunError::Sim { file: path.display().to_string(), error })?;
     Ok(sim.run())
 }
 

@@ -95,7 +95,14 @@ impl Report {
             }
         }
         let line = |cells: Vec<&str>| -> String {
-            cells.iter().enumerate().map(|(i, c)| format!("{c:<width$}", width = w[i])).collect::<Vec<_>>().join("  ").trim_end().to_owned()
+            cells
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{c:<width$}", width = w[i]))
+                .collect::<Vec<_>>()
+                .join("  ")
+                .trim_end()
+                .to_owned()
         };
         let mut out = format!("scenario {} ({})\n", self.scenario, self.engine);
         out.push_str(&line(head.to_vec()));

@@ -105,18 +105,12 @@ impl NodeKind {
 
     /// Is this a GSCIP Element (has a mode and groups)?
     pub fn is_ge(self) -> bool {
-        matches!(
-            self,
-            NodeKind::Ges | NodeKind::Gen | NodeKind::Gea | NodeKind::Gnat | NodeKind::Gsra
-        )
+        matches!(self, NodeKind::Ges | NodeKind::Gen | NodeKind::Gea | NodeKind::Gnat | NodeKind::Gsra)
     }
 
     /// Does this node forward packets between its interfaces?
     pub fn is_router(self) -> bool {
-        matches!(
-            self,
-            NodeKind::Gen | NodeKind::Gnat | NodeKind::Gsra | NodeKind::Router | NodeKind::Nat
-        )
+        matches!(self, NodeKind::Gen | NodeKind::Gnat | NodeKind::Gsra | NodeKind::Router | NodeKind::Nat)
     }
 
     /// Does this kind masquerade from its inside to its outside interfaces?
@@ -126,10 +120,7 @@ impl NodeKind {
 
     /// May an interface of this kind be marked `inside = true`?
     pub fn has_inside(self) -> bool {
-        matches!(
-            self,
-            NodeKind::Gen | NodeKind::Gnat | NodeKind::Gsra | NodeKind::Nat
-        )
+        matches!(self, NodeKind::Gen | NodeKind::Gnat | NodeKind::Gsra | NodeKind::Nat)
     }
 
     /// The keyword used in scenario files.
@@ -366,13 +357,7 @@ impl SimOptions {
 
 impl Default for SimOptions {
     fn default() -> Self {
-        SimOptions {
-            seed: 1,
-            loss: 0.0,
-            reorder: 0.0,
-            delay_us: 50,
-            jitter_us: 0,
-        }
+        SimOptions { seed: 1, loss: 0.0, reorder: 0.0, delay_us: 50, jitter_us: 0 }
     }
 }
 
@@ -423,11 +408,7 @@ impl Scenario {
 
     /// Parse and validate scenario text; `file_name` is used in errors only.
     pub fn parse(text: &str, file_name: &str) -> Result<Scenario, ScenarioError> {
-        Parser {
-            text,
-            file: file_name,
-        }
-        .scenario()
+        Parser { text, file: file_name }.scenario()
     }
 
     /// The node called `name`.
@@ -452,19 +433,12 @@ impl Scenario {
 
     /// The GEA that protects node `name`, if any.
     pub fn protector_of(&self, name: &str) -> Option<&NodeDef> {
-        self.nodes
-            .iter()
-            .find(|n| n.kind == NodeKind::Gea && n.protects.iter().any(|p| p == name))
+        self.nodes.iter().find(|n| n.kind == NodeKind::Gea && n.protects.iter().any(|p| p == name))
     }
 
     /// The node that owns `addr`, and the interface carrying it.
     pub fn owner_of(&self, addr: IpAddr) -> Option<(&NodeDef, &InterfaceDef)> {
-        self.nodes.iter().find_map(|n| {
-            n.interfaces
-                .iter()
-                .find(|i| i.address == addr)
-                .map(|i| (n, i))
-        })
+        self.nodes.iter().find_map(|n| n.interfaces.iter().find(|i| i.address == addr).map(|i| (n, i)))
     }
 }
 
@@ -524,9 +498,7 @@ impl<'de> Visitor<'de> for ValVisitor {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Val, E> {
-        i64::try_from(v)
-            .map(Val::Int)
-            .map_err(|_| E::custom("integer out of range"))
+        i64::try_from(v).map(Val::Int).map_err(|_| E::custom("integer out of range"))
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Val, E> {
@@ -575,27 +547,10 @@ type Res<T> = Result<T, ScenarioError>;
 /// The entries of a TOML table, in file order.
 type Entries = [(String, Spanned<Val>)];
 
-const ROOT_FIELDS: &[&str] = &[
-    "name",
-    "description",
-    "group",
-    "subnet",
-    "node",
-    "flow",
-    "sim",
-];
+const ROOT_FIELDS: &[&str] = &["name", "description", "group", "subnet", "node", "flow", "sim"];
 const GROUP_FIELDS: &[&str] = &["id", "name"];
 const SUBNET_FIELDS: &[&str] = &["name", "prefix"];
-const NODE_FIELDS: &[&str] = &[
-    "name",
-    "kind",
-    "mode",
-    "groups",
-    "interfaces",
-    "routes",
-    "gateway",
-    "protects",
-];
+const NODE_FIELDS: &[&str] = &["name", "kind", "mode", "groups", "interfaces", "routes", "gateway", "protects"];
 const INTERFACE_FIELDS: &[&str] = &["subnet", "address", "inside"];
 const ROUTE_FIELDS: &[&str] = &["to", "via"];
 const FLOW_FIELDS: &[&str] = &["name", "from", "to", "proto", "port", "expect", "group"];
@@ -654,9 +609,7 @@ fn check_name(s: &str) -> Result<(), String> {
         return Err(format!("{s:?} is longer than 63 characters"));
     }
     let first_ok = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-    let rest_ok = s
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    let rest_ok = s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
     if !first_ok || !rest_ok {
         return Err(format!(
             "{s:?} is not a valid name (letters, digits, `-`, `_`, `.`; starting with a letter or digit)"
@@ -666,34 +619,21 @@ fn check_name(s: &str) -> Result<(), String> {
 }
 
 fn parse_prefix(s: &str) -> Result<IpNet, String> {
-    let net = IpNet::from_str(s).map_err(|_| {
-        format!(
-            "{s:?} is not an IP prefix (expected ADDRESS/LENGTH, e.g. 10.1.0.0/24 or fd00:1::/64)"
-        )
-    })?;
+    let net = IpNet::from_str(s)
+        .map_err(|_| format!("{s:?} is not an IP prefix (expected ADDRESS/LENGTH, e.g. 10.1.0.0/24 or fd00:1::/64)"))?;
     if net.trunc() != net {
-        return Err(format!(
-            "{s:?} has host bits set (the prefix is {})",
-            net.trunc()
-        ));
+        return Err(format!("{s:?} has host bits set (the prefix is {})", net.trunc()));
     }
     Ok(net)
 }
 
 fn parse_addr(s: &str) -> Result<IpAddr, String> {
-    IpAddr::from_str(s).map_err(|_| {
-        format!("{s:?} is not an IP address (e.g. 10.1.0.1 or fd00:1::1, no prefix length)")
-    })
+    IpAddr::from_str(s)
+        .map_err(|_| format!("{s:?} is not an IP address (e.g. 10.1.0.1 or fd00:1::1, no prefix length)"))
 }
 
 impl<'v> Obj<'v> {
-    fn new(
-        p: &Parser<'_>,
-        label: String,
-        line: usize,
-        entries: &'v Entries,
-        allowed: &[&str],
-    ) -> Res<Self> {
+    fn new(p: &Parser<'_>, label: String, line: usize, entries: &'v Entries, allowed: &[&str]) -> Res<Self> {
         for (k, v) in entries {
             if !allowed.contains(&k.as_str()) {
                 return Err(p.err(
@@ -703,11 +643,7 @@ impl<'v> Obj<'v> {
                 ));
             }
         }
-        Ok(Obj {
-            label,
-            line,
-            entries,
-        })
+        Ok(Obj { label, line, entries })
     }
 
     fn field(&self, key: &str) -> String {
@@ -723,11 +659,7 @@ impl<'v> Obj<'v> {
     }
 
     fn type_err(&self, p: &Parser<'_>, key: &str, v: &Spanned<Val>, want: &str) -> ScenarioError {
-        p.err(
-            p.line_of(v.span()),
-            self.field(key),
-            format!("expected {want}, found {}", v.get_ref().type_name()),
-        )
+        p.err(p.line_of(v.span()), self.field(key), format!("expected {want}, found {}", v.get_ref().type_name()))
     }
 
     fn string(&self, p: &Parser<'_>, key: &str) -> Res<Option<(&'v str, Range<usize>)>> {
@@ -741,8 +673,7 @@ impl<'v> Obj<'v> {
     }
 
     fn req_string(&self, p: &Parser<'_>, key: &str, what: &str) -> Res<(&'v str, Range<usize>)> {
-        self.string(p, key)?
-            .ok_or_else(|| self.missing(p, key, what))
+        self.string(p, key)?.ok_or_else(|| self.missing(p, key, what))
     }
 
     fn int(&self, p: &Parser<'_>, key: &str) -> Res<Option<(i64, Range<usize>)>> {
@@ -797,10 +728,7 @@ impl<'v> Obj<'v> {
             return Err(p.err(
                 p.line_of(v.span()),
                 self.field(key),
-                format!(
-                    "expected an array of tables ({hint}), found {}",
-                    v.get_ref().type_name()
-                ),
+                format!("expected an array of tables ({hint}), found {}", v.get_ref().type_name()),
             ));
         };
         items
@@ -828,53 +756,32 @@ impl<'v> Obj<'v> {
 }
 
 fn peek_str<'v>(entries: &'v Entries, key: &str) -> Option<&'v str> {
-    entries
-        .iter()
-        .find(|(k, _)| k == key)
-        .and_then(|(_, v)| match v.get_ref() {
-            Val::Str(s) => Some(s.as_str()),
-            _ => None,
-        })
+    entries.iter().find(|(k, _)| k == key).and_then(|(_, v)| match v.get_ref() {
+        Val::Str(s) => Some(s.as_str()),
+        _ => None,
+    })
 }
 
 fn peek_int(entries: &Entries, key: &str) -> Option<i64> {
-    entries
-        .iter()
-        .find(|(k, _)| k == key)
-        .and_then(|(_, v)| match v.get_ref() {
-            Val::Int(i) => Some(*i),
-            _ => None,
-        })
+    entries.iter().find(|(k, _)| k == key).and_then(|(_, v)| match v.get_ref() {
+        Val::Int(i) => Some(*i),
+        _ => None,
+    })
 }
 
 impl Parser<'_> {
     fn line_of(&self, span: Range<usize>) -> usize {
         let end = span.start.min(self.text.len());
-        self.text.as_bytes()[..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
+        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
     }
 
     fn err(&self, line: usize, field: String, message: String) -> ScenarioError {
-        ScenarioError {
-            file: self.file.to_owned(),
-            line: Some(line),
-            field: Some(field),
-            message,
-        }
+        ScenarioError { file: self.file.to_owned(), line: Some(line), field: Some(field), message }
     }
 
     fn scenario(&self) -> Res<Scenario> {
         let root = toml::from_str::<Val>(self.text).map_err(|e| {
-            let message = e
-                .message()
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect::<Vec<_>>()
-                .join("; ");
+            let message = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ");
             ScenarioError {
                 file: self.file.to_owned(),
                 line: Some(e.span().map_or(1, |s| self.line_of(s))),
@@ -889,11 +796,7 @@ impl Parser<'_> {
 
         let (name, name_span) = top.req_string(self, "name", " (the scenario's name)")?;
         if name.trim().is_empty() {
-            return Err(self.err(
-                self.line_of(name_span),
-                top.field("name"),
-                "must not be empty".into(),
-            ));
+            return Err(self.err(self.line_of(name_span), top.field("name"), "must not be empty".into()));
         }
         let description = top.string(self, "description")?.map(|(s, _)| s.to_owned());
 
@@ -903,39 +806,21 @@ impl Parser<'_> {
         let flows = self.flows(&top, &groups, &nodes)?;
         let sim = self.sim(&top)?;
 
-        Ok(Scenario {
-            name: name.to_owned(),
-            description,
-            groups,
-            subnets,
-            nodes,
-            flows,
-            sim,
-        })
+        Ok(Scenario { name: name.to_owned(), description, groups, subnets, nodes, flows, sim })
     }
 
     fn groups(&self, top: &Obj<'_>) -> Res<Vec<GroupDef>> {
         let mut out: Vec<GroupDef> = Vec::new();
         let mut seen: HashMap<u16, usize> = HashMap::new();
-        for (idx, (line, entries)) in top
-            .tables(self, "group", "[[group]]")?
-            .into_iter()
-            .enumerate()
-        {
+        for (idx, (line, entries)) in top.tables(self, "group", "[[group]]")?.into_iter().enumerate() {
             let label = match peek_int(entries, "id") {
                 Some(id) => format!("group {id}"),
                 None => format!("group #{}", idx + 1),
             };
             let o = Obj::new(self, label, line, entries, GROUP_FIELDS)?;
-            let (id, span) = o
-                .int(self, "id")?
-                .ok_or_else(|| o.missing(self, "id", " (1..=65535)"))?;
+            let (id, span) = o.int(self, "id")?.ok_or_else(|| o.missing(self, "id", " (1..=65535)"))?;
             let id = u16::try_from(id).ok().filter(|&i| i != 0).ok_or_else(|| {
-                self.err(
-                    self.line_of(span.clone()),
-                    o.field("id"),
-                    format!("must be 1..=65535, got {id}"),
-                )
+                self.err(self.line_of(span.clone()), o.field("id"), format!("must be 1..=65535, got {id}"))
             })?;
             if let Some(prev) = seen.insert(id, line) {
                 return Err(self.err(
@@ -953,19 +838,14 @@ impl Parser<'_> {
     fn subnets(&self, top: &Obj<'_>) -> Res<Vec<SubnetDef>> {
         let mut out: Vec<SubnetDef> = Vec::new();
         let mut seen: HashMap<&str, usize> = HashMap::new();
-        for (idx, (line, entries)) in top
-            .tables(self, "subnet", "[[subnet]]")?
-            .into_iter()
-            .enumerate()
-        {
+        for (idx, (line, entries)) in top.tables(self, "subnet", "[[subnet]]")?.into_iter().enumerate() {
             let label = match peek_str(entries, "name") {
                 Some(n) => format!("subnet {n:?}"),
                 None => format!("subnet #{}", idx + 1),
             };
             let o = Obj::new(self, label, line, entries, SUBNET_FIELDS)?;
             let (name, name_span) = o.req_string(self, "name", " (the link's name)")?;
-            check_name(name)
-                .map_err(|m| self.err(self.line_of(name_span.clone()), o.field("name"), m))?;
+            check_name(name).map_err(|m| self.err(self.line_of(name_span.clone()), o.field("name"), m))?;
             if let Some(prev) = seen.insert(name, line) {
                 return Err(self.err(
                     self.line_of(name_span),
@@ -991,20 +871,12 @@ impl Parser<'_> {
             if let Some(m) = bad {
                 return Err(self.err(pline, o.field("prefix"), format!("{prefix}: {m}")));
             }
-            out.push(SubnetDef {
-                name: name.to_owned(),
-                prefix,
-            });
+            out.push(SubnetDef { name: name.to_owned(), prefix });
         }
         Ok(out)
     }
 
-    fn nodes(
-        &self,
-        top: &Obj<'_>,
-        groups: &[GroupDef],
-        subnets: &[SubnetDef],
-    ) -> Res<Vec<NodeDef>> {
+    fn nodes(&self, top: &Obj<'_>, groups: &[GroupDef], subnets: &[SubnetDef]) -> Res<Vec<NodeDef>> {
         let group_ids: HashSet<u16> = groups.iter().map(|g| g.id).collect();
         let mut nodes: Vec<NodeDef> = Vec::new();
         let mut spans: Vec<NodeSpans> = Vec::new();
@@ -1012,11 +884,7 @@ impl Parser<'_> {
         // address -> (node, line)
         let mut addrs: HashMap<IpAddr, (String, usize)> = HashMap::new();
 
-        for (idx, (line, entries)) in top
-            .tables(self, "node", "[[node]]")?
-            .into_iter()
-            .enumerate()
-        {
+        for (idx, (line, entries)) in top.tables(self, "node", "[[node]]")?.into_iter().enumerate() {
             let label = match peek_str(entries, "name") {
                 Some(n) => format!("node {n:?}"),
                 None => format!("node #{}", idx + 1),
@@ -1024,8 +892,7 @@ impl Parser<'_> {
             let o = Obj::new(self, label.clone(), line, entries, NODE_FIELDS)?;
 
             let (name, name_span) = o.req_string(self, "name", " (unique; also its host name)")?;
-            check_name(name)
-                .map_err(|m| self.err(self.line_of(name_span.clone()), o.field("name"), m))?;
+            check_name(name).map_err(|m| self.err(self.line_of(name_span.clone()), o.field("name"), m))?;
             if let Some(prev) = names.insert(name.to_owned(), line) {
                 return Err(self.err(
                     self.line_of(name_span),
@@ -1045,9 +912,7 @@ impl Parser<'_> {
 
             // mode
             let mode = match (o.string(self, "mode")?, kind.is_ge()) {
-                (None, true) => {
-                    return Err(o.missing(self, "mode", &format!(" for GE kind `{kind}` (closed | open)")))
-                }
+                (None, true) => return Err(o.missing(self, "mode", &format!(" for GE kind `{kind}` (closed | open)"))),
                 (Some((_, span)), false) => {
                     return Err(self.err(
                         self.line_of(span),
@@ -1082,28 +947,18 @@ impl Parser<'_> {
                         return Err(self.err(
                             l,
                             o.field("groups"),
-                            format!(
-                                "expected group ids (integers), found {}",
-                                item.get_ref().type_name()
-                            ),
+                            format!("expected group ids (integers), found {}", item.get_ref().type_name()),
                         ));
                     };
-                    let g16 = u16::try_from(*g)
-                        .ok()
-                        .filter(|i| group_ids.contains(i))
-                        .ok_or_else(|| {
-                            self.err(
-                                l,
-                                o.field("groups"),
-                                format!("group {g} is not defined (add a [[group]] with id = {g})"),
-                            )
-                        })?;
-                    if node_groups.contains(&g16) {
-                        return Err(self.err(
+                    let g16 = u16::try_from(*g).ok().filter(|i| group_ids.contains(i)).ok_or_else(|| {
+                        self.err(
                             l,
                             o.field("groups"),
-                            format!("group {g} is listed twice"),
-                        ));
+                            format!("group {g} is not defined (add a [[group]] with id = {g})"),
+                        )
+                    })?;
+                    if node_groups.contains(&g16) {
+                        return Err(self.err(l, o.field("groups"), format!("group {g} is listed twice")));
                     }
                     node_groups.push(g16);
                 }
@@ -1120,14 +975,8 @@ impl Parser<'_> {
                     ));
                 }
             }
-            for (i, (iline, ientries)) in o
-                .tables(
-                    self,
-                    "interfaces",
-                    "{ subnet = \"...\", address = \"...\" }",
-                )?
-                .into_iter()
-                .enumerate()
+            for (i, (iline, ientries)) in
+                o.tables(self, "interfaces", "{ subnet = \"...\", address = \"...\" }")?.into_iter().enumerate()
             {
                 let il = format!("{label} interface #{}", i + 1);
                 let io = Obj::new(self, il, iline, ientries, INTERFACE_FIELDS)?;
@@ -1146,15 +995,10 @@ impl Parser<'_> {
                         format!("node {name:?} already has an interface on subnet {sname:?} (interface #{})", prev + 1),
                     ));
                 }
-                let (astr, aspan) = io.req_string(
-                    self,
-                    "address",
-                    &format!(" (an address in {})", subnet.prefix),
-                )?;
+                let (astr, aspan) = io.req_string(self, "address", &format!(" (an address in {})", subnet.prefix))?;
                 let al = self.line_of(aspan);
                 let address = parse_addr(astr).map_err(|m| self.err(al, io.field("address"), m))?;
-                self.check_host_address(address, subnet)
-                    .map_err(|m| self.err(al, io.field("address"), m))?;
+                self.check_host_address(address, subnet).map_err(|m| self.err(al, io.field("address"), m))?;
                 if let Some((other, oline)) = addrs.get(&address) {
                     return Err(self.err(
                         al,
@@ -1174,11 +1018,7 @@ impl Parser<'_> {
                     Some((b, _)) => b,
                     None => false,
                 };
-                interfaces.push(InterfaceDef {
-                    subnet: sname.to_owned(),
-                    address,
-                    inside,
-                });
+                interfaces.push(InterfaceDef { subnet: sname.to_owned(), address, inside });
             }
 
             // routes
@@ -1190,21 +1030,19 @@ impl Parser<'_> {
                         return Err(self.err(
                             self.line_of(v.span()),
                             o.field(key),
-                            "not allowed for kind `gea` (a transparent bridge has no address and routes nothing)".into(),
+                            "not allowed for kind `gea` (a transparent bridge has no address and routes nothing)"
+                                .into(),
                         ));
                     }
                 }
             }
-            for (i, (rline, rentries)) in o
-                .tables(self, "routes", "{ to = \"PREFIX\", via = \"ADDRESS\" }")?
-                .into_iter()
-                .enumerate()
+            for (i, (rline, rentries)) in
+                o.tables(self, "routes", "{ to = \"PREFIX\", via = \"ADDRESS\" }")?.into_iter().enumerate()
             {
                 let rl = format!("{label} route #{}", i + 1);
                 let ro = Obj::new(self, rl.clone(), rline, rentries, ROUTE_FIELDS)?;
                 let (to_s, to_span) = ro.req_string(self, "to", " (a prefix, e.g. 10.2.0.0/24)")?;
-                let to = parse_prefix(to_s)
-                    .map_err(|m| self.err(self.line_of(to_span.clone()), ro.field("to"), m))?;
+                let to = parse_prefix(to_s).map_err(|m| self.err(self.line_of(to_span.clone()), ro.field("to"), m))?;
                 if routes.iter().any(|r| r.to == to) {
                     return Err(self.err(
                         self.line_of(to_span),
@@ -1213,17 +1051,13 @@ impl Parser<'_> {
                     ));
                 }
                 let (via_s, via_span) = ro.req_string(self, "via", " (the next hop's address)")?;
-                let via = parse_addr(via_s)
-                    .map_err(|m| self.err(self.line_of(via_span.clone()), ro.field("via"), m))?;
+                let via =
+                    parse_addr(via_s).map_err(|m| self.err(self.line_of(via_span.clone()), ro.field("via"), m))?;
                 if family(via) != net_family(to) {
                     return Err(self.err(
                         self.line_of(via_span),
                         ro.field("via"),
-                        format!(
-                            "{via} is {} but `to` {to} is {}",
-                            family(via),
-                            net_family(to)
-                        ),
+                        format!("{via} is {} but `to` {to} is {}", family(via), net_family(to)),
                     ));
                 }
                 routes.push(RouteDef { to, via });
@@ -1234,8 +1068,7 @@ impl Parser<'_> {
             let mut gateway = None;
             let mut gateway_span = None;
             if let Some((g, span)) = o.string(self, "gateway")? {
-                let a = parse_addr(g)
-                    .map_err(|m| self.err(self.line_of(span.clone()), o.field("gateway"), m))?;
+                let a = parse_addr(g).map_err(|m| self.err(self.line_of(span.clone()), o.field("gateway"), m))?;
                 gateway = Some(a);
                 gateway_span = Some(span);
             }
@@ -1245,20 +1078,14 @@ impl Parser<'_> {
             let mut protect_spans = Vec::new();
             match (o.array(self, "protects")?, kind == NodeKind::Gea) {
                 (None, true) => {
-                    return Err(o.missing(
-                        self,
-                        "protects",
-                        " for kind `gea` (the servers it stands in front of)",
-                    ))
+                    return Err(o.missing(self, "protects", " for kind `gea` (the servers it stands in front of)"))
                 }
                 (Some(_), false) => {
                     let l = o.raw("protects").map_or(line, |v| self.line_of(v.span()));
                     return Err(self.err(
                         l,
                         o.field("protects"),
-                        format!(
-                            "not allowed for kind `{kind}` (only a `gea` protects other nodes)"
-                        ),
+                        format!("not allowed for kind `{kind}` (only a `gea` protects other nodes)"),
                     ));
                 }
                 (None, false) => {}
@@ -1268,8 +1095,7 @@ impl Parser<'_> {
                         return Err(self.err(
                             l,
                             o.field("protects"),
-                            "must name at least one node (the servers it stands in front of)"
-                                .into(),
+                            "must name at least one node (the servers it stands in front of)".into(),
                         ));
                     }
                     for item in items {
@@ -1278,18 +1104,11 @@ impl Parser<'_> {
                             return Err(self.err(
                                 l,
                                 o.field("protects"),
-                                format!(
-                                    "expected node names (strings), found {}",
-                                    item.get_ref().type_name()
-                                ),
+                                format!("expected node names (strings), found {}", item.get_ref().type_name()),
                             ));
                         };
                         if protects.contains(s) {
-                            return Err(self.err(
-                                l,
-                                o.field("protects"),
-                                format!("node {s:?} is listed twice"),
-                            ));
+                            return Err(self.err(l, o.field("protects"), format!("node {s:?} is listed twice")));
                         }
                         protects.push(s.clone());
                         protect_spans.push(item.span());
@@ -1307,13 +1126,7 @@ impl Parser<'_> {
                 gateway,
                 protects,
             });
-            spans.push(NodeSpans {
-                line,
-                label,
-                protects: protect_spans,
-                routes: route_spans,
-                gateway: gateway_span,
-            });
+            spans.push(NodeSpans { line, label, protects: protect_spans, routes: route_spans, gateway: gateway_span });
         }
 
         // Second pass: references between nodes.
@@ -1335,9 +1148,7 @@ impl Parser<'_> {
                 if t.interfaces.is_empty() {
                     return Err(self.err(l, field, format!("node {target:?} has no interfaces")));
                 }
-                if let Some((other, oline)) =
-                    protected_by.insert(target.as_str(), (node.name.as_str(), sp.line))
-                {
+                if let Some((other, oline)) = protected_by.insert(target.as_str(), (node.name.as_str(), sp.line)) {
                     return Err(self.err(
                         l,
                         field,
@@ -1347,19 +1158,11 @@ impl Parser<'_> {
             }
             for (route, (rl, _, via_span)) in node.routes.iter().zip(&sp.routes) {
                 self.check_next_hop(node, route.via, &nodes, subnets)
-                    .map_err(|m| {
-                        self.err(self.line_of(via_span.clone()), field_label(rl, "via"), m)
-                    })?;
+                    .map_err(|m| self.err(self.line_of(via_span.clone()), field_label(rl, "via"), m))?;
             }
             if let (Some(gw), Some(span)) = (node.gateway, &sp.gateway) {
                 self.check_next_hop(node, gw, &nodes, subnets)
-                    .map_err(|m| {
-                        self.err(
-                            self.line_of(span.clone()),
-                            field_label(&sp.label, "gateway"),
-                            m,
-                        )
-                    })?;
+                    .map_err(|m| self.err(self.line_of(span.clone()), field_label(&sp.label, "gateway"), m))?;
             }
         }
         Ok(nodes)
@@ -1369,11 +1172,7 @@ impl Parser<'_> {
     fn check_host_address(&self, a: IpAddr, subnet: &SubnetDef) -> Result<(), String> {
         let p = subnet.prefix;
         if family(a) != net_family(p) {
-            return Err(format!(
-                "{a} is {} but subnet {:?} is {p}",
-                family(a),
-                subnet.name
-            ));
+            return Err(format!("{a} is {} but subnet {:?} is {p}", family(a), subnet.name));
         }
         if !p.contains(&a) {
             return Err(format!("{a} is not inside subnet {:?} ({p})", subnet.name));
@@ -1383,10 +1182,7 @@ impl Parser<'_> {
             IpNet::V6(n) => n.prefix_len() >= 127,
         };
         if !small && a == p.network() {
-            return Err(format!(
-                "{a} is the network address of subnet {:?} ({p}); use a host address",
-                subnet.name
-            ));
+            return Err(format!("{a} is the network address of subnet {:?} ({p}); use a host address", subnet.name));
         }
         if let IpNet::V4(n) = p {
             if !small && a == IpAddr::V4(n.broadcast()) {
@@ -1412,11 +1208,7 @@ impl Parser<'_> {
         if node.interfaces.iter().any(|i| i.address == hop) {
             return Err(format!("{hop} is this node's own address"));
         }
-        let Some(on) = node
-            .interfaces
-            .iter()
-            .find(|i| prefix_of(&i.subnet).is_some_and(|p| p.contains(&hop)))
-        else {
+        let Some(on) = node.interfaces.iter().find(|i| prefix_of(&i.subnet).is_some_and(|p| p.contains(&hop))) else {
             let attached: Vec<String> = node
                 .interfaces
                 .iter()
@@ -1426,21 +1218,12 @@ impl Parser<'_> {
                 })
                 .collect();
             return Err(if attached.is_empty() {
-                format!(
-                    "{hop} is not reachable: node {:?} has no interfaces",
-                    node.name
-                )
+                format!("{hop} is not reachable: node {:?} has no interfaces", node.name)
             } else {
-                format!(
-                    "{hop} is not on a subnet node {:?} is attached to ({})",
-                    node.name,
-                    attached.join(", ")
-                )
+                format!("{hop} is not on a subnet node {:?} is attached to ({})", node.name, attached.join(", "))
             });
         };
-        let owner = nodes
-            .iter()
-            .find(|n| n.interface_on(&on.subnet).is_some_and(|i| i.address == hop));
+        let owner = nodes.iter().find(|n| n.interface_on(&on.subnet).is_some_and(|i| i.address == hop));
         match owner {
             None => Err(format!("no node has address {hop} on subnet {:?}", on.subnet)),
             Some(n) if !n.kind.is_router() => Err(format!(
@@ -1454,11 +1237,7 @@ impl Parser<'_> {
     fn flows(&self, top: &Obj<'_>, groups: &[GroupDef], nodes: &[NodeDef]) -> Res<Vec<FlowDef>> {
         let mut out: Vec<FlowDef> = Vec::new();
         let mut names: HashMap<String, usize> = HashMap::new();
-        for (idx, (line, entries)) in top
-            .tables(self, "flow", "[[flow]]")?
-            .into_iter()
-            .enumerate()
-        {
+        for (idx, (line, entries)) in top.tables(self, "flow", "[[flow]]")?.into_iter().enumerate() {
             let explicit = peek_str(entries, "name");
             let label = match explicit {
                 Some(n) => format!("flow {n:?}"),
@@ -1479,11 +1258,7 @@ impl Parser<'_> {
             let name_given = o.string(self, "name")?;
             if let Some((n, span)) = &name_given {
                 if n.trim().is_empty() {
-                    return Err(self.err(
-                        self.line_of(span.clone()),
-                        o.field("name"),
-                        "must not be empty".into(),
-                    ));
+                    return Err(self.err(self.line_of(span.clone()), o.field("name"), "must not be empty".into()));
                 }
             }
 
@@ -1498,7 +1273,9 @@ impl Parser<'_> {
                     return Err(self.err(
                         l,
                         o.field(key),
-                        format!("node {n:?} is a gea, a transparent bridge with no address; name the server it protects"),
+                        format!(
+                            "node {n:?} is a gea, a transparent bridge with no address; name the server it protects"
+                        ),
                     ));
                 }
                 if node.interfaces.is_empty() {
@@ -1537,19 +1314,10 @@ impl Parser<'_> {
                     format!("unknown protocol {proto_s:?} (expected tcp | udp)"),
                 )
             })?;
-            let (port, port_span) = o
-                .int(self, "port")?
-                .ok_or_else(|| o.missing(self, "port", " (1..=65535)"))?;
-            let port = u16::try_from(port)
-                .ok()
-                .filter(|&p| p != 0)
-                .ok_or_else(|| {
-                    self.err(
-                        self.line_of(port_span),
-                        o.field("port"),
-                        format!("must be 1..=65535, got {port}"),
-                    )
-                })?;
+            let (port, port_span) = o.int(self, "port")?.ok_or_else(|| o.missing(self, "port", " (1..=65535)"))?;
+            let port = u16::try_from(port).ok().filter(|&p| p != 0).ok_or_else(|| {
+                self.err(self.line_of(port_span), o.field("port"), format!("must be 1..=65535, got {port}"))
+            })?;
 
             let expect = match o.string(self, "expect")? {
                 None => None,
@@ -1557,9 +1325,7 @@ impl Parser<'_> {
                     self.err(
                         self.line_of(span),
                         o.field("expect"),
-                        format!(
-                            "unknown outcome {e:?} (expected protected | plaintext | discarded)"
-                        ),
+                        format!("unknown outcome {e:?} (expected protected | plaintext | discarded)"),
                     )
                 })?),
             };
@@ -1570,9 +1336,7 @@ impl Parser<'_> {
                     let g16 = u16::try_from(g)
                         .ok()
                         .filter(|i| groups.iter().any(|d| d.id == *i))
-                        .ok_or_else(|| {
-                            self.err(l, o.field("group"), format!("group {g} is not defined"))
-                        })?;
+                        .ok_or_else(|| self.err(l, o.field("group"), format!("group {g} is not defined")))?;
                     if let Some(e @ (Outcome::Plaintext | Outcome::Discarded)) = expect {
                         return Err(self.err(
                             l,
@@ -1596,15 +1360,7 @@ impl Parser<'_> {
                     format!("flow name {name:?} is already used by the flow at line {prev} (give one of them a distinct `name`)"),
                 ));
             }
-            out.push(FlowDef {
-                name,
-                from: from.name.clone(),
-                to: to.name.clone(),
-                proto,
-                port,
-                expect,
-                group,
-            });
+            out.push(FlowDef { name, from: from.name.clone(), to: to.name.clone(), proto, port, expect, group });
         }
         Ok(out)
     }
@@ -1616,13 +1372,8 @@ impl Parser<'_> {
         };
         let o = Obj::new(self, "sim".into(), line, entries, SIM_FIELDS)?;
         if let Some((seed, span)) = o.int(self, "seed")? {
-            sim.seed = u64::try_from(seed).map_err(|_| {
-                self.err(
-                    self.line_of(span),
-                    o.field("seed"),
-                    format!("must be 0 or more, got {seed}"),
-                )
-            })?;
+            sim.seed = u64::try_from(seed)
+                .map_err(|_| self.err(self.line_of(span), o.field("seed"), format!("must be 0 or more, got {seed}")))?;
         }
         for (key, slot) in [("loss", &mut sim.loss), ("reorder", &mut sim.reorder)] {
             if let Some((x, span)) = o.number(self, key)? {
@@ -1636,24 +1387,15 @@ impl Parser<'_> {
                 *slot = x;
             }
         }
-        for (key, slot) in [
-            ("delay_us", &mut sim.delay_us),
-            ("jitter_us", &mut sim.jitter_us),
-        ] {
+        for (key, slot) in [("delay_us", &mut sim.delay_us), ("jitter_us", &mut sim.jitter_us)] {
             if let Some((x, span)) = o.int(self, key)? {
-                *slot = u64::try_from(x)
-                    .ok()
-                    .filter(|&v| v <= SimOptions::MAX_DELAY_US)
-                    .ok_or_else(|| {
-                        self.err(
-                            self.line_of(span),
-                            o.field(key),
-                            format!(
-                                "must be 0..={} microseconds, got {x}",
-                                SimOptions::MAX_DELAY_US
-                            ),
-                        )
-                    })?;
+                *slot = u64::try_from(x).ok().filter(|&v| v <= SimOptions::MAX_DELAY_US).ok_or_else(|| {
+                    self.err(
+                        self.line_of(span),
+                        o.field(key),
+                        format!("must be 0..={} microseconds, got {x}", SimOptions::MAX_DELAY_US),
+                    )
+                })?;
             }
         }
         Ok(sim)
@@ -1743,11 +1485,7 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
         assert_eq!(e.file, "t.toml");
         assert_eq!(e.line, Some(line), "wrong line in: {e}");
         assert_eq!(e.field.as_deref(), Some(field), "wrong field in: {e}");
-        assert!(
-            e.message.contains(msg),
-            "message {:?} lacks {msg:?}",
-            e.message
-        );
+        assert!(e.message.contains(msg), "message {:?} lacks {msg:?}", e.message);
     }
 
     // --- the base, defaults and accessors -------------------------------------------
@@ -1757,16 +1495,7 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
         let s = ok("");
         assert_eq!(s.name, "t");
         assert_eq!(s.description, None);
-        assert_eq!(
-            s.groups,
-            vec![
-                GroupDef { id: 1, name: None },
-                GroupDef {
-                    id: 2,
-                    name: Some("two".into())
-                }
-            ]
-        );
+        assert_eq!(s.groups, vec![GroupDef { id: 1, name: None }, GroupDef { id: 2, name: Some("two".into()) }]);
         assert_eq!(s.subnets.len(), 3);
         assert_eq!(s.subnets[2].prefix, "fd00:1::/64".parse::<IpNet>().unwrap());
         let gen = s.node("gen").unwrap();
@@ -1780,13 +1509,7 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
         let b = s.node("b").unwrap();
         assert_eq!(b.mode, None);
         assert!(b.groups.is_empty());
-        assert_eq!(
-            b.routes,
-            vec![RouteDef {
-                to: "10.1.0.0/24".parse().unwrap(),
-                via: "10.0.1.1".parse().unwrap()
-            }]
-        );
+        assert_eq!(b.routes, vec![RouteDef { to: "10.1.0.0/24".parse().unwrap(), via: "10.0.1.1".parse().unwrap() }]);
         assert!(s.flows.is_empty());
         assert_eq!(s.sim, SimOptions::default());
         assert_eq!(s.sim.seed, 1);
@@ -1795,10 +1518,7 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
         assert_eq!(s.subnet("lan").unwrap().prefix.to_string(), "10.1.0.0/24");
         assert_eq!(s.group(2).unwrap().name.as_deref(), Some("two"));
         let (owner, iface) = s.owner_of("10.0.1.1".parse().unwrap()).unwrap();
-        assert_eq!(
-            (owner.name.as_str(), iface.subnet.as_str()),
-            ("gen", "net1")
-        );
+        assert_eq!((owner.name.as_str(), iface.subnet.as_str()), ("gen", "net1"));
     }
 
     #[test]
@@ -1806,17 +1526,9 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
         for k in NodeKind::ALL {
             assert_eq!(NodeKind::parse(k.as_str()), Some(k));
         }
-        let ge: Vec<_> = NodeKind::ALL
-            .into_iter()
-            .filter(|k| k.is_ge())
-            .map(NodeKind::as_str)
-            .collect();
+        let ge: Vec<_> = NodeKind::ALL.into_iter().filter(|k| k.is_ge()).map(NodeKind::as_str).collect();
         assert_eq!(ge, ["ges", "gen", "gea", "gnat", "gsra"]);
-        let routers: Vec<_> = NodeKind::ALL
-            .into_iter()
-            .filter(|k| k.is_router())
-            .map(NodeKind::as_str)
-            .collect();
+        let routers: Vec<_> = NodeKind::ALL.into_iter().filter(|k| k.is_router()).map(NodeKind::as_str).collect();
         assert_eq!(routers, ["gen", "gnat", "gsra", "router", "nat"]);
         assert_eq!(NodeKind::parse("GEN"), None);
         assert_eq!(Proto::Tcp.as_str(), "tcp");
@@ -1839,19 +1551,9 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
             e.to_string(),
             "examples/bad.toml:14: node \"gen\" field `mode`: required for GE kind `gen` (closed | open)"
         );
-        let e = ScenarioError {
-            file: "x.toml".into(),
-            line: None,
-            field: None,
-            message: "m".into(),
-        };
+        let e = ScenarioError { file: "x.toml".into(), line: None, field: None, message: "m".into() };
         assert_eq!(e.to_string(), "x.toml: m");
-        let e = ScenarioError {
-            file: "x.toml".into(),
-            line: Some(3),
-            field: None,
-            message: "m".into(),
-        };
+        let e = ScenarioError { file: "x.toml".into(), line: Some(3), field: None, message: "m".into() };
         assert_eq!(e.to_string(), "x.toml:3: m");
     }
 
@@ -1885,11 +1587,7 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
             "flow \"a\\nb->b:80/tcp\" field `from`",
             "no node named \"a\\nb\"",
         );
-        let e = Scenario::parse(
-            &format!("{BASE}[[node]]\nname = \"x\"\nkind = \"te\\\"rm\"\n"),
-            "t.toml",
-        )
-        .unwrap_err();
+        let e = Scenario::parse(&format!("{BASE}[[node]]\nname = \"x\"\nkind = \"te\\\"rm\"\n"), "t.toml").unwrap_err();
         assert!(!e.to_string().contains('\n'));
         assert!(e.message.contains("unknown kind \"te\\\"rm\""), "{e}");
     }
@@ -1909,37 +1607,17 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
 
     #[test]
     fn wrong_types_are_reported() {
-        bad_full(
-            "name = 3\n",
-            1,
-            "field `name`",
-            "expected a string, found an integer",
-        );
+        bad_full("name = 3\n", 1, "field `name`", "expected a string, found an integer");
         bad_full("name = 1979-05-27\n", 1, "field `name`", "found a datetime");
-        bad_full(
-            "name = \"x\"\ndescription = [1]\n",
-            2,
-            "field `description`",
-            "expected a string, found an array",
-        );
+        bad_full("name = \"x\"\ndescription = [1]\n", 2, "field `description`", "expected a string, found an array");
         bad_full(
             "name = \"x\"\n[group]\nid = 1\n",
             2,
             "field `group`",
             "expected an array of tables ([[group]]), found a table",
         );
-        bad_full(
-            "name = \"x\"\nnode = [1]\n",
-            2,
-            "field `node`",
-            "expected a table ([[node]]), found an integer",
-        );
-        bad_full(
-            "name = \"x\"\nsim = 3\n",
-            2,
-            "field `sim`",
-            "expected a table, found an integer",
-        );
+        bad_full("name = \"x\"\nnode = [1]\n", 2, "field `node`", "expected a table ([[node]]), found an integer");
+        bad_full("name = \"x\"\nsim = 3\n", 2, "field `sim`", "expected a table, found an integer");
         bad(
             "[[flow]]\nfrom = \"a\"\nto = \"b\"\nproto = \"tcp\"\nport = \"80\"\n",
             5,
@@ -2010,7 +1688,12 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
             "unknown field (expected one of: seed, loss, reorder, delay_us, jitter_us)",
         );
         // [[node.interfaces]] sub-tables are checked the same way.
-        bad("[[node]]\nname = \"x\"\nkind = \"term\"\n[[node.interfaces]]\nsubnet = \"lan\"\naddres = \"10.1.0.99\"\n", 6, "node \"x\" interface #1 field `addres`", "unknown field");
+        bad(
+            "[[node]]\nname = \"x\"\nkind = \"term\"\n[[node.interfaces]]\nsubnet = \"lan\"\naddres = \"10.1.0.99\"\n",
+            6,
+            "node \"x\" interface #1 field `addres`",
+            "unknown field",
+        );
     }
 
     // --- top level ------------------------------------------------------------------
@@ -2018,12 +1701,7 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
     #[test]
     fn scenario_name_is_required_and_non_empty() {
         bad_full("description = \"d\"\n", 1, "field `name`", "required");
-        bad_full(
-            "\n\nname = \"  \"\n",
-            3,
-            "field `name`",
-            "must not be empty",
-        );
+        bad_full("\n\nname = \"  \"\n", 3, "field `name`", "must not be empty");
         let s = Scenario::parse("name = \"only\"\ndescription = \"d\"\n", "t.toml").unwrap();
         assert_eq!(s.description.as_deref(), Some("d"));
         assert!(s.nodes.is_empty() && s.flows.is_empty() && s.groups.is_empty());
@@ -2033,50 +1711,14 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
 
     #[test]
     fn group_rules() {
-        bad(
-            "[[group]]\nid = 0\n",
-            2,
-            "group 0 field `id`",
-            "must be 1..=65535, got 0",
-        );
-        bad(
-            "[[group]]\nid = 65536\n",
-            2,
-            "group 65536 field `id`",
-            "must be 1..=65535, got 65536",
-        );
-        bad(
-            "[[group]]\nid = -1\n",
-            2,
-            "group -1 field `id`",
-            "must be 1..=65535",
-        );
-        bad(
-            "[[group]]\nname = \"x\"\n",
-            1,
-            "group #3 field `id`",
-            "required",
-        );
-        bad(
-            "[[group]]\nid = 2\n",
-            2,
-            "group 2 field `id`",
-            "group 2 is already defined at line 4",
-        );
-        bad(
-            "[[group]]\nid = 3\nname = 3\n",
-            3,
-            "group 3 field `name`",
-            "expected a string",
-        );
+        bad("[[group]]\nid = 0\n", 2, "group 0 field `id`", "must be 1..=65535, got 0");
+        bad("[[group]]\nid = 65536\n", 2, "group 65536 field `id`", "must be 1..=65535, got 65536");
+        bad("[[group]]\nid = -1\n", 2, "group -1 field `id`", "must be 1..=65535");
+        bad("[[group]]\nname = \"x\"\n", 1, "group #3 field `id`", "required");
+        bad("[[group]]\nid = 2\n", 2, "group 2 field `id`", "group 2 is already defined at line 4");
+        bad("[[group]]\nid = 3\nname = 3\n", 3, "group 3 field `name`", "expected a string");
         let s = ok("[[group]]\nid = 65535\nname = \"max\"\n");
-        assert_eq!(
-            s.groups[2],
-            GroupDef {
-                id: 65535,
-                name: Some("max".into())
-            }
-        );
+        assert_eq!(s.groups[2], GroupDef { id: 65535, name: Some("max".into()) });
     }
 
     // --- subnets --------------------------------------------------------------------
@@ -2089,18 +1731,8 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
             "subnet \"lan\" field `name`",
             "already defined at line 10",
         );
-        bad(
-            "[[subnet]]\nprefix = \"10.2.0.0/24\"\n",
-            1,
-            "subnet #4 field `name`",
-            "required",
-        );
-        bad(
-            "[[subnet]]\nname = \"x\"\n",
-            1,
-            "subnet \"x\" field `prefix`",
-            "required",
-        );
+        bad("[[subnet]]\nprefix = \"10.2.0.0/24\"\n", 1, "subnet #4 field `name`", "required");
+        bad("[[subnet]]\nname = \"x\"\n", 1, "subnet \"x\" field `prefix`", "required");
         bad(
             "[[subnet]]\nname = \"x\"\nprefix = \"10.2.0.0\"\n",
             3,
@@ -2119,36 +1751,21 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
             "subnet \"x\" field `prefix`",
             "host bits set (the prefix is 10.2.0.0/24)",
         );
-        bad(
-            "[[subnet]]\nname = \"x\"\nprefix = \"127.0.0.0/8\"\n",
-            3,
-            "subnet \"x\" field `prefix`",
-            "loopback",
-        );
+        bad("[[subnet]]\nname = \"x\"\nprefix = \"127.0.0.0/8\"\n", 3, "subnet \"x\" field `prefix`", "loopback");
         bad(
             "[[subnet]]\nname = \"x\"\nprefix = \"0.0.0.0/0\"\n",
             3,
             "subnet \"x\" field `prefix`",
             "whole address space",
         );
-        bad(
-            "[[subnet]]\nname = \"x\"\nprefix = \"fe80::/64\"\n",
-            3,
-            "subnet \"x\" field `prefix`",
-            "link-local",
-        );
+        bad("[[subnet]]\nname = \"x\"\nprefix = \"fe80::/64\"\n", 3, "subnet \"x\" field `prefix`", "link-local");
         bad(
             "[[subnet]]\nname = \"x y\"\nprefix = \"10.2.0.0/24\"\n",
             2,
             "subnet \"x y\" field `name`",
             "not a valid name",
         );
-        bad(
-            "[[subnet]]\nname = \"\"\nprefix = \"10.2.0.0/24\"\n",
-            2,
-            "subnet \"\" field `name`",
-            "must not be empty",
-        );
+        bad("[[subnet]]\nname = \"\"\nprefix = \"10.2.0.0/24\"\n", 2, "subnet \"\" field `name`", "must not be empty");
         // overlapping prefixes on different links are allowed (private spaces behind NATs)
         let s = ok("[[subnet]]\nname = \"lan2\"\nprefix = \"10.1.0.0/24\"\n");
         assert_eq!(s.subnets.len(), 4);
@@ -2164,18 +1781,8 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
             "node \"a\" field `name`",
             "node \"a\" is already defined at line 22",
         );
-        bad(
-            "[[node]]\nkind = \"term\"\n",
-            1,
-            "node #5 field `name`",
-            "required",
-        );
-        bad(
-            "[[node]]\nname = \"-x\"\nkind = \"term\"\n",
-            2,
-            "node \"-x\" field `name`",
-            "not a valid name",
-        );
+        bad("[[node]]\nkind = \"term\"\n", 1, "node #5 field `name`", "required");
+        bad("[[node]]\nname = \"-x\"\nkind = \"term\"\n", 2, "node \"-x\" field `name`", "not a valid name");
         bad(
             &format!("[[node]]\nname = \"{}\"\nkind = \"term\"\n", "x".repeat(64)),
             2,
@@ -2188,12 +1795,7 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
             "node \"x\" field `kind`",
             "required (ges | gen | gea | gnat | gsra | term | router | nat)",
         );
-        bad(
-            "[[node]]\nname = \"x\"\nkind = \"host\"\n",
-            3,
-            "node \"x\" field `kind`",
-            "unknown kind \"host\"",
-        );
+        bad("[[node]]\nname = \"x\"\nkind = \"host\"\n", 3, "node \"x\" field `kind`", "unknown kind \"host\"");
     }
 
     #[test]
@@ -2339,20 +1941,15 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
         let s = ok("[[node]]\nname = \"x\"\nkind = \"term\"\ninterfaces = [{ subnet = \"lan\", address = \"10.1.0.99\", inside = false }]\n");
         assert!(!s.node("x").unwrap().interfaces[0].inside);
         for k in ["nat", "gnat", "gsra"] {
-            let mode = if k == "nat" {
-                ""
-            } else {
-                "mode = \"closed\"\n"
-            };
+            let mode = if k == "nat" { "" } else { "mode = \"closed\"\n" };
             let s = ok(&format!("[[node]]\nname = \"x\"\nkind = \"{k}\"\n{mode}interfaces = [{{ subnet = \"lan\", address = \"10.1.0.99\", inside = true }}, {{ subnet = \"net1\", address = \"10.0.1.99\" }}]\n"));
             assert!(s.node("x").unwrap().interfaces[0].inside);
         }
         // [[node.interfaces]] works like the inline form
-        let s = ok("[[node]]\nname = \"x\"\nkind = \"term\"\n[[node.interfaces]]\nsubnet = \"lan\"\naddress = \"10.1.0.99\"\n");
-        assert_eq!(
-            s.node("x").unwrap().interfaces[0].address,
-            "10.1.0.99".parse::<IpAddr>().unwrap()
+        let s = ok(
+            "[[node]]\nname = \"x\"\nkind = \"term\"\n[[node.interfaces]]\nsubnet = \"lan\"\naddress = \"10.1.0.99\"\n",
         );
+        assert_eq!(s.node("x").unwrap().interfaces[0].address, "10.1.0.99".parse::<IpAddr>().unwrap());
         // /31 and /127: both addresses usable
         let s = ok("[[subnet]]\nname = \"p2p\"\nprefix = \"10.9.9.0/31\"\n[[node]]\nname = \"x\"\nkind = \"term\"\ninterfaces = [{ subnet = \"p2p\", address = \"10.9.9.0\" }]\n");
         assert_eq!(s.nodes.len(), 5);
@@ -2368,18 +1965,8 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
         assert_eq!(s.protector_of("b").map(|n| n.name.as_str()), Some("g"));
         assert!(s.protector_of("a").is_none());
 
-        bad(
-            gea,
-            1,
-            "node \"g\" field `protects`",
-            "required for kind `gea`",
-        );
-        bad(
-            &format!("{gea}protects = []\n"),
-            6,
-            "node \"g\" field `protects`",
-            "must name at least one node",
-        );
+        bad(gea, 1, "node \"g\" field `protects`", "required for kind `gea`");
+        bad(&format!("{gea}protects = []\n"), 6, "node \"g\" field `protects`", "must name at least one node");
         bad(
             &format!("{gea}protects = [\"b\", \"nope\"]\n"),
             6,
@@ -2392,34 +1979,27 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
             "node \"g\" field `protects`",
             "node \"b\" is listed twice",
         );
-        bad(
-            &format!("{gea}protects = [1]\n"),
-            6,
-            "node \"g\" field `protects`",
-            "expected node names (strings)",
-        );
+        bad(&format!("{gea}protects = [1]\n"), 6, "node \"g\" field `protects`", "expected node names (strings)");
         bad(
             &format!("{gea}protects = [\"a\"]\n"),
             6,
             "node \"g\" field `protects`",
             "node \"a\" is of kind `ges`; a GEA protects only `term` nodes",
         );
+        bad(&format!("{gea}protects = [\"gen\"]\n"), 6, "node \"g\" field `protects`", "of kind `gen`");
         bad(
-            &format!("{gea}protects = [\"gen\"]\n"),
-            6,
-            "node \"g\" field `protects`",
-            "of kind `gen`",
-        );
-        bad(
-            &format!(
-                "{gea}protects = [\"lonely\"]\n[[node]]\nname = \"lonely\"\nkind = \"term\"\n"
-            ),
+            &format!("{gea}protects = [\"lonely\"]\n[[node]]\nname = \"lonely\"\nkind = \"term\"\n"),
             6,
             "node \"g\" field `protects`",
             "node \"lonely\" has no interfaces",
         );
         bad(&format!("{gea}protects = [\"b\"]\n[[node]]\nname = \"g2\"\nkind = \"gea\"\nmode = \"open\"\nprotects = [\"b\"]\n"), 11, "node \"g2\" field `protects`", "node \"b\" is already protected by gea \"g\" (line 38)");
-        bad(&format!("{gea}protects = [\"b\"]\ninterfaces = [{{ subnet = \"net1\", address = \"10.0.1.50\" }}]\n"), 7, "node \"g\" field `interfaces`", "transparent bridge with no address");
+        bad(
+            &format!("{gea}protects = [\"b\"]\ninterfaces = [{{ subnet = \"net1\", address = \"10.0.1.50\" }}]\n"),
+            7,
+            "node \"g\" field `interfaces`",
+            "transparent bridge with no address",
+        );
         bad(
             &format!("{gea}protects = [\"b\"]\ngateway = \"10.0.1.1\"\n"),
             7,
@@ -2448,15 +2028,11 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
 
     #[test]
     fn route_and_gateway_rules() {
-        let node = "[[node]]\nname = \"x\"\nkind = \"term\"\ninterfaces = [{ subnet = \"net1\", address = \"10.0.1.20\" }]\n";
+        let node =
+            "[[node]]\nname = \"x\"\nkind = \"term\"\ninterfaces = [{ subnet = \"net1\", address = \"10.0.1.20\" }]\n";
         let s = ok(&format!("{node}routes = [{{ to = \"10.1.0.0/24\", via = \"10.0.1.1\" }}, {{ to = \"0.0.0.0/0\", via = \"10.0.1.1\" }}]\n"));
         assert_eq!(s.node("x").unwrap().routes.len(), 2);
-        bad(
-            &format!("{node}routes = [{{ via = \"10.0.1.1\" }}]\n"),
-            5,
-            "node \"x\" route #1 field `to`",
-            "required",
-        );
+        bad(&format!("{node}routes = [{{ via = \"10.0.1.1\" }}]\n"), 5, "node \"x\" route #1 field `to`", "required");
         bad(
             &format!("{node}routes = [{{ to = \"10.1.0.0/24\" }}]\n"),
             5,
@@ -2512,30 +2088,15 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
             "node \"x\" route #1 field `via`",
             "10.0.1.10 is node \"b\" of kind `term`, which does not forward packets",
         );
-        bad(
-            &format!("{node}gateway = \"10.0.1.10\"\n"),
-            5,
-            "node \"x\" field `gateway`",
-            "does not forward packets",
-        );
+        bad(&format!("{node}gateway = \"10.0.1.10\"\n"), 5, "node \"x\" field `gateway`", "does not forward packets");
         bad(
             &format!("{node}gateway = \"10.1.0.1\"\n"),
             5,
             "node \"x\" field `gateway`",
             "is not on a subnet node \"x\" is attached to",
         );
-        bad(
-            &format!("{node}gateway = \"10.0.1\"\n"),
-            5,
-            "node \"x\" field `gateway`",
-            "is not an IP address",
-        );
-        bad(
-            &format!("{node}gateway = \"fd00:1::1\"\n"),
-            5,
-            "node \"x\" field `gateway`",
-            "is not on a subnet",
-        );
+        bad(&format!("{node}gateway = \"10.0.1\"\n"), 5, "node \"x\" field `gateway`", "is not an IP address");
+        bad(&format!("{node}gateway = \"fd00:1::1\"\n"), 5, "node \"x\" field `gateway`", "is not on a subnet");
         bad(
             "[[node]]\nname = \"x\"\nkind = \"term\"\ngateway = \"10.0.1.1\"\n",
             4,
@@ -2543,10 +2104,7 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
             "node \"x\" has no interfaces",
         );
         let s = ok(&format!("{node}gateway = \"10.0.1.1\"\n"));
-        assert_eq!(
-            s.node("x").unwrap().gateway,
-            Some("10.0.1.1".parse().unwrap())
-        );
+        assert_eq!(s.node("x").unwrap().gateway, Some("10.0.1.1".parse().unwrap()));
         // a next hop declared later in the file is fine
         let s = ok("[[node]]\nname = \"x\"\nkind = \"term\"\ninterfaces = [{ subnet = \"net1\", address = \"10.0.1.20\" }]\ngateway = \"10.0.1.2\"\n[[node]]\nname = \"r\"\nkind = \"router\"\ninterfaces = [{ subnet = \"net1\", address = \"10.0.1.2\" }]\n");
         assert_eq!(s.nodes.len(), 6);
@@ -2584,10 +2142,7 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
             }
         );
         assert_eq!(s.flow("named").unwrap().port, 53);
-        for (e, o) in [
-            ("plaintext", Outcome::Plaintext),
-            ("discarded", Outcome::Discarded),
-        ] {
+        for (e, o) in [("plaintext", Outcome::Plaintext), ("discarded", Outcome::Discarded)] {
             let s = ok(&format!("{FLOW}expect = \"{e}\"\n"));
             assert_eq!(s.flows[0].expect, Some(o));
         }
@@ -2597,18 +2152,8 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
 
     #[test]
     fn flow_endpoint_rules() {
-        bad(
-            "[[flow]]\nto = \"b\"\nproto = \"tcp\"\nport = 80\n",
-            1,
-            "flow #1 field `from`",
-            "required (a node name)",
-        );
-        bad(
-            "[[flow]]\nfrom = \"a\"\nproto = \"tcp\"\nport = 80\n",
-            1,
-            "flow #1 field `to`",
-            "required (a node name)",
-        );
+        bad("[[flow]]\nto = \"b\"\nproto = \"tcp\"\nport = 80\n", 1, "flow #1 field `from`", "required (a node name)");
+        bad("[[flow]]\nfrom = \"a\"\nproto = \"tcp\"\nport = 80\n", 1, "flow #1 field `to`", "required (a node name)");
         bad(
             "[[flow]]\nfrom = \"zz\"\nto = \"b\"\nproto = \"tcp\"\nport = 80\n",
             2,
@@ -2627,7 +2172,12 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
             "flow \"a->a:80/tcp\" field `to`",
             "is the same node as `from`",
         );
-        bad("[[node]]\nname = \"x\"\nkind = \"term\"\n[[flow]]\nfrom = \"a\"\nto = \"x\"\nproto = \"tcp\"\nport = 80\n", 6, "flow \"a->x:80/tcp\" field `to`", "node \"x\" has no interfaces");
+        bad(
+            "[[node]]\nname = \"x\"\nkind = \"term\"\n[[flow]]\nfrom = \"a\"\nto = \"x\"\nproto = \"tcp\"\nport = 80\n",
+            6,
+            "flow \"a->x:80/tcp\" field `to`",
+            "node \"x\" has no interfaces",
+        );
         bad("[[node]]\nname = \"g\"\nkind = \"gea\"\nmode = \"closed\"\nprotects = [\"b\"]\n[[flow]]\nfrom = \"g\"\nto = \"b\"\nproto = \"tcp\"\nport = 80\n", 7, "flow \"g->b:80/tcp\" field `from`", "is a gea, a transparent bridge");
         bad(
             "[[flow]]\nfrom = \"a\"\nto = \"c\"\nproto = \"tcp\"\nport = 80\n",
@@ -2642,24 +2192,14 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
 
     #[test]
     fn flow_value_rules() {
-        bad(
-            "[[flow]]\nfrom = \"a\"\nto = \"b\"\nport = 80\n",
-            1,
-            "flow #1 field `proto`",
-            "required (tcp | udp)",
-        );
+        bad("[[flow]]\nfrom = \"a\"\nto = \"b\"\nport = 80\n", 1, "flow #1 field `proto`", "required (tcp | udp)");
         bad(
             "[[flow]]\nfrom = \"a\"\nto = \"b\"\nproto = \"icmp\"\nport = 80\n",
             4,
             "flow #1 field `proto`",
             "unknown protocol \"icmp\" (expected tcp | udp)",
         );
-        bad(
-            "[[flow]]\nfrom = \"a\"\nto = \"b\"\nproto = \"tcp\"\n",
-            1,
-            "flow #1 field `port`",
-            "required (1..=65535)",
-        );
+        bad("[[flow]]\nfrom = \"a\"\nto = \"b\"\nproto = \"tcp\"\n", 1, "flow #1 field `port`", "required (1..=65535)");
         bad(
             "[[flow]]\nfrom = \"a\"\nto = \"b\"\nproto = \"tcp\"\nport = 0\n",
             5,
@@ -2678,18 +2218,8 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
             "flow \"a->b:80/tcp\" field `expect`",
             "unknown outcome \"ok\" (expected protected | plaintext | discarded)",
         );
-        bad(
-            &format!("{FLOW}group = 9\n"),
-            6,
-            "flow \"a->b:80/tcp\" field `group`",
-            "group 9 is not defined",
-        );
-        bad(
-            &format!("{FLOW}group = 0\n"),
-            6,
-            "flow \"a->b:80/tcp\" field `group`",
-            "group 0 is not defined",
-        );
+        bad(&format!("{FLOW}group = 9\n"), 6, "flow \"a->b:80/tcp\" field `group`", "group 9 is not defined");
+        bad(&format!("{FLOW}group = 0\n"), 6, "flow \"a->b:80/tcp\" field `group`", "group 0 is not defined");
         bad(
             &format!("{FLOW}expect = \"plaintext\"\ngroup = 1\n"),
             7,
@@ -2719,11 +2249,14 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
             "flow \"a->b:80/tcp\" field `name`",
             &format!("flow name \"a->b:80/tcp\" is already used by the flow at line {first}"),
         );
-        bad(&format!("{FLOW}[[flow]]\nname = \"a->b:80/tcp\"\nfrom = \"b\"\nto = \"a\"\nproto = \"tcp\"\nport = 80\n"), 7, "flow \"a->b:80/tcp\" field `name`", "already used");
+        bad(
+            &format!("{FLOW}[[flow]]\nname = \"a->b:80/tcp\"\nfrom = \"b\"\nto = \"a\"\nproto = \"tcp\"\nport = 80\n"),
+            7,
+            "flow \"a->b:80/tcp\" field `name`",
+            "already used",
+        );
         // same endpoints, another port or protocol: distinct default names
-        let s = ok(&format!(
-            "{FLOW}[[flow]]\nfrom = \"a\"\nto = \"b\"\nproto = \"udp\"\nport = 80\n"
-        ));
+        let s = ok(&format!("{FLOW}[[flow]]\nfrom = \"a\"\nto = \"b\"\nproto = \"udp\"\nport = 80\n"));
         assert_eq!(s.flows[1].name, "a->b:80/udp");
     }
 
@@ -2732,72 +2265,18 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
     #[test]
     fn sim_rules() {
         let s = ok("[sim]\nseed = 42\nloss = 0.25\nreorder = 1\ndelay_us = 0\njitter_us = 7\n");
-        assert_eq!(
-            s.sim,
-            SimOptions {
-                seed: 42,
-                loss: 0.25,
-                reorder: 1.0,
-                delay_us: 0,
-                jitter_us: 7
-            }
-        );
+        assert_eq!(s.sim, SimOptions { seed: 42, loss: 0.25, reorder: 1.0, delay_us: 0, jitter_us: 7 });
         let s = ok("[sim]\n");
         assert_eq!(s.sim, SimOptions::default());
-        bad(
-            "[sim]\nloss = 1.5\n",
-            2,
-            "sim field `loss`",
-            "must be a probability between 0 and 1, got 1.5",
-        );
-        bad(
-            "[sim]\nloss = -0.1\n",
-            2,
-            "sim field `loss`",
-            "between 0 and 1",
-        );
-        bad(
-            "[sim]\nreorder = nan\n",
-            2,
-            "sim field `reorder`",
-            "between 0 and 1",
-        );
-        bad(
-            "[sim]\nreorder = inf\n",
-            2,
-            "sim field `reorder`",
-            "between 0 and 1",
-        );
-        bad(
-            "[sim]\nloss = \"1%\"\n",
-            2,
-            "sim field `loss`",
-            "expected a number, found a string",
-        );
-        bad(
-            "[sim]\nseed = -1\n",
-            2,
-            "sim field `seed`",
-            "must be 0 or more",
-        );
-        bad(
-            "[sim]\nseed = 1.5\n",
-            2,
-            "sim field `seed`",
-            "expected an integer, found a float",
-        );
-        bad(
-            "[sim]\ndelay_us = -5\n",
-            2,
-            "sim field `delay_us`",
-            "must be 0..=10000000 microseconds",
-        );
-        bad(
-            "[sim]\njitter_us = 10000001\n",
-            2,
-            "sim field `jitter_us`",
-            "must be 0..=10000000",
-        );
+        bad("[sim]\nloss = 1.5\n", 2, "sim field `loss`", "must be a probability between 0 and 1, got 1.5");
+        bad("[sim]\nloss = -0.1\n", 2, "sim field `loss`", "between 0 and 1");
+        bad("[sim]\nreorder = nan\n", 2, "sim field `reorder`", "between 0 and 1");
+        bad("[sim]\nreorder = inf\n", 2, "sim field `reorder`", "between 0 and 1");
+        bad("[sim]\nloss = \"1%\"\n", 2, "sim field `loss`", "expected a number, found a string");
+        bad("[sim]\nseed = -1\n", 2, "sim field `seed`", "must be 0 or more");
+        bad("[sim]\nseed = 1.5\n", 2, "sim field `seed`", "expected an integer, found a float");
+        bad("[sim]\ndelay_us = -5\n", 2, "sim field `delay_us`", "must be 0..=10000000 microseconds");
+        bad("[sim]\njitter_us = 10000001\n", 2, "sim field `jitter_us`", "must be 0..=10000000");
     }
 
     // --- order independence ---------------------------------------------------------
@@ -2838,10 +2317,7 @@ name = "order"
         bad_full(text, 1, "field `name`", "required");
         let with_name = format!("name = \"order\"\n{text}");
         bad_full(&with_name, 30, "sim field `name`", "unknown field");
-        let fixed = format!(
-            "name = \"order\"\n{}",
-            text.replace("name = \"order\"\n", "")
-        );
+        let fixed = format!("name = \"order\"\n{}", text.replace("name = \"order\"\n", ""));
         let s = Scenario::parse(&fixed, "o.toml").unwrap();
         assert_eq!(s.flows[0].name, "h1->h2:9/udp");
         assert_eq!(s.sim.seed, 0);
@@ -2866,31 +2342,15 @@ name = "order"
     #[test]
     fn every_example_parses() {
         let files = example_files();
-        let names: Vec<String> = files
-            .iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
-        for want in [
-            "enterprise.toml",
-            "nested.toml",
-            "servers.toml",
-            "ipv6.toml",
-        ] {
-            assert!(
-                names.iter().any(|n| n == want),
-                "examples/{want} is missing"
-            );
+        let names: Vec<String> = files.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        for want in ["enterprise.toml", "nested.toml", "servers.toml", "ipv6.toml"] {
+            assert!(names.iter().any(|n| n == want), "examples/{want} is missing");
         }
         for f in &files {
             let s = Scenario::from_file(f).unwrap_or_else(|e| panic!("{e}"));
             assert!(!s.flows.is_empty(), "{} has no flows", f.display());
             for flow in &s.flows {
-                assert!(
-                    flow.expect.is_some(),
-                    "{}: flow {} has no expect",
-                    f.display(),
-                    flow.name
-                );
+                assert!(flow.expect.is_some(), "{}: flow {} has no expect", f.display(), flow.name);
                 assert_eq!(
                     flow.group.is_some(),
                     flow.expect == Some(Outcome::Protected),
@@ -2908,11 +2368,8 @@ name = "order"
     #[test]
     fn enterprise_example_follows_the_spec_table() {
         let s = Scenario::from_file(&examples_dir().join("enterprise.toml")).unwrap();
-        let rows: Vec<(&str, &str, Option<Outcome>, Option<u16>)> = s
-            .flows
-            .iter()
-            .map(|f| (f.from.as_str(), f.to.as_str(), f.expect, f.group))
-            .collect();
+        let rows: Vec<(&str, &str, Option<Outcome>, Option<u16>)> =
+            s.flows.iter().map(|f| (f.from.as_str(), f.to.as_str(), f.expect, f.group)).collect();
         use Outcome::*;
         assert_eq!(
             rows,
@@ -2929,10 +2386,7 @@ name = "order"
         );
         let ges2 = s.node("ges2").unwrap();
         let moved = s.node("ges2-moved").unwrap();
-        assert_eq!(
-            (ges2.kind, ges2.mode, &ges2.groups),
-            (moved.kind, moved.mode, &moved.groups)
-        );
+        assert_eq!((ges2.kind, ges2.mode, &ges2.groups), (moved.kind, moved.mode, &moved.groups));
         assert_eq!(s.protector_of("server").unwrap().name, "gea");
         assert!(s.flows.iter().any(|f| f.proto == Proto::Udp));
     }
@@ -2979,10 +2433,7 @@ name = "order"
     // --- never panic ----------------------------------------------------------------
 
     fn example_texts() -> Vec<String> {
-        let mut v: Vec<String> = example_files()
-            .iter()
-            .map(|p| std::fs::read_to_string(p).unwrap())
-            .collect();
+        let mut v: Vec<String> = example_files().iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
         v.push(BASE.to_string());
         v
     }
@@ -3150,15 +2601,9 @@ name = "order"
             Err(e) => {
                 assert_eq!(e.file, "fuzz.toml");
                 let line = e.line.expect("parse errors always have a line");
-                assert!(
-                    line >= 1 && line <= text.lines().count().max(1) + 1,
-                    "line {line} out of range: {e}"
-                );
+                assert!(line >= 1 && line <= text.lines().count().max(1) + 1, "line {line} out of range: {e}");
                 let shown = e.to_string();
-                assert!(
-                    !shown.contains('\n'),
-                    "an error must fit on one line: {shown:?}"
-                );
+                assert!(!shown.contains('\n'), "an error must fit on one line: {shown:?}");
             }
         }
     }

@@ -134,7 +134,10 @@ pub struct Simulation {
 
 impl std::fmt::Debug for Simulation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Simulation").field("scenario", &self.scenario.name).field("now", &self.now).finish_non_exhaustive()
+        f.debug_struct("Simulation")
+            .field("scenario", &self.scenario.name)
+            .field("now", &self.now)
+            .finish_non_exhaustive()
     }
 }
 
@@ -186,7 +189,11 @@ impl Simulation {
             let e = gms
                 .enroll(&n.name, kind, core_mode(n.mode), &n.groups)
                 .map_err(|e| SimError::Setup(format!("node {:?}: {e}", n.name)))?;
-            let cfg = GeConfig { protected: topo.protected(i), local_addrs: topo.addresses(i).collect(), ..GeConfig::default() };
+            let cfg = GeConfig {
+                protected: topo.protected(i),
+                local_addrs: topo.addresses(i).collect(),
+                ..GeConfig::default()
+            };
             configs.insert(i, cfg);
             enrolled.insert(i, e);
             engines.push(None);
@@ -225,7 +232,8 @@ impl Simulation {
         let (identity, trust) = e.identity().map_err(|e| SimError::Setup(format!("{name}: {e}")))?;
         let keys = e.group_keys().map_err(|e| SimError::Setup(format!("{name}: {e}")))?;
         let cfg = self.configs[&node].clone();
-        let rng = ChaCha20Rng::seed_from_u64(self.seed.wrapping_mul(1_000_003).wrapping_add(node as u64 + 1 + self.now));
+        let rng =
+            ChaCha20Rng::seed_from_u64(self.seed.wrapping_mul(1_000_003).wrapping_add(node as u64 + 1 + self.now));
         Engine::new(cfg, identity, trust, keys, Box::new(rng)).map_err(|e| SimError::Setup(format!("{name}: {e}")))
     }
 
@@ -247,7 +255,8 @@ impl Simulation {
             let server = self.topo.by_name[&f.to];
             let caddrs: Vec<IpAddr> = self.topo.addresses(client).collect();
             let saddrs: Vec<IpAddr> = self.topo.addresses(server).collect();
-            let Some((src, dst)) = saddrs.iter().find_map(|d| caddrs.iter().find(|s| s.is_ipv4() == d.is_ipv4()).map(|s| (*s, *d)))
+            let Some((src, dst)) =
+                saddrs.iter().find_map(|d| caddrs.iter().find(|s| s.is_ipv4() == d.is_ipv4()).map(|s| (*s, *d)))
             else {
                 return Err(SimError::Setup(format!("flow {:?}: {} and {} share no IP family", f.name, f.from, f.to)));
             };
@@ -335,7 +344,11 @@ impl Simulation {
     pub fn flow_stats(&self) -> Vec<FlowStats> {
         self.flows
             .iter()
-            .map(|f| FlowStats { name: f.def.name.clone(), retransmissions: f.retransmissions, failed_early: f.failed_early })
+            .map(|f| FlowStats {
+                name: f.def.name.clone(),
+                retransmissions: f.retransmissions,
+                failed_early: f.failed_early,
+            })
             .collect()
     }
 
@@ -473,7 +486,8 @@ impl Simulation {
     fn was_sealed(&self, node: NodeId, before: &[u8], after: &[u8]) -> bool {
         let Ok(d) = Datagram::parse(before) else { return false };
         let Some(e) = self.engines[node].as_ref() else { return false };
-        after.len() > before.len() && e.pit().get(&d.cid).is_some_and(|(en, dir)| en.action_for(dir) == FlowAction::Encrypt)
+        after.len() > before.len()
+            && e.pit().get(&d.cid).is_some_and(|(en, dir)| en.action_for(dir) == FlowAction::Encrypt)
     }
 
     /// Collects what an engine wants sent and its events, and re-arms its timer.
@@ -527,7 +541,10 @@ impl Simulation {
         if let Ok(e) = IcmpErrorRepr::parse(&packet) {
             // An error about one of this host's flows: the application fails at once.
             if let Some(i) = self.flows.iter().position(|f| {
-                f.client == node && f.cid.src == e.quoted_src && f.cid.dst == e.quoted_dst && f.cid.src_port == e.quoted_src_port
+                f.client == node
+                    && f.cid.src == e.quoted_src
+                    && f.cid.dst == e.quoted_dst
+                    && f.cid.src_port == e.quoted_src_port
             }) {
                 let f = &mut self.flows[i];
                 if !f.got_p2 && f.stage != ClientStage::Failed {
@@ -587,7 +604,7 @@ impl Simulation {
             L4Proto::Udp => (f.client, Self::segment(f.cid, 0, 0, 0, &f.p1), ClientStage::DataSent),
         };
         f.stage = stage;
-        self.arm_app(i, if stage == ClientStage::SynSent { 1_000_000 } else { 1_000_000 });
+        self.arm_app(i, 1_000_000); // SYN and first UDP datagram: 1 s, as TCP
         self.host_send(node, pkt);
     }
 
@@ -613,12 +630,19 @@ impl Simulation {
 
     fn fin_segment(f: &FlowState) -> Vec<u8> {
         let (len1, len2) = (f.p1.len() as u32, f.p2.len() as u32);
-        Self::segment(f.cid, tcp_flags::FIN | tcp_flags::ACK, Self::C0 + 1 + ROUNDS * len1, Self::S0 + 1 + ROUNDS * len2, &[])
+        Self::segment(
+            f.cid,
+            tcp_flags::FIN | tcp_flags::ACK,
+            Self::C0 + 1 + ROUNDS * len1,
+            Self::S0 + 1 + ROUNDS * len2,
+            &[],
+        )
     }
 
     fn client_timer(&mut self, i: usize, generation: u32) {
         let f = &mut self.flows[i];
-        if f.generation != generation || matches!(f.stage, ClientStage::Done | ClientStage::Failed | ClientStage::Idle) {
+        if f.generation != generation || matches!(f.stage, ClientStage::Done | ClientStage::Failed | ClientStage::Idle)
+        {
             return;
         }
         if f.stage == ClientStage::Pause {
@@ -723,7 +747,13 @@ impl Simulation {
                 next_stage = Some(ClientStage::Done);
             }
         } else if f.cid.proto == L4Proto::Tcp && fl & tcp_flags::FIN != 0 && f.stage == ClientStage::FinSent {
-            send = Some(Self::segment(f.cid, tcp_flags::ACK, Self::C0 + 2 + ROUNDS * len1, Self::S0 + 2 + ROUNDS * len2, &[]));
+            send = Some(Self::segment(
+                f.cid,
+                tcp_flags::ACK,
+                Self::C0 + 2 + ROUNDS * len1,
+                Self::S0 + 2 + ROUNDS * len2,
+                &[],
+            ));
             next_stage = Some(ClientStage::Done);
         }
         let client = f.client;
@@ -780,7 +810,8 @@ impl Simulation {
             let mut encrypted = false;
             for &n in &ges {
                 let name = self.topo.names[n].clone();
-                let a = self.decisions[n].get(&flow_key).map(|(cid, a, _)| if *cid == f.cid { *a } else { a.reversed() });
+                let a =
+                    self.decisions[n].get(&flow_key).map(|(cid, a, _)| if *cid == f.cid { *a } else { a.reversed() });
                 let a = a.unwrap_or(if delivered { FlowAction::Relay } else { FlowAction::Discard });
                 encrypted |= matches!(a, FlowAction::Encrypt | FlowAction::Decrypt);
                 actions.insert(name, serde_json::Value::String(a.as_str().to_owned()));
@@ -807,7 +838,10 @@ impl Simulation {
             let discarded_at = if outcome == ExpectOutcome::Discarded {
                 ges.iter()
                     .find(|&&n| self.discards[n].contains_key(&flow_key))
-                    .or_else(|| ges.iter().find(|&&n| actions.get(&self.topo.names[n]).and_then(|v| v.as_str()) == Some("discard")))
+                    .or_else(|| {
+                        ges.iter()
+                            .find(|&&n| actions.get(&self.topo.names[n]).and_then(|v| v.as_str()) == Some("discard"))
+                    })
                     .map(|&n| self.topo.names[n].clone())
             } else {
                 None

@@ -67,7 +67,8 @@ impl Topology {
                     .iter()
                     .map(|ifc| {
                         owners.insert((ifc.subnet.clone(), ifc.address), i);
-                        let prefix = prefix_of.get(ifc.subnet.as_str()).copied().unwrap_or_else(|| host_net(ifc.address));
+                        let prefix =
+                            prefix_of.get(ifc.subnet.as_str()).copied().unwrap_or_else(|| host_net(ifc.address));
                         (ifc.subnet.clone(), prefix, ifc.address, ifc.inside)
                     })
                     .collect()
@@ -145,11 +146,9 @@ impl Topology {
         let hop = |link: String, node: NodeId| Hop { link, node };
         Some(match (from_gea, to_gea) {
             (Some(g), Some(h)) if g == h => vec![hop(self.inside_link(g), target)],
-            (Some(g), Some(h)) => vec![
-                hop(self.inside_link(g), g),
-                hop(link.to_owned(), h),
-                hop(self.inside_link(h), target),
-            ],
+            (Some(g), Some(h)) => {
+                vec![hop(self.inside_link(g), g), hop(link.to_owned(), h), hop(self.inside_link(h), target)]
+            }
             (Some(g), None) => vec![hop(self.inside_link(g), g), hop(link.to_owned(), target)],
             (None, Some(h)) => vec![hop(link.to_owned(), h), hop(self.inside_link(h), target)],
             (None, None) => vec![hop(link.to_owned(), target)],

@@ -117,8 +117,22 @@ fn json_report_has_exactly_the_spec_fields() {
     assert_eq!(
         keys(&v["flows"][0]),
         [
-            "name", "from", "to", "proto", "port", "outcome", "delivered", "group", "encrypted_by", "decrypted_by",
-            "discarded_at", "actions", "plaintext_on", "setup_us", "expect", "as_expected"
+            "name",
+            "from",
+            "to",
+            "proto",
+            "port",
+            "outcome",
+            "delivered",
+            "group",
+            "encrypted_by",
+            "decrypted_by",
+            "discarded_at",
+            "actions",
+            "plaintext_on",
+            "setup_us",
+            "expect",
+            "as_expected"
         ]
     );
     assert_eq!(keys(&v["summary"]), ["flows", "as_expected", "not_as_expected", "plaintext_leaks"]);
@@ -235,8 +249,15 @@ fn a_ge_that_loses_its_state_mid_connection_recovers() {
     let term_to_ges4 = s.flows.iter().position(|f| f.from == "term" && f.to == "ges4").expect("flow");
     let ges2_to_server = s.flows.iter().position(|f| f.from == "ges2" && f.to == "server").expect("flow");
     // Halfway through the pause after the first round.
-    let mid = |flow: usize| 1_000 + flow as u64 * gscip_sim::sim::FLOW_SPACING_US + gscip_sim::sim::ROUND_GAP_US / 2 + 2_000;
-    for (ge, flow) in [("gen", term_to_ges4), ("ges4", term_to_ges4), ("gea", ges2_to_server), ("gen", ges2_to_server), ("ges2", ges2_to_server)] {
+    let mid =
+        |flow: usize| 1_000 + flow as u64 * gscip_sim::sim::FLOW_SPACING_US + gscip_sim::sim::ROUND_GAP_US / 2 + 2_000;
+    for (ge, flow) in [
+        ("gen", term_to_ges4),
+        ("ges4", term_to_ges4),
+        ("gea", ges2_to_server),
+        ("gen", ges2_to_server),
+        ("ges2", ges2_to_server),
+    ] {
         let mut sim = Simulation::new(&s).expect("sim");
         sim.inject(Fault::RestartGe { ge: ge.into(), at_us: mid(flow) });
         let r = sim.run();
@@ -244,8 +265,11 @@ fn a_ge_that_loses_its_state_mid_connection_recovers() {
         assert!(f.as_expected && f.delivered, "{ge} restart broke {}: {}", f.name, r.to_table());
         assert_eq!(r.summary.plaintext_leaks, 0, "{ge}");
         let c = *sim.engine(ge).expect("engine").counters();
-        assert!(c.packets > 0 && c.negotiations_completed + c.restarts_requested + c.restarts_answered > 0 || c.control_sent > 0,
-            "{ge}'s new state took no part: {c:?}");
+        assert!(
+            c.packets > 0 && c.negotiations_completed + c.restarts_requested + c.restarts_answered > 0
+                || c.control_sent > 0,
+            "{ge}'s new state took no part: {c:?}"
+        );
         assert!(sim.flow_stats()[flow].retransmissions <= 1, "{ge}: {:?}", sim.flow_stats()[flow]);
     }
 }

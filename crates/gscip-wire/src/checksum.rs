@@ -3,15 +3,30 @@
 use std::net::IpAddr;
 
 /// One's-complement sum of `data` folded into 32 bits, continuing from `acc`.
-pub fn sum(mut acc: u32, data: &[u8]) -> u32 {
-    let mut chunks = data.chunks_exact(2);
+///
+/// Adds 32-bit big-endian words into a 64-bit accumulator (RFC 1071 section 2: the sum may be
+/// taken in larger words and folded), which is several times faster than 16 bits at a time on
+/// the per-packet path.
+pub fn sum(acc: u32, data: &[u8]) -> u32 {
+    let mut wide: u64 = u64::from(acc);
+    let mut chunks = data.chunks_exact(4);
     for c in &mut chunks {
-        acc = acc.wrapping_add(u32::from(u16::from_be_bytes([c[0], c[1]])));
+        wide += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
     }
-    if let [last] = chunks.remainder() {
-        acc = acc.wrapping_add(u32::from(*last) << 8);
+    let rest = chunks.remainder();
+    let mut tail = [0u8; 4];
+    tail[..rest.len()].copy_from_slice(rest);
+    wide += u64::from(u32::from_be_bytes(tail));
+    // Fold 64 -> 32 bits, keeping the one's-complement carries.
+    while wide > 0xffff_ffff {
+        wide = (wide & 0xffff_ffff) + (wide >> 32);
     }
-    acc
+    // Fold to 16 bits so callers may keep adding small values without overflow.
+    let mut v = wide as u32;
+    while v > 0xffff {
+        v = (v & 0xffff) + (v >> 16);
+    }
+    v
 }
 
 /// Folds a 32-bit sum to 16 bits and complements it.
@@ -63,6 +78,19 @@ mod tests {
         // RFC 1071 section 3 example: 0001 f203 f4f5 f6f7 sums to ddf2.
         let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
         assert_eq!(finish(sum(0, &data)), !0xddf2);
+    }
+
+    #[test]
+    fn wide_sum_matches_the_16_bit_definition() {
+        let data: Vec<u8> = (0..2001u32).map(|i| (i * 7919 % 251) as u8).collect();
+        for len in [0, 1, 2, 3, 4, 5, 7, 8, 9, 1399, 1400, 2001] {
+            let d = &data[..len];
+            let mut acc: u32 = 0;
+            for c in d.chunks(2) {
+                acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+            }
+            assert_eq!(finish(sum(0, d)), finish(acc), "len {len}");
+        }
     }
 
     #[test]

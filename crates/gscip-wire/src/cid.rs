@@ -46,13 +46,7 @@ pub struct Cid {
 impl Cid {
     /// The same flow seen in the other direction.
     pub fn reversed(&self) -> Cid {
-        Cid {
-            proto: self.proto,
-            src: self.dst,
-            src_port: self.dst_port,
-            dst: self.src,
-            dst_port: self.src_port,
-        }
+        Cid { proto: self.proto, src: self.dst, src_port: self.dst_port, dst: self.src, dst_port: self.src_port }
     }
 
     /// The orientation of the two directions that sorts first: both directions of a flow map
@@ -77,12 +71,6 @@ impl fmt::Display for Cid {
             IpAddr::V4(a) => format!("{a}:{p}"),
             IpAddr::V6(a) => format!("[{a}]:{p}"),
         };
-        write!(
-            f,
-            "{} {} -> {}",
-            self.proto.as_str(),
-            sock(&self.src, self.src_port),
-            sock(&self.dst, self.dst_port)
-        )
+        write!(f, "{} {} -> {}", self.proto.as_str(), sock(&self.src, self.src_port), sock(&self.dst, self.dst_port))
     }
 }

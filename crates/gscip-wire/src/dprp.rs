@@ -32,8 +32,10 @@ pub const MAGIC: [u8; 2] = *b"GS";
 pub const VERSION: u8 = 1;
 /// Length of the fixed part of the header before the CID.
 pub const FIXED_HEADER_LEN: usize = 24;
-/// Flag: the DDE of this negotiation travels from the CID's destination toward its source.
-pub const FLAG_TOWARD_SOURCE: u8 = 0x01;
+/// Flag on a DDE that travels from the CID's destination toward its source and asks the GE
+/// nearest the source to start a fresh negotiation (a GE that met a packet of a flow it does not
+/// know, e.g. after it restarted). The other flag bits are reserved and sent as zero.
+pub const FLAG_RESTART: u8 = 0x01;
 /// Limits that keep a hostile message from asking for much memory.
 pub const MAX_RECORDS: usize = 32;
 pub const MAX_PROOFS: usize = 64;
@@ -459,10 +461,22 @@ pub enum CdnStatus {
 /// The body of a message, by type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {
-    Dde { extensions: Vec<Extension> },
-    Rgi { records: Vec<GeRecordRepr> },
-    Mpit { records: Vec<GeRecordRepr> },
-    Cdn { status: CdnStatus, chain: [u8; CHAIN_LEN], signer: String, signature: [u8; SIGNATURE_LEN] },
+    Dde {
+        extensions: Vec<Extension>,
+    },
+    Rgi {
+        records: Vec<GeRecordRepr>,
+    },
+    Mpit {
+        records: Vec<GeRecordRepr>,
+    },
+    Cdn {
+        status: CdnStatus,
+        /// The confirmation hash over the final transcript and the decision.
+        confirmation: [u8; CHAIN_LEN],
+        signer: String,
+        signature: [u8; SIGNATURE_LEN],
+    },
 }
 
 impl Body {
@@ -495,8 +509,8 @@ impl HeaderRepr {
         emit_cid(&mut out, &self.cid);
         out
     }
-    pub fn toward_source(&self) -> bool {
-        self.flags & FLAG_TOWARD_SOURCE != 0
+    pub fn is_restart(&self) -> bool {
+        self.flags & FLAG_RESTART != 0
     }
 }
 
@@ -519,13 +533,16 @@ impl<T: AsRef<[u8]>> MessagePacket<T> {
     /// Checks magic, version, type, the length field and the CID.
     pub fn new_checked(buffer: T) -> Result<Self> {
         let b = buffer.as_ref();
-        need(b, FIXED_HEADER_LEN + 6)?;
+        need(b, 3)?;
         if b[0..2] != MAGIC {
             return Err(WireError::Malformed("not a DPRP message (bad magic)"));
         }
+        // The version comes before any length check so that a later version, whatever its
+        // layout, is recognised as such.
         if b[2] != VERSION {
             return Err(WireError::UnsupportedVersion(b[2]));
         }
+        need(b, FIXED_HEADER_LEN + 6)?;
         MessageType::from_u8(b[3])?;
         let len = usize::from(be16(b, 6));
         if len != b.len() {
@@ -620,11 +637,11 @@ impl MessageRepr {
                     1 => CdnStatus::Refused,
                     _ => return Err(WireError::Malformed("unknown CDN status")),
                 };
-                let chain = r.array()?;
+                let confirmation = r.array()?;
                 let nl = usize::from(r.u8()?);
                 let signer = check_name(r.take(nl)?)?.to_owned();
                 let signature = r.array()?;
-                Body::Cdn { status, chain, signer, signature }
+                Body::Cdn { status, confirmation, signer, signature }
             }
         };
         if r.rest() != 0 {
@@ -634,10 +651,10 @@ impl MessageRepr {
     }
 
     /// The bytes a CDN's signer signs.
-    pub fn cdn_to_be_signed(status: CdnStatus, chain: &[u8; CHAIN_LEN]) -> Vec<u8> {
+    pub fn cdn_to_be_signed(status: CdnStatus, confirmation: &[u8; CHAIN_LEN]) -> Vec<u8> {
         let mut v = b"gscip-dprp-v1 cdn".to_vec();
         v.push(status as u8);
-        v.extend_from_slice(chain);
+        v.extend_from_slice(confirmation);
         v
     }
 
@@ -679,10 +696,10 @@ impl MessageRepr {
                     rec.emit(&mut out);
                 }
             }
-            Body::Cdn { status, chain, signer, signature } => {
+            Body::Cdn { status, confirmation, signer, signature } => {
                 check_name(signer.as_bytes())?;
                 out.push(*status as u8);
-                out.extend_from_slice(chain);
+                out.extend_from_slice(confirmation);
                 out.push(signer.len() as u8);
                 out.extend_from_slice(signer.as_bytes());
                 out.extend_from_slice(signature);
@@ -757,21 +774,25 @@ mod tests {
                 idle_timeout_s: idle,
                 nonce,
                 ephemeral_public: eph,
-                proofs: proofs.into_iter().map(|(group, key_version, tag)| ProofRepr { group, key_version, tag }).collect(),
+                proofs: proofs
+                    .into_iter()
+                    .map(|(group, key_version, tag)| ProofRepr { group, key_version, tag })
+                    .collect(),
                 signature: sig.try_into().unwrap(),
             })
     }
 
     fn arb_message() -> impl Strategy<Value = MessageRepr> {
         let body = prop_oneof![
-            proptest::collection::vec((any::<u8>(), proptest::collection::vec(any::<u8>(), 0..20)), 0..3)
-                .prop_map(|e| Body::Dde { extensions: e.into_iter().map(|(kind, value)| Extension { kind, value }).collect() }),
+            proptest::collection::vec((any::<u8>(), proptest::collection::vec(any::<u8>(), 0..20)), 0..3).prop_map(
+                |e| Body::Dde { extensions: e.into_iter().map(|(kind, value)| Extension { kind, value }).collect() }
+            ),
             proptest::collection::vec(arb_record(), 0..4).prop_map(|records| Body::Rgi { records }),
             proptest::collection::vec(arb_record(), 0..4).prop_map(|records| Body::Mpit { records }),
             (any::<bool>(), any::<[u8; 32]>(), "[a-z]{1,10}", proptest::collection::vec(any::<u8>(), 64)).prop_map(
-                |(ok, chain, signer, sig)| Body::Cdn {
+                |(ok, confirmation, signer, sig)| Body::Cdn {
                     status: if ok { CdnStatus::Complete } else { CdnStatus::Refused },
-                    chain,
+                    confirmation,
                     signer,
                     signature: sig.try_into().unwrap(),
                 }
@@ -779,6 +800,50 @@ mod tests {
         ];
         (any::<u8>(), any::<[u8; 16]>(), arb_cid(), body)
             .prop_map(|(flags, nonce, cid, body)| MessageRepr { header: HeaderRepr { flags, nonce, cid }, body })
+    }
+
+    /// The worked example of docs/wire.md section 8, byte for byte.
+    #[test]
+    fn worked_example_of_the_wire_doc() {
+        let m = MessageRepr {
+            header: HeaderRepr {
+                flags: 0,
+                nonce: core::array::from_fn(|i| i as u8),
+                cid: Cid {
+                    proto: L4Proto::Tcp,
+                    src: "10.1.0.12".parse().unwrap(),
+                    src_port: 40000,
+                    dst: "10.0.1.100".parse().unwrap(),
+                    dst_port: 80,
+                },
+            },
+            body: Body::Dde { extensions: vec![] },
+        };
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let bytes = m.emit().unwrap();
+        assert_eq!(
+            hex(&bytes),
+            concat!("4753010100000028", "0001020304050607", "08090a0b0c0d0e0f", "04069c4000500a01", "000c0a0001640000")
+        );
+        assert_eq!(hex(&m.header.chain_seed()), "0100000102030405060708090a0b0c0d0e0f04069c4000500a01000c0a000164");
+        let ip = crate::ip::DatagramRepr {
+            cid: Cid {
+                proto: L4Proto::Udp,
+                src: m.header.cid.src,
+                src_port: DPRP_PORT,
+                dst: m.header.cid.dst,
+                dst_port: DPRP_PORT,
+            },
+            ttl: 64,
+            tcp_flags: 0,
+            tcp_seq: 0,
+            tcp_ack: 0,
+            tcp_mss: None,
+            payload: &bytes,
+        }
+        .emit()
+        .unwrap();
+        assert_eq!(hex(&ip[..28]), "4500004400004000401125390a01000c0a000164112e112e003090fd");
     }
 
     proptest! {

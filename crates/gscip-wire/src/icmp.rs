@@ -19,6 +19,17 @@ pub struct IcmpErrorRepr {
     pub quoted_dst_port: u16,
     /// ICMPv4 type 3 / ICMPv6 type 1 ("destination unreachable").
     pub unreachable: bool,
+    /// The ICMP code.
+    pub code: u8,
+}
+
+impl IcmpErrorRepr {
+    /// "Port unreachable" (ICMPv4 3/3, ICMPv6 1/4) sent by the quoted destination itself: what
+    /// a host without a GE answers to a DPRP message addressed to it.
+    pub fn is_port_unreachable_from_destination(&self) -> bool {
+        let port_code = if self.from.is_ipv4() { 3 } else { 4 };
+        self.unreachable && self.code == port_code && self.from == self.quoted_dst
+    }
 }
 
 impl IcmpErrorRepr {
@@ -54,6 +65,7 @@ impl IcmpErrorRepr {
                     quoted_src_port: be16(inner, ihl),
                     quoted_dst_port: be16(inner, ihl + 2),
                     unreachable: ty == 3,
+                    code: icmp[1],
                 })
             }
             6 => {
@@ -87,6 +99,7 @@ impl IcmpErrorRepr {
                     quoted_src_port: be16(inner, IPV6_HEADER),
                     quoted_dst_port: be16(inner, IPV6_HEADER + 2),
                     unreachable: ty == 1,
+                    code: icmp[1],
                 })
             }
             _ => Err(WireError::Malformed("IP version is neither 4 nor 6")),
@@ -174,13 +187,26 @@ mod tests {
     #[test]
     fn error_quotes_round_trip_both_families() {
         for (s, d, r) in [("10.0.0.1", "10.0.0.2", "10.0.0.2"), ("fd00::1", "fd00::2", "fd00::2")] {
-            let cid = Cid { proto: L4Proto::Udp, src: s.parse().unwrap(), src_port: 4398, dst: d.parse().unwrap(), dst_port: 4398 };
-            let pkt = DatagramRepr { cid, ttl: 64, tcp_flags: 0, tcp_seq: 0, tcp_ack: 0, tcp_mss: None, payload: b"hello" }.emit().unwrap();
+            let cid = Cid {
+                proto: L4Proto::Udp,
+                src: s.parse().unwrap(),
+                src_port: 4398,
+                dst: d.parse().unwrap(),
+                dst_port: 4398,
+            };
+            let pkt =
+                DatagramRepr { cid, ttl: 64, tcp_flags: 0, tcp_seq: 0, tcp_ack: 0, tcp_mss: None, payload: b"hello" }
+                    .emit()
+                    .unwrap();
             let err = emit_error(r.parse().unwrap(), &pkt, IcmpErrorKind::PortUnreachable).unwrap();
             let e = IcmpErrorRepr::parse(&err).unwrap();
-            assert_eq!((e.quoted_src, e.quoted_dst, e.quoted_src_port, e.quoted_dst_port, e.quoted_proto), (cid.src, cid.dst, 4398, 4398, 17));
+            assert_eq!(
+                (e.quoted_src, e.quoted_dst, e.quoted_src_port, e.quoted_dst_port, e.quoted_proto),
+                (cid.src, cid.dst, 4398, 4398, 17)
+            );
             assert!(e.unreachable);
             assert_eq!(e.from, r.parse::<IpAddr>().unwrap());
+            assert!(e.is_port_unreachable_from_destination());
         }
     }
 

@@ -355,8 +355,7 @@ impl Datagram {
                 buf[2..4].copy_from_slice(&total.to_be_bytes());
             }
             IpVersion::V6 => {
-                let pl = u16::try_from(end - IPV6_HEADER)
-                    .map_err(|_| WireError::Malformed("IPv6 payload too long"))?;
+                let pl = u16::try_from(end - IPV6_HEADER).map_err(|_| WireError::Malformed("IPv6 payload too long"))?;
                 buf[4..6].copy_from_slice(&pl.to_be_bytes());
             }
         }

@@ -1,0 +1,49 @@
+# GSCIP for Linux. `make demo` runs the seed 001 network; `make test` runs every test.
+SHELL := /bin/bash
+CARGO ?= cargo
+FUZZ_SECONDS ?= 10
+
+.PHONY: all build demo test bench fuzz lint unit cli-check fmt clean
+
+all: build
+
+build:
+	$(CARGO) build --release --locked --workspace
+
+# Until the network-namespace lab exists, the demo runs the seed 001 network in the simulator.
+demo: build
+	./target/release/gscip sim examples/enterprise.toml
+
+test: lint unit cli-check fuzz-smoke
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+unit:
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --locked --workspace --no-fail-fast; \
+	else \
+		echo "cargo-nextest not found: using cargo test"; \
+		$(CARGO) test --locked --workspace --no-fail-fast; \
+	fi
+	$(CARGO) test --locked --workspace --doc
+
+# The command-line contract on every example: exit codes and JSON.
+cli-check: build
+	./scripts/cli-check.sh ./target/release/gscip
+
+fuzz-smoke:
+	./scripts/fuzz-smoke.sh $(FUZZ_SECONDS)
+
+fuzz:
+	./scripts/fuzz-smoke.sh 300
+
+bench:
+	./scripts/bench.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean

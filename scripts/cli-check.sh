@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Checks the `gscip sim` command-line contract (SPEC section 11): every example exits 0 with
+# valid JSON whose summary shows no plaintext leak; a bad scenario exits 2 naming file and line.
+set -euo pipefail
+gscip=${1:?usage: cli-check.sh PATH-TO-gscip}
+fail() { echo "cli-check: $*" >&2; exit 1; }
+for f in examples/*.toml; do
+  out=$("$gscip" sim "$f" --json) || fail "$f: exit $?"
+  python3 -c 'import json,sys; r=json.load(sys.stdin); s=r["summary"]; assert r["engine"]=="sim"; assert s["plaintext_leaks"]==0 and s["not_as_expected"]==0, s' <<<"$out" \
+    || fail "$f: bad report"
+  echo "cli-check: $f ok ($(python3 -c 'import json,sys; print(json.load(sys.stdin)["summary"]["flows"])' <<<"$out") flows)"
+done
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+printf 'name = "bad"\n[[node]]\nname = "x"\nkind = "router"\ncolour = "red"\n' >"$tmp/bad.toml"
+set +e
+msg=$("$gscip" sim "$tmp/bad.toml" 2>&1); code=$?
+set -e
+[ "$code" = 2 ] || fail "bad scenario: exit $code, want 2"
+grep -q "bad.toml:5" <<<"$msg" || fail "bad scenario: message does not name file and line: $msg"
+set +e
+"$gscip" sim "$tmp/missing.toml" >/dev/null 2>&1; code=$?
+set -e
+[ "$code" = 2 ] || fail "missing file: exit $code, want 2"
+sed 's/expect = "discarded"/expect = "protected"/' examples/enterprise.toml >"$tmp/wrong.toml"
+set +e
+"$gscip" sim "$tmp/wrong.toml" >/dev/null 2>&1; code=$?
+set -e
+[ "$code" = 1 ] || fail "unmet expectation: exit $code, want 1"
+echo "cli-check: exit codes 0/1/2 ok"
