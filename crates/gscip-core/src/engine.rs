@@ -649,35 +649,19 @@ impl Engine {
     }
 
     fn hold_in_negotiation(&mut self, key: NegKey, buf: &mut Vec<u8>, to_local: bool) -> Verdict {
-        let (per_flow, total) = (self.cfg.hold_per_flow, self.cfg.hold_total);
-        let held_total = self.held_total;
-        let Some(n) = self.negotiations.get_mut(&key) else {
-            return Verdict::Drop(DropReason::HoldOverflow);
-        };
-        if n.held.len() >= per_flow || held_total >= total {
-            self.counters.hold_overflow += 1;
-            return Verdict::Drop(DropReason::HoldOverflow);
+        let limits = HoldLimits { per_flow: self.cfg.hold_per_flow, total: self.cfg.hold_total };
+        match self.negotiations.get_mut(&key) {
+            Some(n) => hold(&mut n.held, &mut self.held_total, &mut self.counters, limits, buf, to_local),
+            None => Verdict::Drop(DropReason::HoldOverflow),
         }
-        n.held.push_back(Held { packet: std::mem::take(buf), to_local });
-        self.held_total += 1;
-        self.counters.held += 1;
-        Verdict::Held
     }
 
     fn hold_in_restart(&mut self, flow: Cid, buf: &mut Vec<u8>, to_local: bool) -> Verdict {
-        let (per_flow, total) = (self.cfg.hold_per_flow, self.cfg.hold_total);
-        let held_total = self.held_total;
-        let Some(r) = self.restarts.get_mut(&flow) else {
-            return Verdict::Drop(DropReason::HoldOverflow);
-        };
-        if r.held.len() >= per_flow || held_total >= total {
-            self.counters.hold_overflow += 1;
-            return Verdict::Drop(DropReason::HoldOverflow);
+        let limits = HoldLimits { per_flow: self.cfg.hold_per_flow, total: self.cfg.hold_total };
+        match self.restarts.get_mut(&flow) {
+            Some(r) => hold(&mut r.held, &mut self.held_total, &mut self.counters, limits, buf, to_local),
+            None => Verdict::Drop(DropReason::HoldOverflow),
         }
-        r.held.push_back(Held { packet: std::mem::take(buf), to_local });
-        self.held_total += 1;
-        self.counters.held += 1;
-        Verdict::Held
     }
 
     /// Sends held packets on through the flow's (new) PIT entry.
@@ -1600,6 +1584,31 @@ impl Engine {
             }
         }
     }
+}
+
+#[derive(Clone, Copy)]
+struct HoldLimits {
+    per_flow: usize,
+    total: usize,
+}
+
+/// Takes the packet into a hold queue, within the per-flow and per-GE bounds.
+fn hold(
+    queue: &mut VecDeque<Held>,
+    held_total: &mut usize,
+    counters: &mut Counters,
+    limits: HoldLimits,
+    buf: &mut Vec<u8>,
+    to_local: bool,
+) -> Verdict {
+    if queue.len() >= limits.per_flow || *held_total >= limits.total {
+        counters.hold_overflow += 1;
+        return Verdict::Drop(DropReason::HoldOverflow);
+    }
+    queue.push_back(Held { packet: std::mem::take(buf), to_local });
+    *held_total += 1;
+    counters.held += 1;
+    Verdict::Held
 }
 
 /// Version 1 knows no extension: any critical one is unknown.

@@ -508,3 +508,119 @@ fn a_later_dprp_version_passes_through_and_garbage_is_dropped() {
     let mut p = udp(a_addr(), b_addr(), dprp::DPRP_PORT, dprp::DPRP_PORT, b"GS\x01\x09garbage");
     assert_eq!(l.engines[0].handle_packet(now, &mut p), Verdict::Drop(DropReason::Malformed));
 }
+
+#[test]
+fn keys_never_appear_in_debug_output() {
+    // Group keys in this harness are [g; 32]: group 1's bytes are all 0x01, so look for a run
+    // of them in any spelling Debug could use.
+    let mut l = Line::new(vec![ges_a(Mode::Open, &[77]), ges_b(Mode::Open, &[77])]);
+    l.send_from_a(udp(a_addr(), b_addr(), 5000, 53, b"x"));
+    l.run_for(10_000);
+    let cid = Cid { proto: L4Proto::Udp, src: a_addr(), src_port: 5000, dst: b_addr(), dst_port: 53 };
+    let entry = l.engines[0].pit().get(&cid).expect("entry").0;
+    assert!(entry.session.is_some());
+    let key = GroupKey::new(GroupId(77), 3, [77; 32]);
+    let mut ring = GroupKeyring::new();
+    ring.insert(key.clone());
+    let dumps = [
+        format!("{:?}", l.engines[0]),
+        format!("{entry:?}"),
+        format!("{key:?}"),
+        format!("{ring:?}"),
+        format!("{:?}", gscip_core::pccom::derive_flow_keys(&key, &[1; 32], &[2; 32])),
+    ];
+    for d in dumps {
+        assert!(!d.contains("77, 77, 77") && !d.contains("4d4d4d") && !d.contains("0x4d, 0x4d"), "key material in {d}");
+    }
+}
+
+fn tcp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    DatagramRepr {
+        cid: Cid { proto: L4Proto::Tcp, src, src_port: sport, dst, dst_port: dport },
+        ttl: 64,
+        tcp_flags: flags,
+        tcp_seq: 1,
+        tcp_ack: 1,
+        tcp_mss: None,
+        payload,
+    }
+    .emit()
+    .unwrap()
+}
+
+fn removals(l: &Line) -> Vec<(usize, gscip_core::engine::RemovalReason)> {
+    l.events
+        .iter()
+        .filter_map(|(i, e)| match e {
+            Event::FlowRemoved { reason, .. } => Some((*i, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn entries_go_when_idle() {
+    use gscip_core::engine::RemovalReason;
+    let mut l = Line::new(vec![ges_a(Mode::Open, &[1]), ges_b(Mode::Open, &[1])]);
+    l.send_from_a(udp(a_addr(), b_addr(), 5000, 53, b"x"));
+    l.run_for(10_000);
+    assert_eq!(l.engines[0].pit().len(), 1);
+    // Traffic keeps it; silence for the idle timeout removes it at both ends.
+    l.run_for(200_000_000);
+    l.send_from_a(udp(a_addr(), b_addr(), 5000, 53, b"y"));
+    l.run_for(200_000_000);
+    assert_eq!(l.engines[0].pit().len(), 1, "traffic 200 s ago keeps the entry");
+    l.run_for(150_000_000);
+    assert!(l.engines.iter().all(|e| e.pit().is_empty()));
+    assert_eq!(removals(&l), vec![(0, RemovalReason::Idle), (1, RemovalReason::Idle)]);
+}
+
+#[test]
+fn entries_go_after_a_tcp_close_and_a_reset() {
+    use gscip_core::engine::RemovalReason;
+    use gscip_wire::ip::tcp_flags::{ACK, FIN, RST, SYN};
+    let mut l = Line::new(vec![ges_a(Mode::Open, &[1]), ges_b(Mode::Open, &[1])]);
+    l.send_from_a(tcp(a_addr(), b_addr(), 40000, 80, SYN, b""));
+    l.run_for(10_000);
+    l.send_from_a(tcp(a_addr(), b_addr(), 40000, 80, FIN | ACK, b""));
+    l.send_from_b(tcp(b_addr(), a_addr(), 80, 40000, FIN | ACK, b""));
+    l.run_for(1_000_000);
+    assert_eq!(l.engines[0].pit().len(), 1, "the entry lingers for the last ACKs");
+    l.send_from_a(tcp(a_addr(), b_addr(), 40000, 80, ACK, b""));
+    l.run_for(10_000_000);
+    assert!(l.engines.iter().all(|e| e.pit().is_empty()));
+    assert!(removals(&l).iter().all(|(_, r)| *r == RemovalReason::TcpClosed));
+    // A reset closes at once (after the linger).
+    l.send_from_a(tcp(a_addr(), b_addr(), 40001, 80, SYN, b""));
+    l.run_for(10_000);
+    l.send_from_b(tcp(b_addr(), a_addr(), 80, 40001, RST, b""));
+    l.run_for(11_000_000);
+    assert!(l.engines.iter().all(|e| e.pit().is_empty()));
+}
+
+#[test]
+fn key_changes_remove_the_entries_that_depend_on_them() {
+    let mut l = Line::new(vec![ges_a(Mode::Open, &[1, 2]), ges_b(Mode::Open, &[1])]);
+    l.send_from_a(udp(a_addr(), b_addr(), 5000, 53, b"x"));
+    l.run_for(10_000);
+    assert_eq!(l.engines[0].pit().len(), 1);
+    // A rotation that keeps version 1 in its grace period changes nothing.
+    let mut ring = keys_for(&[1, 2]);
+    ring.insert(GroupKey::new(GroupId(1), 2, [42; 32]));
+    l.engines[0].set_group_keys(ring.clone());
+    assert_eq!(l.engines[0].pit().len(), 1);
+    // Version 1 leaves: the entry protected with it goes.
+    let mut ring = GroupKeyring::new();
+    ring.insert(GroupKey::new(GroupId(1), 2, [42; 32]));
+    ring.insert(GroupKey::new(GroupId(2), 1, [2; 32]));
+    l.engines[0].set_group_keys(ring);
+    assert!(l.engines[0].pit().is_empty());
+    // The next packet renegotiates; b still has only version 1, so a is left with group 1
+    // v2 that b cannot verify: no common group, both open, plaintext.
+    l.send_from_a(udp(a_addr(), b_addr(), 5000, 53, b"y"));
+    l.run_for(10_000);
+    assert_eq!(l.app_b.len(), 2);
+    // A membership change (group 2 removed) drops every entry.
+    l.engines[0].set_group_keys(keys_for(&[1]));
+    assert!(l.engines[0].pit().is_empty());
+}

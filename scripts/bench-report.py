@@ -1,0 +1,52 @@
+#!/usr/bin/env python3
+"""Reads criterion's estimates and prints each figure with its ratio to the baseline measured
+in the same run; writes target/bench/report.json as
+[{"name", "value", "unit", "baseline", "baseline_value", "ratio"}]."""
+import json
+import os
+import sys
+
+CRIT = os.path.join("target", "criterion")
+
+
+def median_ns(group, bench, param=None):
+    parts = [CRIT, group, bench] + ([param] if param else []) + ["new", "estimates.json"]
+    path = os.path.join(*parts)
+    try:
+        with open(path) as f:
+            return json.load(f)["median"]["point_estimate"]
+    except FileNotFoundError:
+        sys.exit(f"bench-report: {path} missing: did the benchmark run?")
+
+
+rows = []
+for alg in ("aes-256-gcm", "chacha20-poly1305"):
+    v = median_ns("pccom_1400", "seal_open", alg)
+    b = median_ns("pccom_1400", "raw_aead_seal_open", alg)
+    rows.append({"name": f"PCCOM seal+open, 1400-byte TCP payload, {alg}", "value": round(v / 1000, 3), "unit": "us",
+                 "baseline": f"raw {alg} seal+open of the same 1400 bytes (aws-lc-rs)",
+                 "baseline_value": round(b / 1000, 3), "ratio": round(v / b, 3), "goal": "<= 1.3"})
+d = median_ns("dprp_decision", "seed_path")
+rows.append({"name": "DPRP decision (policy function), 4-GE path", "value": round(d, 1), "unit": "ns",
+             "baseline": None, "baseline_value": None, "ratio": None})
+n = median_ns("dprp_negotiation", "two_ges")
+rows.append({"name": "DPRP negotiation CPU, two GESs (DDE, RGI, MPIT, CDN)", "value": round(n / 1000, 1), "unit": "us",
+             "baseline": "seed 001: whole DPRP negotiation on a Pentium 4 over 100BASE-TX (published figure, not re-measured)",
+             "baseline_value": 1012.0, "ratio": round(n / 1000 / 1012.0, 3)})
+
+os.makedirs(os.path.join("target", "bench"), exist_ok=True)
+with open(os.path.join("target", "bench", "report.json"), "w") as f:
+    json.dump(rows, f, indent=2)
+
+w = max(len(r["name"]) for r in rows)
+print()
+print(f"{'figure':<{w}}  {'value':>10}  {'baseline':>10}  {'ratio':>6}")
+for r in rows:
+    bv = "-" if r["baseline_value"] is None else f"{r['baseline_value']:.3f}"
+    ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
+    print(f"{r['name']:<{w}}  {r['value']:>8} {r['unit']:<2} {bv:>10}  {ratio:>6}")
+print("\nbaselines:")
+for r in rows:
+    if r["baseline"]:
+        print(f"  {r['name']}: {r['baseline']}")
+print("written: target/bench/report.json")
