@@ -10,7 +10,7 @@ CRIT = os.path.join("target", "criterion")
 
 
 def median_ns(group, bench, param=None):
-    parts = [CRIT, group, bench] + ([param] if param else []) + ["new", "estimates.json"]
+    parts = [CRIT, group] + [x for x in (bench, param) if x] + ["new", "estimates.json"]
     path = os.path.join(*parts)
     try:
         with open(path) as f:
@@ -26,10 +26,10 @@ for alg in ("aes-256-gcm", "chacha20-poly1305"):
     rows.append({"name": f"PCCOM seal+open, 1400-byte TCP payload, {alg}", "value": round(v / 1000, 3), "unit": "us",
                  "baseline": f"raw {alg} seal+open of the same 1400 bytes (aws-lc-rs)",
                  "baseline_value": round(b / 1000, 3), "ratio": round(v / b, 3), "goal": "<= 1.3"})
-d = median_ns("dprp_decision", "seed_path")
+d = median_ns("dprp_decision_seed_path", "")
 rows.append({"name": "DPRP decision (policy function), 4-GE path", "value": round(d, 1), "unit": "ns",
              "baseline": None, "baseline_value": None, "ratio": None})
-n = median_ns("dprp_negotiation", "two_ges")
+n = median_ns("dprp_negotiation_two_ges", "")
 rows.append({"name": "DPRP negotiation CPU, two GESs (DDE, RGI, MPIT, CDN)", "value": round(n / 1000, 1), "unit": "us",
              "baseline": "seed 001: whole DPRP negotiation on a Pentium 4 over 100BASE-TX (published figure, not re-measured)",
              "baseline_value": 1012.0, "ratio": round(n / 1000 / 1012.0, 3)})

@@ -5,8 +5,8 @@ use std::net::IpAddr;
 /// One's-complement sum of `data` folded into 32 bits, continuing from `acc`.
 ///
 /// Adds 32-bit big-endian words into a 64-bit accumulator (RFC 1071 section 2: the sum may be
-/// taken in larger words and folded), which is several times faster than 16 bits at a time on
-/// the per-packet path.
+/// taken in larger words and folded). No carry handling is needed inside the loop, so the
+/// compiler vectorises it; a 64-bit add-with-carry loop measured slower.
 pub fn sum(acc: u32, data: &[u8]) -> u32 {
     let mut wide: u64 = u64::from(acc);
     let mut chunks = data.chunks_exact(4);
