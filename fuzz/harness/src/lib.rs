@@ -1,0 +1,388 @@
+//! The bodies of the GSCIP fuzz targets, one function per target. Each takes arbitrary bytes and
+//! panics only when it finds a bug: a panic inside a parser or the engine, or a broken
+//! round-trip property checked here.
+//!
+//! The cargo-fuzz binaries in `fuzz/fuzz_targets/` are one-line wrappers around these, and
+//! `fuzz/seedgen` runs every seed it writes through them.
+#![forbid(unsafe_code)]
+
+use gscip_core::keysource::KeySource;
+use gscip_core::pccom::{AeadAlgorithm, PccomSession};
+use gscip_core::{Engine, GeConfig, GeKind, Mode, Timestamp, Transmit, Verdict};
+use gscip_sim::gms::{BuiltinGms, EnrolledGe};
+use gscip_wire::dprp::{MessageRepr, DPRP_PORT};
+use gscip_wire::icmp::IcmpErrorRepr;
+use gscip_wire::ip::{Datagram, DatagramRepr};
+use gscip_wire::pccom::{TrailerPacket, TrailerRepr};
+use gscip_wire::{Cid, L4Proto};
+use rand_chacha::rand_core::SeedableRng;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+// ----- dprp_message ---------------------------------------------------------------------------
+
+/// `MessageRepr::parse`; a message that parses must emit, and the emitted bytes must parse back
+/// to the same message.
+pub fn dprp_message(data: &[u8]) {
+    let Ok(msg) = MessageRepr::parse(data) else { return };
+    let bytes = match msg.emit() {
+        Ok(b) => b,
+        Err(e) => panic!("a parsed DPRP message does not emit: {e}: {msg:?}"),
+    };
+    match MessageRepr::parse(&bytes) {
+        Ok(again) => assert_eq!(again, msg, "DPRP message changed on emit + parse"),
+        Err(e) => panic!("an emitted DPRP message does not parse: {e}: {msg:?}"),
+    }
+}
+
+// ----- datagram -------------------------------------------------------------------------------
+
+/// `Datagram::parse`; on success `checksums_ok` runs, and rewriting the lengths for the same
+/// payload length and refilling the checksums gives a packet that parses to the same datagram
+/// with checksums that verify.
+pub fn datagram(data: &[u8]) {
+    let Ok(dg) = Datagram::parse(data) else { return };
+    let _ = dg.checksums_ok(data);
+    assert!(dg.payload_offset <= dg.end && dg.end <= data.len(), "datagram offsets outside the buffer: {dg:?}");
+    let mut buf = data.to_vec();
+    let mut copy = dg;
+    if let Err(e) = copy.set_payload_len(&mut buf, dg.payload_len()) {
+        panic!("set_payload_len with the same length failed: {e}: {dg:?}");
+    }
+    assert_eq!(copy, dg, "set_payload_len with the same length changed the datagram");
+    copy.fill_checksums(&mut buf);
+    match Datagram::parse(&buf) {
+        Ok(again) => {
+            assert_eq!(again, dg, "datagram changed after set_payload_len + fill_checksums");
+            assert!(again.checksums_ok(&buf), "checksums do not verify after fill_checksums: {dg:?}");
+        }
+        Err(e) => panic!("packet no longer parses after set_payload_len + fill_checksums: {e}: {dg:?}"),
+    }
+}
+
+// ----- icmp_error -----------------------------------------------------------------------------
+
+pub fn icmp_error(data: &[u8]) {
+    let _ = IcmpErrorRepr::parse(data);
+}
+
+// ----- pccom_trailer --------------------------------------------------------------------------
+
+/// The fixed keys of the `pccom_trailer` target: the session under test opens with `OPEN_KEY`.
+pub const SEAL_KEY: [u8; 32] = [1; 32];
+pub const OPEN_KEY: [u8; 32] = [2; 32];
+pub const FLOW_ID: [u8; 8] = [0; 8];
+pub const EPOCH: u8 = 1;
+
+/// The packet the `pccom_trailer` target opens: a TCP or UDP packet (chosen by the low bits of
+/// the first payload byte) with `payload` as its transport payload.
+pub fn pccom_packet(payload: &[u8]) -> Option<Vec<u8>> {
+    let sel = payload.first().copied().unwrap_or(0);
+    let (src, dst): (IpAddr, IpAddr) = if sel & 2 != 0 {
+        (Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 5).into(), Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 5).into())
+    } else {
+        (Ipv4Addr::new(10, 1, 0, 5).into(), Ipv4Addr::new(10, 2, 0, 5).into())
+    };
+    let proto = if sel & 1 != 0 { L4Proto::Tcp } else { L4Proto::Udp };
+    DatagramRepr {
+        cid: Cid { proto, src, src_port: 40000, dst, dst_port: 80 },
+        ttl: 64,
+        tcp_flags: 0x18,
+        tcp_seq: 1000,
+        tcp_ack: 2000,
+        tcp_mss: None,
+        payload,
+    }
+    .emit()
+    .ok()
+}
+
+fn pccom_sessions(alg: AeadAlgorithm) -> (PccomSession, PccomSession) {
+    let opener = PccomSession::new(alg, EPOCH, FLOW_ID, &SEAL_KEY, &OPEN_KEY).expect("32-byte keys");
+    let sealer = PccomSession::new(alg, EPOCH, FLOW_ID, &OPEN_KEY, &SEAL_KEY).expect("32-byte keys");
+    (opener, sealer)
+}
+
+/// The trailer parsers on the bytes as a protected payload; `PccomSession::open` on a packet
+/// carrying them must fail (nobody can forge a tag). Then the round trip: sealing the bytes as
+/// plaintext with the peer session and opening the result gives back the packet's payload.
+pub fn pccom_trailer(data: &[u8]) {
+    if let Ok(tp) = TrailerPacket::new_checked(data) {
+        let tr = TrailerRepr::parse(&tp);
+        assert!(tr.epoch < 16);
+        assert_eq!(tp.ciphertext_len() + gscip_wire::pccom::TRAILER_LEN, data.len());
+    }
+    let Some(packet) = pccom_packet(data) else { return };
+    let alg = if data.first().is_some_and(|b| b & 4 != 0) {
+        AeadAlgorithm::ChaCha20Poly1305
+    } else {
+        AeadAlgorithm::Aes256Gcm
+    };
+    let (mut opener, mut sealer) = pccom_sessions(alg);
+
+    let mut buf = packet.clone();
+    let mut dg = Datagram::parse(&buf).expect("DatagramRepr::emit builds a packet that parses");
+    let r = opener.open(&mut buf, &mut dg);
+    assert!(r.is_err(), "PccomSession::open accepted a payload nobody sealed");
+
+    // Round trip on the same bytes as plaintext.
+    let mut buf = packet.clone();
+    let mut dg = Datagram::parse(&buf).expect("DatagramRepr::emit builds a packet that parses");
+    if sealer.seal(&mut buf, &mut dg).is_err() {
+        return; // too long to carry a trailer
+    }
+    let mut sealed_dg = Datagram::parse(&buf).expect("a sealed packet parses");
+    assert!(sealed_dg.checksums_ok(&buf), "a sealed packet has bad checksums");
+    opener.open(&mut buf, &mut sealed_dg).expect("opening what the peer sealed");
+    assert_eq!(buf, packet, "seal + open did not give back the packet");
+}
+
+// ----- scenario -------------------------------------------------------------------------------
+
+pub fn scenario(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = gscip_sim::Scenario::parse(&text, "fuzz.toml");
+}
+
+// ----- engine_packet --------------------------------------------------------------------------
+
+/// Seconds since the Unix epoch of the fuzzed engine's start (as in the simulator).
+pub const EPOCH_S: u64 = 1_800_000_000;
+pub const START: Timestamp = Timestamp(EPOCH_S * 1_000_000);
+pub const GMS_SEED: u64 = 1;
+
+/// Time advances an engine step can ask for (µs), chosen by the low nibble of its op byte.
+pub const ADVANCE_US: [u64; 16] = [
+    0,
+    100,
+    1_000,
+    5_000,
+    10_000,
+    26_000, // just past the probe timeout (25 ms)
+    51_000, // just past the first DPRP retransmission timeout (50 ms)
+    110_000,
+    400_000,
+    1_100_000, // past the once-a-second restart limit
+    3_300_000,
+    11_000_000,  // past the TCP close linger (10 s)
+    61_000_000,  // past the GE cache TTL (60 s)
+    301_000_000, // past the idle timeout (300 s)
+    3_600_000_000,
+    366 * 86_400_000_000, // past the certificates' validity
+];
+
+/// Op byte bits of an engine step (the low nibble is an index into [`ADVANCE_US`]).
+pub mod op {
+    /// Move the clock to the engine's next timer (if later) before handling timeouts.
+    pub const JUMP_TO_TIMER: u8 = 0x10;
+    /// The step has no packet (and no length bytes).
+    pub const NO_PACKET: u8 = 0x20;
+    /// Feed every packet the engine transmits during this step back into it, once.
+    pub const LOOP_BACK: u8 = 0x40;
+    /// The packet bytes are a template (see [`template_packet`]), not a raw IP packet.
+    pub const TEMPLATE: u8 = 0x80;
+}
+
+/// The addresses templates draw from: `[v4, v6][index]`. 0: a host inside the fuzzed GE,
+/// 1: the GE's inside address, 2: a host behind the peer GE, 3: the GE's outside address.
+pub const TEMPLATE_ADDRS: [[IpAddr; 4]; 2] = [
+    [
+        IpAddr::V4(Ipv4Addr::new(10, 1, 0, 5)),
+        IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1)),
+        IpAddr::V4(Ipv4Addr::new(10, 2, 0, 5)),
+        IpAddr::V4(Ipv4Addr::new(10, 0, 1, 1)),
+    ],
+    [
+        IpAddr::V6(Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 5)),
+        IpAddr::V6(Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 1)),
+        IpAddr::V6(Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 5)),
+        IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 1, 0, 0, 0, 0, 1)),
+    ],
+];
+
+/// The fuzzed GE's configuration: a closed GEN for 10.1.0.0/24 and fd00:1::/64.
+pub fn ge_config() -> GeConfig {
+    GeConfig {
+        protected: vec!["10.1.0.0/24".parse().unwrap(), "fd00:1::/64".parse().unwrap()],
+        local_addrs: vec![TEMPLATE_ADDRS[0][1], TEMPLATE_ADDRS[0][3], TEMPLATE_ADDRS[1][1], TEMPLATE_ADDRS[1][3]],
+        ..GeConfig::default()
+    }
+}
+
+/// Builds the stand-in GMS and the fuzzed engine the way the simulator does. The GMS is
+/// returned so the seed generator can enroll a peer GE in the same groups.
+pub fn build_engine() -> (BuiltinGms, Engine) {
+    let mut gms = BuiltinGms::new(GMS_SEED, &[1, 2], EPOCH_S).expect("builtin GMS");
+    let enrolled = gms.enroll("ge", GeKind::Gen, Mode::Closed, &[1]).expect("enroll ge");
+    let engine = engine_from(enrolled, ge_config(), 0);
+    (gms, engine)
+}
+
+pub fn engine_from(mut e: EnrolledGe, cfg: GeConfig, rng_seed: u64) -> Engine {
+    let (identity, trust) = e.identity().expect("identity");
+    let keys = e.group_keys().expect("group keys");
+    let rng = rand_chacha::ChaCha20Rng::seed_from_u64(rng_seed);
+    Engine::new(cfg, identity, trust, keys, Box::new(rng)).expect("engine")
+}
+
+/// Builds a well-formed packet from a template: `bytes[0]` picks the shape, `bytes[1]` the TCP
+/// flags, the rest is the transport payload.
+///
+/// Shape bits: 0-1 source address index, 2-3 destination address index (into
+/// [`TEMPLATE_ADDRS`]), 4 IPv6, 5-6 kind (0: UDP between the DPRP ports, 1: TCP, 2: UDP, 3: TCP
+/// with an MSS option), 7 swap the ports (the reply direction).
+pub fn template_packet(bytes: &[u8]) -> Option<Vec<u8>> {
+    let shape = bytes.first().copied().unwrap_or(0);
+    let flags = bytes.get(1).copied().unwrap_or(0x02);
+    let payload = bytes.get(2..).unwrap_or(&[]);
+    let fam = usize::from((shape >> 4) & 1);
+    let src = TEMPLATE_ADDRS[fam][usize::from(shape & 3)];
+    let dst = TEMPLATE_ADDRS[fam][usize::from((shape >> 2) & 3)];
+    let kind = (shape >> 5) & 3;
+    let (proto, mut ports) = match kind {
+        0 => (L4Proto::Udp, (DPRP_PORT, DPRP_PORT)),
+        2 => (L4Proto::Udp, (40000, 53)),
+        _ => (L4Proto::Tcp, (40000, 80)),
+    };
+    if shape & 0x80 != 0 {
+        ports = (ports.1, ports.0);
+    }
+    DatagramRepr {
+        cid: Cid { proto, src, src_port: ports.0, dst, dst_port: ports.1 },
+        ttl: 64,
+        tcp_flags: flags,
+        tcp_seq: 0x1000_0000,
+        tcp_ack: if flags & 0x10 != 0 { 0x2000_0000 } else { 0 },
+        tcp_mss: (kind == 3).then_some(1460),
+        payload,
+    }
+    .emit()
+    .ok()
+}
+
+/// One step of an `engine_packet` input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub op: u8,
+    pub packet: Option<Vec<u8>>,
+}
+
+impl Step {
+    /// A raw packet after advancing the clock by `ADVANCE_US[advance]`.
+    pub fn packet(advance: u8, packet: Vec<u8>) -> Step {
+        Step { op: advance & 0x0f, packet: Some(packet) }
+    }
+    /// Only timers: advance the clock (and jump to the next timer if `jump`).
+    pub fn wait(advance: u8, jump: bool) -> Step {
+        Step { op: (advance & 0x0f) | op::NO_PACKET | if jump { op::JUMP_TO_TIMER } else { 0 }, packet: None }
+    }
+}
+
+/// Splits an `engine_packet` input into steps: an op byte, then (unless [`op::NO_PACKET`]) a
+/// big-endian 16-bit length and that many bytes (fewer if the input ends first).
+pub fn parse_steps(mut data: &[u8]) -> Vec<Step> {
+    let mut steps = Vec::new();
+    while let Some((&o, rest)) = data.split_first() {
+        data = rest;
+        if o & op::NO_PACKET != 0 {
+            steps.push(Step { op: o, packet: None });
+            continue;
+        }
+        let len = match data {
+            [a, b, rest @ ..] => {
+                data = rest;
+                usize::from(u16::from_be_bytes([*a, *b]))
+            }
+            _ => {
+                data = &[];
+                0
+            }
+        };
+        let (p, rest) = data.split_at(len.min(data.len()));
+        data = rest;
+        steps.push(Step { op: o, packet: Some(p.to_vec()) });
+    }
+    steps
+}
+
+/// The inverse of [`parse_steps`].
+pub fn encode_steps(steps: &[Step]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for s in steps {
+        match &s.packet {
+            Some(p) if s.op & op::NO_PACKET == 0 => {
+                out.push(s.op);
+                let len = u16::try_from(p.len()).expect("a step packet fits 16 bits");
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(p);
+            }
+            _ => out.push(s.op | op::NO_PACKET),
+        }
+    }
+    out
+}
+
+fn feed(engine: &mut Engine, now: Timestamp, mut buf: Vec<u8>) {
+    let v = engine.handle_packet(now, &mut buf);
+    if v == Verdict::Held {
+        assert!(buf.is_empty(), "a held packet's buffer was not taken");
+    }
+}
+
+fn drain(engine: &mut Engine, out: &mut Vec<Transmit>) {
+    while let Some(t) = engine.poll_transmit() {
+        out.push(t);
+    }
+    while engine.poll_event().is_some() {}
+}
+
+fn timeouts(engine: &mut Engine, now: Timestamp) {
+    engine.handle_timeout(now);
+    if let Some(t) = engine.poll_timeout() {
+        assert!(t > now, "a timer due at {t:?} is still pending after handle_timeout({now:?})");
+    }
+}
+
+/// Runs one step on `engine` at `*now` (which it advances) and returns what the engine sent.
+pub fn run_step(engine: &mut Engine, now: &mut Timestamp, step: &Step) -> Vec<Transmit> {
+    now.0 += ADVANCE_US[usize::from(step.op & 0x0f)];
+    if step.op & op::JUMP_TO_TIMER != 0 {
+        if let Some(t) = engine.poll_timeout() {
+            *now = (*now).max(t);
+        }
+    }
+    let mut out = Vec::new();
+    timeouts(engine, *now);
+    drain(engine, &mut out);
+    if let Some(p) = &step.packet {
+        let packet = if step.op & op::TEMPLATE != 0 { template_packet(p) } else { Some(p.clone()) };
+        if let Some(packet) = packet {
+            feed(engine, *now, packet);
+            drain(engine, &mut out);
+        }
+    }
+    if step.op & op::LOOP_BACK != 0 {
+        let mut again = Vec::new();
+        for t in &out {
+            feed(engine, *now, t.packet.clone());
+            drain(engine, &mut again);
+        }
+        out.extend(again);
+    }
+    out
+}
+
+/// A whole engine fed the steps of `data`, then left to run its timers out.
+pub fn engine_packet(data: &[u8]) {
+    let (_gms, mut engine) = build_engine();
+    let mut now = START;
+    for step in parse_steps(data) {
+        run_step(&mut engine, &mut now, &step);
+    }
+    // Let every timer fire: retransmissions give up, entries expire.
+    for _ in 0..64 {
+        let Some(t) = engine.poll_timeout() else { break };
+        now = now.max(t);
+        timeouts(&mut engine, now);
+        drain(&mut engine, &mut Vec::new());
+    }
+}
