@@ -269,7 +269,13 @@ impl Simulation {
             let mut p2 = vec![0u8; PAYLOAD_LEN];
             self.rng.fill_bytes(&mut p1);
             self.rng.fill_bytes(&mut p2);
-            let hops = self.topo.trace(client, dst).unwrap_or_default();
+            let (Some(hops), Some(_)) = (self.topo.trace(client, dst), self.topo.trace(server, src)) else {
+                return Err(SimError::Setup(format!(
+                    "flow {:?}: no route between {} ({src}) and {} ({dst}) in one direction or both; \
+                     check the routes and gateways",
+                    f.name, f.from, f.to
+                )));
+            };
             let mut path_nodes: Vec<NodeId> = std::iter::once(client).chain(hops.iter().map(|h| h.node)).collect();
             path_nodes.dedup();
             let base = hops.len() as u64 * self.scenario.sim.delay_us;

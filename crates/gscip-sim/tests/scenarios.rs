@@ -273,3 +273,32 @@ fn a_ge_that_loses_its_state_mid_connection_recovers() {
         assert!(sim.flow_stats()[flow].retransmissions <= 1, "{ge}: {:?}", sim.flow_stats()[flow]);
     }
 }
+
+#[test]
+fn an_unroutable_flow_is_a_scenario_error() {
+    let text = r#"
+name = "islands"
+[[subnet]]
+name = "a"
+prefix = "10.0.0.0/24"
+[[subnet]]
+name = "b"
+prefix = "10.0.1.0/24"
+[[node]]
+name = "x"
+kind = "term"
+interfaces = [{ subnet = "a", address = "10.0.0.1" }]
+[[node]]
+name = "y"
+kind = "term"
+interfaces = [{ subnet = "b", address = "10.0.1.1" }]
+[[flow]]
+from = "x"
+to = "y"
+proto = "udp"
+port = 53
+"#;
+    let s = Scenario::parse(text, "islands.toml").expect("valid file");
+    let e = Simulation::new(&s).expect_err("no route");
+    assert!(e.to_string().contains("no route between x"), "{e}");
+}
