@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 FUZZ_SECONDS ?= 10
 
-.PHONY: all build demo test bench fuzz lint unit cli-check fmt clean
+.PHONY: all build demo test deps bench fuzz lint unit cli-check fuzz-smoke fmt clean
 
 all: build
 
@@ -14,7 +14,11 @@ build:
 demo: build
 	./target/release/gscip sim examples/enterprise.toml
 
-test: lint unit cli-check fuzz-smoke
+test: deps lint unit cli-check fuzz-smoke
+
+# Debian packages the tests need (the lab tests: iproute2, python3; the fuzzers: a C++ compiler).
+deps:
+	./scripts/install-deps.sh ip python3 c++
 
 lint:
 	$(CARGO) fmt --all --check

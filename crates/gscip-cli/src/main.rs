@@ -39,6 +39,26 @@ enum Command {
         #[arg(long)]
         jitter_us: Option<u64>,
     },
+    /// The network-namespace lab (needs root).
+    #[command(subcommand)]
+    Lab(LabCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum LabCommand {
+    /// Build a scenario's network (namespaces, bridges, veth, addresses, routes) and leave it
+    /// up for inspection. The GE daemons and flows come with `gscip lab run`.
+    Up {
+        file: PathBuf,
+        /// Names every namespace PREFIX-NODE (1 to 8 of [a-z0-9]).
+        #[arg(long, default_value = "gs")]
+        prefix: String,
+    },
+    /// Remove a lab left up (by `lab up`, `--keep`, or a crash).
+    Clean {
+        #[arg(default_value = "gs")]
+        prefix: String,
+    },
 }
 
 fn probability(s: &str) -> Result<f64, String> {
@@ -70,5 +90,35 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Lab(LabCommand::Up { file, prefix }) => {
+            let scenario = match gscip_sim::Scenario::from_file(&file) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("gscip lab: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match gscip_lab::Lab::build(&scenario, &prefix) {
+                Ok(mut lab) => {
+                    lab.keep();
+                    print!("{}", lab.how_to_enter());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("gscip lab: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Lab(LabCommand::Clean { prefix }) => match gscip_lab::clean(&prefix) {
+            Ok(n) => {
+                println!("removed {n} namespaces of lab {prefix:?}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gscip lab: {e}");
+                ExitCode::from(2)
+            }
+        },
     }
 }

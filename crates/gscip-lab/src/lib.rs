@@ -1,0 +1,306 @@
+//! The GSCIP lab's network: a scenario (SPEC section 11.1) built out of Linux network
+//! namespaces.
+//!
+//! * one namespace per node, named `PREFIX-NODE`;
+//! * one namespace `PREFIX-sw` holding a bridge per subnet (the "switches"), so nothing is
+//!   created in the machine's own namespace and nothing is ever routed to its uplink;
+//! * a veth pair per interface: `ethK` in the node, a port of its subnet's bridge in `PREFIX-sw`;
+//! * the scenario's addresses, static routes and gateway; forwarding on routers;
+//! * a GEA as a real transparent bridge: its namespace bridges a port on the servers' subnet
+//!   and a port on the link `GEA:inside`, a bridge of its own in `PREFIX-sw` on which its
+//!   servers sit (bridged packets traverse the GEA namespace's netfilter FORWARD hooks).
+//!
+//! [`Lab`] removes everything it created when dropped, also when building fails half way;
+//! [`Lab::keep`] leaves it up and [`clean`] removes a kept lab by prefix.
+//!
+//! The data plane (`gscipd` in every GE namespace) and the flows come with issue "GSCIP on real
+//! Linux hosts"; this module is the network they run on.
+#![forbid(unsafe_code)]
+
+use gscip_sim::scenario::{NodeKind, Scenario};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::process::{Command, Stdio};
+
+/// What can go wrong, and whose fault it is.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LabError {
+    /// The environment cannot run a lab (not root, a tool missing).
+    #[error("{0}")]
+    Environment(String),
+    /// A name the lab needs is already taken.
+    #[error("network namespace {0:?} already exists: another lab is running, or one was kept; remove it with `gscip lab clean {1}` or `ip netns del {0}`")]
+    NameTaken(String, String),
+    /// A command failed.
+    #[error("`{command}` failed: {stderr}")]
+    Command { command: String, stderr: String },
+    /// The scenario asks for something the lab cannot build.
+    #[error("{0}")]
+    Scenario(String),
+}
+
+/// Runs a command; its stderr becomes the error.
+pub fn run(program: &str, args: &[&str]) -> Result<String, LabError> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| LabError::Environment(format!("cannot run `{program}`: {e} (is it installed?)")))?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            command: format!("{program} {}", args.join(" ")),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip(args: &[&str]) -> Result<(), LabError> {
+    run("ip", args).map(|_| ())
+}
+
+/// Checks that this process can build a lab: root, and `ip` from iproute2.
+pub fn check_environment() -> Result<(), LabError> {
+    let uid = run("id", &["-u"])?;
+    if uid.trim() != "0" {
+        return Err(LabError::Environment(
+            "the lab needs root (network namespaces, veth links): run it as root".into(),
+        ));
+    }
+    run("ip", &["-V"])
+        .map_err(|_| LabError::Environment("`ip` (iproute2) is missing: apt-get install iproute2".into()))?;
+    Ok(())
+}
+
+/// Namespaces whose name starts with `PREFIX-`.
+pub fn namespaces_with_prefix(prefix: &str) -> Result<Vec<String>, LabError> {
+    let out = run("ip", &["netns", "list"])?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&format!("{prefix}-")))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Removes every namespace of a (kept or crashed) lab.
+pub fn clean(prefix: &str) -> Result<usize, LabError> {
+    let names = namespaces_with_prefix(prefix)?;
+    for n in &names {
+        ip(&["netns", "del", n])?;
+    }
+    Ok(names.len())
+}
+
+/// A lab network that is up. Dropping it removes it.
+#[derive(Debug)]
+pub struct Lab {
+    pub prefix: String,
+    /// Node name -> namespace.
+    pub namespaces: HashMap<String, String>,
+    switch: String,
+    created: Vec<String>,
+    keep: bool,
+}
+
+impl Lab {
+    /// Builds the scenario's network. `prefix` names everything (keep it short: 2-8 of
+    /// [a-z0-9]).
+    pub fn build(s: &Scenario, prefix: &str) -> Result<Lab, LabError> {
+        if prefix.is_empty()
+            || prefix.len() > 8
+            || !prefix.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        {
+            return Err(LabError::Scenario(format!("lab prefix {prefix:?}: use 1 to 8 of [a-z0-9]")));
+        }
+        check_environment()?;
+        let switch = format!("{prefix}-sw");
+        let wanted: Vec<String> =
+            std::iter::once(switch.clone()).chain(s.nodes.iter().map(|n| format!("{prefix}-{}", n.name))).collect();
+        let existing = namespaces_with_prefix(prefix)?;
+        if let Some(taken) = wanted.iter().find(|n| existing.contains(n)) {
+            return Err(LabError::NameTaken(taken.clone(), prefix.to_owned()));
+        }
+        let mut lab = Lab {
+            prefix: prefix.to_owned(),
+            namespaces: s.nodes.iter().map(|n| (n.name.clone(), format!("{prefix}-{}", n.name))).collect(),
+            switch,
+            created: Vec::new(),
+            keep: false,
+        };
+        lab.create(s)?; // on error, Drop removes what was made
+        Ok(lab)
+    }
+
+    fn add_namespace(&mut self, ns: &str) -> Result<(), LabError> {
+        ip(&["netns", "add", ns])?;
+        self.created.push(ns.to_owned());
+        ip(&["-n", ns, "link", "set", "lo", "up"])?;
+        // No duplicate address detection: addresses are usable at once.
+        sysctl(ns, "net.ipv6.conf.all.accept_dad", "0")?;
+        sysctl(ns, "net.ipv6.conf.default.accept_dad", "0")?;
+        Ok(())
+    }
+
+    fn create(&mut self, s: &Scenario) -> Result<(), LabError> {
+        let sw = self.switch.clone();
+        self.add_namespace(&sw)?;
+        // A bridge per subnet, and one per GEA for the link to its servers.
+        let mut bridge: HashMap<String, String> = HashMap::new();
+        for (i, sub) in s.subnets.iter().enumerate() {
+            let b = format!("br{i}");
+            ip(&["-n", &sw, "link", "add", &b, "type", "bridge"])?;
+            ip(&["-n", &sw, "link", "set", &b, "up"])?;
+            bridge.insert(sub.name.clone(), b);
+        }
+        let mut gea_of: HashMap<&str, usize> = HashMap::new();
+        for (gi, n) in s.nodes.iter().enumerate().filter(|(_, n)| n.kind == NodeKind::Gea) {
+            let b = format!("gi{gi}");
+            ip(&["-n", &sw, "link", "add", &b, "type", "bridge"])?;
+            ip(&["-n", &sw, "link", "set", &b, "up"])?;
+            for server in &n.protects {
+                gea_of.insert(server.as_str(), gi);
+            }
+        }
+        for (ni, n) in s.nodes.iter().enumerate() {
+            let ns = self.namespaces[&n.name].clone();
+            self.add_namespace(&ns)?;
+            if n.kind.is_router() {
+                sysctl(&ns, "net.ipv4.ip_forward", "1")?;
+                sysctl(&ns, "net.ipv6.conf.all.forwarding", "1")?;
+            }
+            for (k, ifc) in n.interfaces.iter().enumerate() {
+                let inner = format!("eth{k}");
+                let outer = format!("v{ni}-{k}");
+                let attach = match gea_of.get(n.name.as_str()) {
+                    Some(gi) => format!("gi{gi}"),
+                    None => bridge
+                        .get(&ifc.subnet)
+                        .cloned()
+                        .ok_or_else(|| LabError::Scenario(format!("node {}: unknown subnet {}", n.name, ifc.subnet)))?,
+                };
+                veth(&ns, &inner, &sw, &outer, &attach)?;
+                let prefix = s
+                    .subnets
+                    .iter()
+                    .find(|x| x.name == ifc.subnet)
+                    .map(|x| x.prefix.prefix_len())
+                    .ok_or_else(|| LabError::Scenario(format!("node {}: unknown subnet {}", n.name, ifc.subnet)))?;
+                let cidr = format!("{}/{prefix}", ifc.address);
+                let mut args = vec!["-n", ns.as_str(), "addr", "add", cidr.as_str(), "dev", inner.as_str()];
+                if ifc.address.is_ipv6() {
+                    args.push("nodad");
+                }
+                ip(&args)?;
+            }
+            for r in &n.routes {
+                let to = r.to.to_string();
+                let via = r.via.to_string();
+                let fam = if r.via.is_ipv6() { "-6" } else { "-4" };
+                ip(&["-n", &ns, fam, "route", "add", &to, "via", &via])?;
+            }
+            if let Some(gw) = n.gateway {
+                let fam = if gw.is_ipv6() { "-6" } else { "-4" };
+                ip(&["-n", &ns, fam, "route", "add", "default", "via", &gw.to_string()])?;
+            }
+            if n.kind == NodeKind::Gea {
+                // The transparent bridge: one port on the servers' subnet, one on GEA:inside.
+                let servers: Vec<&str> = n.protects.iter().map(String::as_str).collect();
+                let subnet = servers
+                    .iter()
+                    .find_map(|srv| s.nodes.iter().find(|x| x.name == *srv).and_then(|x| x.interfaces.first()))
+                    .map(|i| i.subnet.clone())
+                    .ok_or_else(|| LabError::Scenario(format!("GEA {}: its servers have no interface", n.name)))?;
+                let outside = bridge
+                    .get(&subnet)
+                    .cloned()
+                    .ok_or_else(|| LabError::Scenario(format!("GEA {}: unknown subnet {subnet}", n.name)))?;
+                ip(&["-n", &ns, "link", "add", "br0", "type", "bridge"])?;
+                veth(&ns, "out", &sw, &format!("g{ni}o"), &outside)?;
+                veth(&ns, "in", &sw, &format!("g{ni}i"), &format!("gi{ni}"))?;
+                ip(&["-n", &ns, "link", "set", "out", "master", "br0"])?;
+                ip(&["-n", &ns, "link", "set", "in", "master", "br0"])?;
+                ip(&["-n", &ns, "link", "set", "br0", "up"])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves the lab up when dropped (`--keep`); [`clean`] removes it later.
+    pub fn keep(&mut self) {
+        self.keep = true;
+    }
+
+    /// The namespace of a node.
+    pub fn namespace(&self, node: &str) -> Option<&str> {
+        self.namespaces.get(node).map(String::as_str)
+    }
+
+    /// Runs a command inside a node's namespace.
+    pub fn exec(&self, node: &str, program: &str, args: &[&str]) -> Result<String, LabError> {
+        let ns = self.namespace(node).ok_or_else(|| LabError::Scenario(format!("no node {node:?}")))?;
+        let mut full = vec!["netns", "exec", ns, program];
+        full.extend_from_slice(args);
+        run("ip", &full)
+    }
+
+    /// How to look around a kept lab, for `--keep`.
+    pub fn how_to_enter(&self) -> String {
+        let mut names: Vec<(&String, &String)> = self.namespaces.iter().collect();
+        names.sort();
+        let mut s = String::from("The lab is up. Enter a node with `ip netns exec NAMESPACE bash`:\n");
+        for (node, ns) in names {
+            s.push_str(&format!("  {node:<16} ip netns exec {ns} bash\n"));
+        }
+        s.push_str(&format!("Remove it with `gscip lab clean {}` (or `ip netns del` each).\n", self.prefix));
+        s
+    }
+
+    /// Removes the lab now.
+    pub fn teardown(mut self) -> Result<(), LabError> {
+        self.remove()
+    }
+
+    fn remove(&mut self) -> Result<(), LabError> {
+        let mut first_err = None;
+        for ns in self.created.drain(..).rev() {
+            if let Err(e) = ip(&["netns", "del", &ns]) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = self.remove();
+        }
+    }
+}
+
+fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), LabError> {
+    run("ip", &["netns", "exec", ns, "sysctl", "-q", "-w", &format!("{key}={value}")]).map(|_| ())
+}
+
+/// A veth pair: `inner` in `ns`, `outer` in `sw` attached to `bridge`; both up.
+fn veth(ns: &str, inner: &str, sw: &str, outer: &str, bridge: &str) -> Result<(), LabError> {
+    ip(&["-n", ns, "link", "add", inner, "type", "veth", "peer", "name", outer, "netns", sw])?;
+    ip(&["-n", sw, "link", "set", outer, "master", bridge])?;
+    ip(&["-n", sw, "link", "set", outer, "up"])?;
+    ip(&["-n", ns, "link", "set", inner, "up"])?;
+    Ok(())
+}
+
+/// An address of `node` in the family of `peer` (for tests and flows).
+pub fn address_for(s: &Scenario, node: &str, family_of: IpAddr) -> Option<IpAddr> {
+    s.nodes
+        .iter()
+        .find(|n| n.name == node)?
+        .interfaces
+        .iter()
+        .map(|i| i.address)
+        .find(|a| a.is_ipv4() == family_of.is_ipv4())
+}
