@@ -140,6 +140,10 @@ pub enum TransmitKind {
     Released,
     /// An ICMP error telling an application inside that its flow is discarded.
     Reject,
+    /// A held packet that will not go out (its flow was discarded, its negotiation expired):
+    /// the caller releases whatever it kept for `tag` (e.g. drops the queued kernel packet).
+    /// `packet` is empty.
+    Dropped,
 }
 
 /// A packet to send. `to_local` packets go up this host's own stack (a GES delivering a
@@ -150,6 +154,9 @@ pub struct Transmit {
     pub packet: Vec<u8>,
     pub to_local: bool,
     pub kind: TransmitKind,
+    /// For `Released` and `Dropped`: the tag the packet was handed in with
+    /// ([`Engine::handle_packet_tagged`]); 0 otherwise.
+    pub tag: u64,
 }
 
 /// Why a PIT entry went away.
@@ -246,6 +253,7 @@ enum EndRole {
 struct Held {
     packet: Vec<u8>,
     to_local: bool,
+    tag: u64,
 }
 
 struct Negotiation {
@@ -305,6 +313,8 @@ pub struct Engine {
     events: VecDeque<Event>,
     held_total: usize,
     counters: Counters,
+    /// The tag of the packet being handled (see `handle_packet_tagged`).
+    current_tag: u64,
 }
 
 impl fmt::Debug for Engine {
@@ -368,6 +378,7 @@ impl Engine {
             events: VecDeque::new(),
             held_total: 0,
             counters: Counters::default(),
+            current_tag: 0,
         })
     }
 
@@ -477,6 +488,15 @@ impl Engine {
     /// Handles one IP packet this GE meets on its path (leaving or reaching its host, or being
     /// forwarded). The buffer holds exactly the IP packet and may be rewritten in place.
     pub fn handle_packet(&mut self, now: Timestamp, buf: &mut Vec<u8>) -> Verdict {
+        self.handle_packet_tagged(now, buf, 0)
+    }
+
+    /// Like [`Engine::handle_packet`], with a tag of the caller's choosing that comes back on
+    /// the `Released` or `Dropped` transmit if the packet is held. A data plane that keeps the
+    /// kernel's packet queued while the engine holds it (rather than dropping and reinjecting
+    /// it) uses the tag to find it again.
+    pub fn handle_packet_tagged(&mut self, now: Timestamp, buf: &mut Vec<u8>, tag: u64) -> Verdict {
+        self.current_tag = tag;
         self.counters.packets += 1;
         let dg = match Datagram::parse(buf) {
             Ok(dg) => dg,
@@ -644,6 +664,7 @@ impl Engine {
                 packet: icmp,
                 to_local: self.is_local(cid.src),
                 kind: TransmitKind::Reject,
+                tag: 0,
             });
         }
     }
@@ -651,7 +672,9 @@ impl Engine {
     fn hold_in_negotiation(&mut self, key: NegKey, buf: &mut Vec<u8>, to_local: bool) -> Verdict {
         let limits = HoldLimits { per_flow: self.cfg.hold_per_flow, total: self.cfg.hold_total };
         match self.negotiations.get_mut(&key) {
-            Some(n) => hold(&mut n.held, &mut self.held_total, &mut self.counters, limits, buf, to_local),
+            Some(n) => {
+                hold(&mut n.held, &mut self.held_total, &mut self.counters, limits, buf, to_local, self.current_tag)
+            }
             None => Verdict::Drop(DropReason::HoldOverflow),
         }
     }
@@ -659,7 +682,9 @@ impl Engine {
     fn hold_in_restart(&mut self, flow: Cid, buf: &mut Vec<u8>, to_local: bool) -> Verdict {
         let limits = HoldLimits { per_flow: self.cfg.hold_per_flow, total: self.cfg.hold_total };
         match self.restarts.get_mut(&flow) {
-            Some(r) => hold(&mut r.held, &mut self.held_total, &mut self.counters, limits, buf, to_local),
+            Some(r) => {
+                hold(&mut r.held, &mut self.held_total, &mut self.counters, limits, buf, to_local, self.current_tag)
+            }
             None => Verdict::Drop(DropReason::HoldOverflow),
         }
     }
@@ -669,18 +694,26 @@ impl Engine {
         for h in held {
             self.held_total = self.held_total.saturating_sub(1);
             let mut p = h.packet;
-            let Ok(mut dg) = Datagram::parse(&p) else { continue };
-            match self.apply_entry(now, &mut p, &mut dg) {
+            let verdict = match Datagram::parse(&p) {
+                Ok(mut dg) => self.apply_entry(now, &mut p, &mut dg),
+                Err(_) => None,
+            };
+            match verdict {
                 Some(Verdict::Accept) => {
                     self.counters.released += 1;
                     self.transmits.push_back(Transmit {
                         packet: p,
                         to_local: h.to_local,
                         kind: TransmitKind::Released,
+                        tag: h.tag,
                     });
                 }
-                Some(_) => {}
-                None => self.counters.hold_expired += 1,
+                other => {
+                    if other.is_none() {
+                        self.counters.hold_expired += 1;
+                    }
+                    self.push_dropped(h.tag);
+                }
             }
         }
     }
@@ -688,6 +721,13 @@ impl Engine {
     fn drop_held(&mut self, held: VecDeque<Held>) {
         self.held_total = self.held_total.saturating_sub(held.len());
         self.counters.hold_expired += held.len() as u64;
+        for h in held {
+            self.push_dropped(h.tag);
+        }
+    }
+
+    fn push_dropped(&mut self, tag: u64) {
+        self.transmits.push_back(Transmit { packet: Vec::new(), to_local: false, kind: TransmitKind::Dropped, tag });
     }
 
     // ----- starting negotiations ----------------------------------------------------------
@@ -905,13 +945,18 @@ impl Engine {
         .emit()
         .ok()?;
         self.counters.control_sent += 1;
-        self.transmits.push_back(Transmit { packet: packet.clone(), to_local: false, kind: TransmitKind::Control });
+        self.transmits.push_back(Transmit {
+            packet: packet.clone(),
+            to_local: false,
+            kind: TransmitKind::Control,
+            tag: 0,
+        });
         Some(packet)
     }
 
     fn resend(&mut self, packet: Vec<u8>) {
         self.counters.control_sent += 1;
-        self.transmits.push_back(Transmit { packet, to_local: false, kind: TransmitKind::Control });
+        self.transmits.push_back(Transmit { packet, to_local: false, kind: TransmitKind::Control, tag: 0 });
     }
 
     fn record_params(&self, n: &Negotiation) -> RecordParams {
@@ -1593,6 +1638,7 @@ struct HoldLimits {
 }
 
 /// Takes the packet into a hold queue, within the per-flow and per-GE bounds.
+#[allow(clippy::too_many_arguments)]
 fn hold(
     queue: &mut VecDeque<Held>,
     held_total: &mut usize,
@@ -1600,12 +1646,13 @@ fn hold(
     limits: HoldLimits,
     buf: &mut Vec<u8>,
     to_local: bool,
+    tag: u64,
 ) -> Verdict {
     if queue.len() >= limits.per_flow || *held_total >= limits.total {
         counters.hold_overflow += 1;
         return Verdict::Drop(DropReason::HoldOverflow);
     }
-    queue.push_back(Held { packet: std::mem::take(buf), to_local });
+    queue.push_back(Held { packet: std::mem::take(buf), to_local, tag });
     *held_total += 1;
     counters.held += 1;
     Verdict::Held

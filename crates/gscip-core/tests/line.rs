@@ -186,6 +186,9 @@ impl Line {
             self.events.push((i, ev));
         }
         while let Some(t) = self.engines[i].poll_transmit() {
+            if t.kind == TransmitKind::Dropped {
+                continue;
+            }
             let d = Self::dst(&t.packet);
             if t.to_local {
                 self.host(d == a_addr(), t.packet);
@@ -193,7 +196,6 @@ impl Line {
                 let right = d != a_addr();
                 self.put(if right { i as i64 + 1 } else { i as i64 - 1 }, right, t.packet);
             }
-            let _ = TransmitKind::Control;
         }
     }
 
@@ -623,4 +625,58 @@ fn key_changes_remove_the_entries_that_depend_on_them() {
     // A membership change (group 2 removed) drops every entry.
     l.engines[0].set_group_keys(keys_for(&[1]));
     assert!(l.engines[0].pit().is_empty());
+}
+
+#[test]
+fn held_packets_come_back_with_their_tags() {
+    use gscip_core::engine::TransmitKind;
+    // Protected: both held packets are released with their tags, in order.
+    let mut l = Line::new(vec![ges_a(Mode::Open, &[1]), ges_b(Mode::Open, &[1])]);
+    let now = Timestamp(l.now);
+    for tag in [11, 12] {
+        let mut p = udp(a_addr(), b_addr(), 5000, 53, b"q");
+        assert_eq!(l.engines[0].handle_packet_tagged(now, &mut p, tag), Verdict::Held);
+        assert!(p.is_empty(), "the engine took the packet");
+    }
+    let mut released = Vec::new();
+    let mut dde = None;
+    while let Some(t) = l.engines[0].poll_transmit() {
+        dde = Some(t.packet);
+    }
+    // Hand the DDE to b and b's answer back, until a releases.
+    let mut to_b = vec![dde.expect("a DDE")];
+    for _ in 0..4 {
+        let mut to_a = Vec::new();
+        for mut p in to_b.drain(..) {
+            l.engines[1].handle_packet(now, &mut p);
+            while let Some(t) = l.engines[1].poll_transmit() {
+                to_a.push(t.packet);
+            }
+        }
+        for mut p in to_a {
+            l.engines[0].handle_packet(now, &mut p);
+            while let Some(t) = l.engines[0].poll_transmit() {
+                match t.kind {
+                    TransmitKind::Released => released.push(t.tag),
+                    TransmitKind::Control => to_b.push(t.packet),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+        }
+    }
+    assert_eq!(released, vec![11, 12]);
+
+    // Discarded: the held packet comes back as Dropped with its tag (b is closed, no group).
+    let mut l = Line::new(vec![ges_a(Mode::Open, &[1]), ges_b(Mode::Closed, &[2])]);
+    let now = Timestamp(l.now);
+    let mut p = udp(a_addr(), b_addr(), 5000, 53, b"q");
+    assert_eq!(l.engines[0].handle_packet_tagged(now, &mut p, 99), Verdict::Held);
+    let dde = l.engines[0].poll_transmit().expect("DDE").packet;
+    let mut p = dde;
+    l.engines[1].handle_packet(now, &mut p);
+    let mut rgi = l.engines[1].poll_transmit().expect("RGI").packet;
+    l.engines[0].handle_packet(now, &mut rgi);
+    let kinds: Vec<(TransmitKind, u64)> =
+        std::iter::from_fn(|| l.engines[0].poll_transmit()).map(|t| (t.kind, t.tag)).collect();
+    assert!(kinds.contains(&(TransmitKind::Dropped, 99)), "{kinds:?}");
 }

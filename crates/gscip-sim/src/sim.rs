@@ -516,11 +516,10 @@ impl Simulation {
             }
         }
         for t in out {
-            let mut packet = t.packet;
-            if t.kind == TransmitKind::Released && self.skips_encryption(node) {
-                // A released packet was sealed inside the engine; the faulty GE cannot undo
-                // that, which is fine: the fault targets the steady state.
+            if t.kind == TransmitKind::Dropped {
+                continue; // the simulator keeps no copy of held packets
             }
+            let mut packet = t.packet;
             if t.to_local {
                 self.host_receive(node, std::mem::take(&mut packet));
             } else {
