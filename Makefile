@@ -16,9 +16,10 @@ demo: build
 
 test: deps lint unit cli-check fuzz-smoke
 
-# Debian packages the tests need (the lab tests: iproute2, python3; the fuzzers: a C++ compiler).
+# Debian packages the tests need (the lab tests: iproute2, iptables, python3; the fuzzers: a
+# C++ compiler).
 deps:
-	./scripts/install-deps.sh ip python3 c++
+	./scripts/install-deps.sh ip iptables python3 c++
 
 lint:
 	$(CARGO) fmt --all --check

@@ -34,6 +34,12 @@ impl GroupKey {
     pub(crate) fn material(&self) -> &[u8; GROUP_KEY_LEN] {
         &self.material
     }
+
+    /// The secret bytes, for a key store that must write them (a GE's key file, the GMS's
+    /// encrypted store). Never log or print them.
+    pub fn secret_for_storage(&self) -> &[u8; GROUP_KEY_LEN] {
+        &self.material
+    }
 }
 
 impl fmt::Debug for GroupKey {
@@ -84,5 +90,9 @@ impl GroupKeyring {
     }
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
+    }
+    /// Every key held, every version.
+    pub fn iter(&self) -> impl Iterator<Item = &GroupKey> {
+        self.keys.values().flatten()
     }
 }

@@ -85,6 +85,13 @@ impl std::fmt::Debug for EnrolledGe {
     }
 }
 
+impl EnrolledGe {
+    /// Everything a GE's key file holds: identity seed, certificate, trust anchor, group keys.
+    pub fn parts(&self) -> (&Zeroizing<[u8; 32]>, &gscip_wire::dprp::CertificateRepr, TrustAnchor, &GroupKeyring) {
+        (&self.seed, &self.certificate, self.trust, &self.keys)
+    }
+}
+
 impl KeySource for EnrolledGe {
     fn identity(&mut self) -> Result<(SigningIdentity, TrustAnchor), Error> {
         Ok((SigningIdentity::new(&self.seed, self.certificate.clone())?, self.trust))

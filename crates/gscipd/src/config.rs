@@ -1,0 +1,100 @@
+//! The daemon's configuration file (TOML).
+//!
+//! ```toml
+//! key_file = "/etc/gscip/ges1.keys"   # identity and group keys (see keyfile.rs)
+//! hooks = "host"                      # host (OUTPUT+INPUT) | router (FORWARD) | bridge (FORWARD)
+//! protected = ["10.1.0.11/32"]        # what this GE protects
+//! local_addrs = ["10.1.0.11"]         # this host's own addresses
+//! queue = 0                           # NFQUEUE number
+//! fail_open = false                   # open GEs only: let traffic pass if the daemon is gone
+//! aead = "aes-256-gcm"                # or "chacha20-poly1305"
+//! ```
+
+use crate::DaemonError;
+use gscip_core::pccom::AeadAlgorithm;
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+/// Which netfilter hooks the GE sits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Hooks {
+    /// A GES: packets leaving (OUTPUT) and reaching (INPUT) this host.
+    Host,
+    /// A GEN: packets it forwards (FORWARD).
+    Router,
+    /// A GEA: packets its bridge forwards (FORWARD, through bridge netfilter).
+    Bridge,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub key_file: PathBuf,
+    pub hooks: Hooks,
+    #[serde(default)]
+    pub protected: Vec<IpNet>,
+    #[serde(default)]
+    pub local_addrs: Vec<IpAddr>,
+    #[serde(default)]
+    pub queue: u16,
+    #[serde(default)]
+    pub fail_open: bool,
+    #[serde(default)]
+    pub aead: Option<String>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, DaemonError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| DaemonError::Configuration(format!("{}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|e| DaemonError::Configuration(format!("{}: {e}", path.display())))
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        if c.protected.is_empty() && c.local_addrs.is_empty() {
+            return Err("give `protected` prefixes or `local_addrs`: the GE must protect something".into());
+        }
+        c.aead_algorithm()?;
+        Ok(c)
+    }
+
+    pub fn aead_algorithm(&self) -> Result<AeadAlgorithm, String> {
+        match self.aead.as_deref() {
+            None | Some("aes-256-gcm") => Ok(AeadAlgorithm::Aes256Gcm),
+            Some("chacha20-poly1305") => Ok(AeadAlgorithm::ChaCha20Poly1305),
+            Some(other) => Err(format!("aead {other:?}: use \"aes-256-gcm\" or \"chacha20-poly1305\"")),
+        }
+    }
+
+    /// The engine's configuration.
+    pub fn ge_config(&self) -> Result<gscip_core::GeConfig, DaemonError> {
+        Ok(gscip_core::GeConfig {
+            protected: self.protected.clone(),
+            local_addrs: self.local_addrs.clone(),
+            aead: self.aead_algorithm().map_err(DaemonError::Configuration)?,
+            ..gscip_core::GeConfig::default()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects_clearly() {
+        let c = Config::parse("key_file = \"k\"\nhooks = \"router\"\nprotected = [\"10.1.0.0/24\"]\n").unwrap();
+        assert_eq!(c.hooks, Hooks::Router);
+        assert!(Config::parse("key_file = \"k\"\nhooks = \"router\"\n").unwrap_err().contains("protect something"));
+        assert!(Config::parse("key_file = \"k\"\nhooks = \"host\"\nlocal_addrs=[\"10.0.0.1\"]\ncolour = 1\n")
+            .unwrap_err()
+            .contains("colour"));
+        assert!(Config::parse("key_file = \"k\"\nhooks = \"host\"\nlocal_addrs=[\"10.0.0.1\"]\naead=\"rot13\"\n")
+            .unwrap_err()
+            .contains("rot13"));
+    }
+}

@@ -1,0 +1,194 @@
+//! The Linux data plane: packets from an NFQUEUE into the engine and back, and the engine's
+//! own packets out through raw sockets.
+//!
+//! A held packet stays queued in the kernel (no verdict yet) until the engine releases it; its
+//! NFQUEUE message is found again by the tag passed to `handle_packet_tagged`. Dropping and
+//! re-injecting it instead would fail an application's `sendto` on OUTPUT with EPERM.
+//!
+//! The daemon's own packets (DPRP messages, ICMP rejects) go out through raw sockets
+//! (`IPPROTO_RAW`: the IP header is ours, whatever the source address) marked with
+//! [`OWN_MARK`], which the daemon's rules let pass.
+//!
+//! Known limit of this first version: the `nfq` crate does not expose its socket, so the loop
+//! cannot block in `poll()` with the engine's timeout; it receives without blocking and sleeps
+//! 100 µs when idle (issue "Performance" replaces this loop).
+
+use crate::{DaemonError, OWN_MARK};
+use gscip_core::engine::{Event, TransmitKind, Verdict};
+use gscip_core::{Engine, Timestamp};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The caller's clock, as the core wants it: microseconds since the Unix epoch.
+pub fn now() -> Timestamp {
+    Timestamp(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0))
+}
+
+/// Sends IP packets as they are (header included), with the daemon's mark.
+#[derive(Debug)]
+pub struct RawSender {
+    v4: Socket,
+    v6: Socket,
+}
+
+impl RawSender {
+    pub fn new() -> Result<Self, DaemonError> {
+        let open = |d: Domain| -> Result<Socket, DaemonError> {
+            let s = Socket::new(d, Type::RAW, Some(Protocol::from(255)))
+                .map_err(|e| DaemonError::Netfilter(format!("raw socket: {e} (needs root or CAP_NET_RAW)")))?;
+            s.set_mark(OWN_MARK)?;
+            Ok(s)
+        };
+        Ok(RawSender { v4: open(Domain::IPV4)?, v6: open(Domain::IPV6)? })
+    }
+
+    pub fn send(&self, packet: &[u8]) -> std::io::Result<()> {
+        let dst: IpAddr = match packet.first().map(|b| b >> 4) {
+            Some(4) if packet.len() >= 20 => IpAddr::from([packet[16], packet[17], packet[18], packet[19]]),
+            Some(6) if packet.len() >= 40 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&packet[24..40]);
+                IpAddr::from(a)
+            }
+            _ => return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an IP packet")),
+        };
+        let sock = if dst.is_ipv4() { &self.v4 } else { &self.v6 };
+        sock.send_to(packet, &SockAddr::from(SocketAddr::new(dst, 0))).map(|_| ())
+    }
+}
+
+/// The daemon's loop state.
+#[allow(missing_debug_implementations)] // nfq's types have no Debug
+pub struct Dataplane {
+    pub engine: Engine,
+    queue: nfq::Queue,
+    raw: RawSender,
+    held: HashMap<u64, nfq::Message>,
+    next_tag: u64,
+}
+
+impl Dataplane {
+    /// Binds the NFQUEUE (before the rules that feed it are installed).
+    pub fn new(engine: Engine, queue_num: u16) -> Result<Self, DaemonError> {
+        let nf = |e: std::io::Error| DaemonError::Netfilter(format!("NFQUEUE {queue_num}: {e}"));
+        let mut queue = nfq::Queue::open().map_err(nf)?;
+        queue.bind(queue_num).map_err(nf)?;
+        queue.set_fail_open(queue_num, false).map_err(nf)?;
+        queue.set_queue_max_len(queue_num, 8192).map_err(nf)?;
+        queue.set_copy_range(queue_num, 0xffff).map_err(nf)?;
+        queue.set_nonblocking(true);
+        Ok(Dataplane { engine, queue, raw: RawSender::new()?, held: HashMap::new(), next_tag: 1 })
+    }
+
+    /// Runs until `stop` is set.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<(), DaemonError> {
+        while !stop.load(Ordering::Relaxed) {
+            let mut busy = false;
+            match self.queue.recv() {
+                Ok(msg) => {
+                    busy = true;
+                    self.handle(msg)?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.raw_os_error() == Some(105) => {} // ENOBUFS: the kernel dropped some
+                Err(e) => return Err(DaemonError::Netfilter(format!("receiving from NFQUEUE: {e}"))),
+            }
+            let t = now();
+            if self.engine.poll_timeout().is_some_and(|at| at <= t) {
+                self.engine.handle_timeout(t);
+                busy = true;
+            }
+            self.flush()?;
+            if !busy {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+        // Whatever is still held goes out as dropped rather than stuck in the kernel queue.
+        for (_, mut msg) in self.held.drain() {
+            msg.set_verdict(nfq::Verdict::Drop);
+            let _ = self.queue.verdict(msg);
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, mut msg: nfq::Message) -> Result<(), DaemonError> {
+        let mut buf = msg.get_payload().to_vec();
+        let len_before = buf.len();
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        match self.engine.handle_packet_tagged(now(), &mut buf, tag) {
+            Verdict::Accept => {
+                if buf.len() != len_before || buf.as_slice() != msg.get_payload() {
+                    msg.set_payload(buf);
+                }
+                msg.set_verdict(nfq::Verdict::Accept);
+                self.verdict(msg)
+            }
+            Verdict::Held => {
+                self.held.insert(tag, msg);
+                Ok(())
+            }
+            Verdict::Drop(_) | Verdict::Consumed => {
+                msg.set_verdict(nfq::Verdict::Drop);
+                self.verdict(msg)
+            }
+        }
+    }
+
+    fn verdict(&mut self, msg: nfq::Message) -> Result<(), DaemonError> {
+        self.queue.verdict(msg).map_err(|e| DaemonError::Netfilter(format!("verdict: {e}")))
+    }
+
+    /// Sends what the engine wants sent and logs what happened.
+    fn flush(&mut self) -> Result<(), DaemonError> {
+        while let Some(t) = self.engine.poll_transmit() {
+            match t.kind {
+                TransmitKind::Released => {
+                    if let Some(mut msg) = self.held.remove(&t.tag) {
+                        msg.set_payload(t.packet);
+                        msg.set_verdict(nfq::Verdict::Accept);
+                        self.verdict(msg)?;
+                    }
+                }
+                TransmitKind::Dropped => {
+                    if let Some(mut msg) = self.held.remove(&t.tag) {
+                        msg.set_verdict(nfq::Verdict::Drop);
+                        self.verdict(msg)?;
+                    }
+                }
+                TransmitKind::Control | TransmitKind::Reject => {
+                    if let Err(e) = self.raw.send(&t.packet) {
+                        eprintln!("gscipd: sending a {:?} packet failed: {e}", t.kind);
+                    }
+                }
+            }
+        }
+        while let Some(ev) = self.engine.poll_event() {
+            match ev {
+                Event::FlowDecided { cid, action, summary, provisional } => eprintln!(
+                    "gscipd {}: {cid}: {} (group {:?}, path {:?}){}",
+                    self.engine.name(),
+                    action.as_str(),
+                    summary.group.map(|g| g.0),
+                    summary.path,
+                    if provisional { " [provisional]" } else { "" }
+                ),
+                Event::NegotiationFailed { cid, reason } => {
+                    eprintln!("gscipd {}: {cid}: negotiation failed: {reason}", self.engine.name())
+                }
+                Event::PeerMisbehaved { cid, error } => {
+                    eprintln!(
+                        "gscipd {}: {}: {error}",
+                        self.engine.name(),
+                        cid.map(|c| c.to_string()).unwrap_or_default()
+                    )
+                }
+                Event::FlowRemoved { .. } => {}
+            }
+        }
+        Ok(())
+    }
+}

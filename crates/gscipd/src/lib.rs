@@ -1,0 +1,35 @@
+//! `gscipd`, the GSCIP element daemon: the `gscip-core` engine applied to live packets that
+//! netfilter queues to it (NFQUEUE), for every GE kind.
+//!
+//! * [`config`]: the daemon's TOML configuration;
+//! * [`keyfile`]: the local key file, a [`gscip_core::keysource::KeySource`] (the GMS client
+//!   replaces it with issue "gmsd");
+//! * [`rules`]: the daemon's own netfilter chain, installed and removed atomically with
+//!   `iptables-restore`;
+//! * [`dataplane`]: the NFQUEUE loop and raw-socket injection.
+//!
+//! See `docs/gscipd.md`.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod dataplane;
+pub mod keyfile;
+pub mod rules;
+
+/// Packets the daemon sends itself carry this netfilter mark, so its own rules let them pass
+/// instead of queueing them again.
+pub const OWN_MARK: u32 = 0x4753_4950;
+
+/// What can stop the daemon, by whose fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    #[error("configuration: {0}")]
+    Configuration(String),
+    #[error("{0}")]
+    Core(#[from] gscip_core::Error),
+    #[error("netfilter: {0}")]
+    Netfilter(String),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}

@@ -1,0 +1,58 @@
+//! `gscipd --config FILE`: one GSCIP element on this host or router (see `docs/gscipd.md`).
+#![forbid(unsafe_code)]
+
+use clap::Parser;
+use gscip_core::keysource::KeySource;
+use gscipd::config::Config;
+use gscipd::dataplane::Dataplane;
+use gscipd::keyfile::KeyFile;
+use gscipd::{rules, DaemonError};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(name = "gscipd", version, about = "The GSCIP element daemon (GES, GEN, GEA) on netfilter NFQUEUE")]
+struct Args {
+    /// Configuration file (TOML).
+    #[arg(long, env = "GSCIPD_CONFIG")]
+    config: PathBuf,
+    /// Remove this daemon's netfilter rules and exit (after a crash left a closed GE's
+    /// boundary closed).
+    #[arg(long)]
+    remove_rules: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gscipd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), DaemonError> {
+    let cfg = Config::load(&args.config)?;
+    if args.remove_rules {
+        return rules::remove(&cfg);
+    }
+    let mut keys = KeyFile::new(&cfg.key_file);
+    let (identity, trust) = keys.identity()?;
+    let ring = keys.group_keys()?;
+    let engine = gscip_core::Engine::new(cfg.ge_config()?, identity, trust, ring, Box::new(rand_core::OsRng))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    ctrlc::set_handler(move || s.store(true, Ordering::Relaxed))
+        .map_err(|e| DaemonError::Configuration(format!("signal handler: {e}")))?;
+    let mut dp = Dataplane::new(engine, cfg.queue)?;
+    rules::install(&cfg)?;
+    eprintln!("gscipd {}: running on queue {} ({:?} hooks)", dp.engine.name(), cfg.queue, cfg.hooks);
+    let result = dp.run(&stop);
+    // A clean stop removes the rules; a crash leaves them (closed GEs stay closed).
+    rules::remove(&cfg)?;
+    result
+}

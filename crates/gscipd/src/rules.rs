@@ -1,0 +1,115 @@
+//! The daemon's netfilter rules: a chain `GSCIP` of its own in the filter table (IPv4 and IPv6),
+//! installed at once with `iptables-restore --noflush` (iptables-nft: nft's own `queue`
+//! statement is not built into this kernel), and a jump into it from the hooks the GE sits on.
+//!
+//! Failing closed: the queue rules have no `--queue-bypass`, so when the daemon is gone the
+//! kernel drops what they would queue. A crash therefore leaves a closed GE's boundary closed;
+//! `gscipd --remove-rules` (or `iptables -D … -j GSCIP`) is how an administrator opens it.
+//! An open GE with `fail_open = true` gets `--queue-bypass` instead.
+
+use crate::config::{Config, Hooks};
+use crate::{DaemonError, OWN_MARK};
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+pub const CHAIN: &str = "GSCIP";
+
+fn hooks(c: &Config) -> &'static [&'static str] {
+    match c.hooks {
+        Hooks::Host => &["OUTPUT", "INPUT"],
+        Hooks::Router | Hooks::Bridge => &["FORWARD"],
+    }
+}
+
+/// The `iptables-restore` input for one family.
+pub fn restore_script(c: &Config, v6: bool) -> String {
+    let q = format!("-j NFQUEUE --queue-num {}{}", c.queue, if c.fail_open { " --queue-bypass" } else { "" });
+    let icmp = if v6 {
+        "-p ipv6-icmp --icmpv6-type destination-unreachable"
+    } else {
+        "-p icmp --icmp-type destination-unreachable"
+    };
+    let mut s = String::from("*filter\n");
+    s.push_str(&format!(":{CHAIN} - [0:0]\n"));
+    s.push_str(&format!("-A {CHAIN} -m mark --mark {OWN_MARK:#x} -j RETURN\n"));
+    s.push_str(&format!("-A {CHAIN} -p tcp {q}\n"));
+    s.push_str(&format!("-A {CHAIN} -p udp {q}\n"));
+    s.push_str(&format!("-A {CHAIN} {icmp} {q}\n"));
+    s.push_str("COMMIT\n");
+    s
+}
+
+fn tool(v6: bool, restore: bool) -> &'static str {
+    match (v6, restore) {
+        (false, false) => "iptables",
+        (true, false) => "ip6tables",
+        (false, true) => "iptables-restore",
+        (true, true) => "ip6tables-restore",
+    }
+}
+
+fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<bool, DaemonError> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| DaemonError::Netfilter(format!("cannot run {program}: {e} (apt-get install iptables)")))?;
+    if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin.write_all(text.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() && input.is_some() {
+        return Err(DaemonError::Netfilter(format!(
+            "{program} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(out.status.success())
+}
+
+/// Installs (or refreshes, after a crash) the chain and the jumps into it.
+pub fn install(c: &Config) -> Result<(), DaemonError> {
+    for v6 in [false, true] {
+        run(tool(v6, true), &["--noflush"], Some(&restore_script(c, v6)))?;
+        for hook in hooks(c) {
+            let exists = run(tool(v6, false), &["-C", hook, "-j", CHAIN], None)?;
+            if !exists && !run(tool(v6, false), &["-I", hook, "1", "-j", CHAIN], None)? {
+                return Err(DaemonError::Netfilter(format!("could not add the jump from {hook} to {CHAIN}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the jumps and the chain (a clean stop, or an administrator recovering after a crash).
+pub fn remove(c: &Config) -> Result<(), DaemonError> {
+    for v6 in [false, true] {
+        for hook in hooks(c) {
+            while run(tool(v6, false), &["-D", hook, "-j", CHAIN], None)? {}
+        }
+        run(tool(v6, false), &["-F", CHAIN], None)?;
+        run(tool(v6, false), &["-X", CHAIN], None)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_script_queues_tcp_udp_and_unreachables_and_skips_our_own_packets() {
+        let c = Config::parse("key_file = \"k\"\nhooks = \"host\"\nlocal_addrs = [\"10.0.0.1\"]\nqueue = 3\n").unwrap();
+        let s = restore_script(&c, false);
+        assert!(s.contains("--mark 0x47534950 -j RETURN"));
+        assert!(s.contains("-p tcp -j NFQUEUE --queue-num 3\n"), "fail closed: no bypass");
+        assert!(s.contains("--icmp-type destination-unreachable"));
+        assert!(restore_script(&c, true).contains("--icmpv6-type destination-unreachable"));
+        let open =
+            Config::parse("key_file = \"k\"\nhooks = \"host\"\nlocal_addrs = [\"10.0.0.1\"]\nfail_open = true\n")
+                .unwrap();
+        assert!(restore_script(&open, false).contains("--queue-bypass"));
+    }
+}

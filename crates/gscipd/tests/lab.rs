@@ -1,0 +1,244 @@
+//! gscipd on real Linux hosts: network namespaces, NFQUEUE, real sockets, a packet capture.
+//! Root only; these tests fail, never skip, when they cannot run.
+
+use gscip_lab::Lab;
+use gscip_sim::gms::BuiltinGms;
+use gscip_sim::Scenario;
+use gscipd::keyfile::KeyFile;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SCENARIO: &str = r#"
+name = "lan"
+[[group]]
+id = 1
+[[subnet]]
+name = "lan"
+prefix = "10.9.0.0/24"
+[[node]]
+name = "a"
+kind = "ges"
+mode = "open"
+groups = [1]
+interfaces = [{ subnet = "lan", address = "10.9.0.1" }]
+[[node]]
+name = "b"
+kind = "ges"
+mode = "closed"
+groups = [1]
+interfaces = [{ subnet = "lan", address = "10.9.0.2" }]
+[[node]]
+name = "t"
+kind = "term"
+interfaces = [{ subnet = "lan", address = "10.9.0.3" }]
+"#;
+
+/// Python helpers: a one-shot echo server and a client, for TCP and UDP.
+const APP: &str = r#"
+import socket, sys
+role, proto, host, port, payload = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5].encode()
+kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+s = socket.socket(socket.AF_INET, kind)
+s.settimeout(4)
+if role == "server":
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    if proto == "tcp":
+        s.listen(); c, _ = s.accept(); c.settimeout(4); d = c.recv(256); c.sendall(b"re:" + d)
+    else:
+        d, peer = s.recvfrom(256); s.sendto(b"re:" + d, peer)
+else:
+    try:
+        if proto == "tcp":
+            s.connect((host, port)); s.sendall(payload); print(s.recv(256).decode())
+        else:
+            s.sendto(payload, (host, port)); print(s.recvfrom(256)[0].decode())
+    except OSError as e:
+        print("ERROR", type(e).__name__, e)
+"#;
+
+const SNIFF: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(3))
+s.settimeout(0.1)
+out = open(sys.argv[1], "w")
+open(sys.argv[1] + ".ready", "w").close()
+while True:
+    try:
+        out.write(s.recv(65535).hex() + "\n"); out.flush()
+    except socket.timeout:
+        pass
+"#;
+
+struct Daemons(Vec<Child>);
+impl Drop for Daemons {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        }
+        for c in &mut self.0 {
+            let _ = c.wait();
+        }
+    }
+}
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gscipd-lab-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Builds the lab, enrolls every GE with the built-in GMS, writes key files and configs, and
+/// starts gscipd in each GE namespace.
+fn start(s: &Scenario, prefix: &str, work: &Path) -> (Lab, Daemons) {
+    let _ = gscip_lab::clean(prefix);
+    let lab = Lab::build(s, prefix).unwrap_or_else(|e| panic!("the lab must run here (root, iproute2): {e}"));
+    let groups: Vec<u16> = s.groups.iter().map(|g| g.id).collect();
+    let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let mut gms = BuiltinGms::new(7, &groups, epoch).unwrap();
+    let mut daemons = Vec::new();
+    for n in s.nodes.iter().filter(|n| n.kind.is_ge()) {
+        let kind = match n.kind {
+            gscip_sim::scenario::NodeKind::Ges => gscip_core::GeKind::Ges,
+            gscip_sim::scenario::NodeKind::Gen => gscip_core::GeKind::Gen,
+            _ => gscip_core::GeKind::Gea,
+        };
+        let mode = if n.mode == Some(gscip_sim::scenario::ModeDef::Open) {
+            gscip_core::Mode::Open
+        } else {
+            gscip_core::Mode::Closed
+        };
+        let e = gms.enroll(&n.name, kind, mode, &n.groups).unwrap();
+        let (seed, cert, trust, keys) = e.parts();
+        let kf = work.join(format!("{}.keys", n.name));
+        KeyFile::write(&kf, seed, cert, &trust, keys).unwrap();
+        let addrs: Vec<String> = n.interfaces.iter().map(|i| format!("\"{}\"", i.address)).collect();
+        let cfg = format!("key_file = \"{}\"\nhooks = \"host\"\nlocal_addrs = [{}]\n", kf.display(), addrs.join(", "));
+        let cf = work.join(format!("{}.toml", n.name));
+        std::fs::write(&cf, cfg).unwrap();
+        let log = std::fs::File::create(work.join(format!("{}.log", n.name))).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", lab.namespace(&n.name).unwrap(), env!("CARGO_BIN_EXE_gscipd"), "--config"])
+            .arg(&cf)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("gscipd");
+        daemons.push(child);
+        // Wait until its rules are in place.
+        let t0 = Instant::now();
+        while lab.exec(&n.name, "iptables", &["-C", "OUTPUT", "-j", "GSCIP"]).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "gscipd on {} did not start: {}",
+                n.name,
+                std::fs::read_to_string(work.join(format!("{}.log", n.name))).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    (lab, Daemons(daemons))
+}
+
+/// One application exchange: `from` sends `payload` to `to` at `addr:port`, which echoes it.
+struct Exchange<'a> {
+    from: &'a str,
+    to: &'a str,
+    addr: &'a str,
+    proto: &'a str,
+    port: u16,
+    payload: &'a str,
+}
+
+fn exchange(lab: &Lab, work: &Path, x: Exchange<'_>) -> String {
+    let Exchange { from, to, addr: to_addr, proto, port, payload } = x;
+    let app = work.join("app.py");
+    std::fs::write(&app, APP).unwrap();
+    let app = app.to_str().unwrap().to_owned();
+    let port_s = port.to_string();
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", lab.namespace(to).unwrap(), "python3", &app, "server", proto, to_addr, &port_s, "-"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    let out = lab
+        .exec(from, "python3", &[&app, "client", proto, to_addr, &port_s, payload])
+        .unwrap_or_else(|e| e.to_string());
+    let _ = Command::new("kill").arg(server.id().to_string()).status();
+    let _ = server.wait();
+    out.trim().to_owned()
+}
+
+fn hexs(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn ges_pairs_protect_their_flows_and_a_closed_ges_refuses_plain_terminals() {
+    let s = Scenario::parse(SCENARIO, "lan.toml").unwrap();
+    let work = dir("pair");
+    let (lab, daemons) = start(&s, "gstd1", &work);
+    // Capture everything on the LAN, in the switch namespace.
+    let sniff = work.join("sniff.py");
+    std::fs::write(&sniff, SNIFF).unwrap();
+    let cap = work.join("lan.cap");
+    let mut sniffer = Command::new("ip")
+        .args(["netns", "exec", "gstd1-sw", "python3", sniff.to_str().unwrap(), cap.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let ready = PathBuf::from(format!("{}.ready", cap.display()));
+    let t0 = Instant::now();
+    while !ready.exists() && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let udp_secret = "udp-secret-7f3a91c2";
+    let tcp_secret = "tcp-secret-4be0d177";
+    let plain = "plain-visible-91aa";
+    let r_udp = exchange(
+        &lab,
+        &work,
+        Exchange { from: "a", to: "b", addr: "10.9.0.2", proto: "udp", port: 5353, payload: udp_secret },
+    );
+    let r_tcp = exchange(
+        &lab,
+        &work,
+        Exchange { from: "a", to: "b", addr: "10.9.0.2", proto: "tcp", port: 8080, payload: tcp_secret },
+    );
+    let r_term = exchange(
+        &lab,
+        &work,
+        Exchange { from: "t", to: "b", addr: "10.9.0.2", proto: "udp", port: 5354, payload: "from-the-terminal" },
+    );
+    let r_plain = exchange(
+        &lab,
+        &work,
+        Exchange { from: "a", to: "t", addr: "10.9.0.3", proto: "udp", port: 5355, payload: plain },
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = sniffer.kill();
+    let _ = sniffer.wait();
+    drop(daemons);
+    let capture = std::fs::read_to_string(&cap).unwrap_or_default();
+    let logs: String =
+        ["a", "b"].iter().map(|n| std::fs::read_to_string(work.join(format!("{n}.log"))).unwrap_or_default()).collect();
+    eprintln!("{logs}\ncapture: {} frames", capture.lines().count());
+
+    assert_eq!(r_udp, format!("re:{udp_secret}"), "UDP a->b\n{logs}");
+    assert_eq!(r_tcp, format!("re:{tcp_secret}"), "TCP a->b\n{logs}");
+    assert!(r_term.starts_with("ERROR"), "the closed GES b must refuse a plain terminal: {r_term}\n{logs}");
+    assert_eq!(r_plain, format!("re:{plain}"), "a (open) talks in plaintext to a terminal\n{logs}");
+    assert!(!capture.is_empty(), "the capture saw nothing");
+    for secret in [udp_secret, tcp_secret, "re:udp-secret", "re:tcp-secret"] {
+        assert!(!capture.contains(&hexs(secret)), "{secret} crossed the LAN in clear");
+    }
+    assert!(capture.contains(&hexs(plain)), "the plaintext flow was not captured: the capture is blind");
+    assert!(!capture.contains(&hexs("re:from-the-terminal")), "b answered the terminal");
+    // A clean stop removed the rules.
+    assert!(lab.exec("a", "iptables", &["-C", "OUTPUT", "-j", "GSCIP"]).is_err());
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&work);
+}
