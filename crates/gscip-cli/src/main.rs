@@ -42,6 +42,16 @@ enum Command {
     /// The network-namespace lab (needs root).
     #[command(subcommand)]
     Lab(LabCommand),
+    /// Management load (seed 001 section 5): the configuration items an administrator sets for
+    /// a network with GSCIP and with IPsec/IKE, or changes between two networks.
+    LoadReport {
+        file: PathBuf,
+        /// Count the items to change to go from FILE's network to this one.
+        #[arg(long)]
+        compare: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -109,6 +119,44 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             }
+        }
+        Command::LoadReport { file, compare, json } => {
+            let load = |p: &PathBuf| gscip_sim::Scenario::from_file(p);
+            let before = match load(&file) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("gscip load-report: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let out = match compare {
+                None => {
+                    let c = gscip_load::count(&before);
+                    if json {
+                        serde_json::to_string_pretty(&gscip_load::report_json(&c)).unwrap_or_default() + "\n"
+                    } else {
+                        gscip_load::report_table(&c)
+                    }
+                }
+                Some(other) => {
+                    let after = match load(&other) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            eprintln!("gscip load-report: {e}");
+                            return ExitCode::from(2);
+                        }
+                    };
+                    let (b, a) = (gscip_load::count(&before), gscip_load::count(&after));
+                    let ch = gscip_load::compare(&before, &after);
+                    if json {
+                        serde_json::to_string_pretty(&gscip_load::compare_json(&b, &a, &ch)).unwrap_or_default() + "\n"
+                    } else {
+                        gscip_load::compare_table(&b, &a, &ch)
+                    }
+                }
+            };
+            print!("{out}");
+            ExitCode::SUCCESS
         }
         Command::Lab(LabCommand::Clean { prefix }) => match gscip_lab::clean(&prefix) {
             Ok(n) => {

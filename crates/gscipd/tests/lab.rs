@@ -66,7 +66,8 @@ out = open(sys.argv[1], "w")
 open(sys.argv[1] + ".ready", "w").close()
 while True:
     try:
-        out.write(s.recv(65535).hex() + "\n"); out.flush()
+        data, addr = s.recvfrom(65535)
+        out.write(addr[0] + " " + data.hex() + "\n"); out.flush()
     except socket.timeout:
         pass
 "#;
@@ -97,6 +98,7 @@ fn start(s: &Scenario, prefix: &str, work: &Path) -> (Lab, Daemons) {
     let groups: Vec<u16> = s.groups.iter().map(|g| g.id).collect();
     let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let mut gms = BuiltinGms::new(7, &groups, epoch).unwrap();
+    let topo = gscip_sim::topology::Topology::new(s);
     let mut daemons = Vec::new();
     for n in s.nodes.iter().filter(|n| n.kind.is_ge()) {
         let kind = match n.kind {
@@ -113,8 +115,19 @@ fn start(s: &Scenario, prefix: &str, work: &Path) -> (Lab, Daemons) {
         let (seed, cert, trust, keys) = e.parts();
         let kf = work.join(format!("{}.keys", n.name));
         KeyFile::write(&kf, seed, cert, &trust, keys).unwrap();
-        let addrs: Vec<String> = n.interfaces.iter().map(|i| format!("\"{}\"", i.address)).collect();
-        let cfg = format!("key_file = \"{}\"\nhooks = \"host\"\nlocal_addrs = [{}]\n", kf.display(), addrs.join(", "));
+        let idx = s.nodes.iter().position(|x| x.name == n.name).unwrap();
+        let quote = |v: Vec<String>| v.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+        let addrs = quote(n.interfaces.iter().map(|i| i.address.to_string()).collect());
+        let protected = quote(topo.protected(idx).iter().map(|p| p.to_string()).collect());
+        let hooks = match n.kind {
+            gscip_sim::scenario::NodeKind::Ges => "host",
+            gscip_sim::scenario::NodeKind::Gea => "bridge",
+            _ => "router",
+        };
+        let cfg = format!(
+            "key_file = \"{}\"\nhooks = \"{hooks}\"\nlocal_addrs = [{addrs}]\nprotected = [{protected}]\n",
+            kf.display()
+        );
         let cf = work.join(format!("{}.toml", n.name));
         std::fs::write(&cf, cfg).unwrap();
         let log = std::fs::File::create(work.join(format!("{}.log", n.name))).unwrap();
@@ -128,7 +141,8 @@ fn start(s: &Scenario, prefix: &str, work: &Path) -> (Lab, Daemons) {
         daemons.push(child);
         // Wait until its rules are in place.
         let t0 = Instant::now();
-        while lab.exec(&n.name, "iptables", &["-C", "OUTPUT", "-j", "GSCIP"]).is_err() {
+        let hook = if hooks == "host" { "OUTPUT" } else { "FORWARD" };
+        while lab.exec(&n.name, "iptables", &["-C", hook, "-j", "GSCIP"]).is_err() {
             assert!(
                 t0.elapsed() < Duration::from_secs(10),
                 "gscipd on {} did not start: {}",
@@ -172,6 +186,46 @@ fn exchange(lab: &Lab, work: &Path, x: Exchange<'_>) -> String {
     out.trim().to_owned()
 }
 
+/// Starts the capture in the switch namespace; returns the process and the file.
+fn capture(prefix: &str, work: &Path) -> (Child, PathBuf) {
+    let sniff = work.join("sniff.py");
+    std::fs::write(&sniff, SNIFF).unwrap();
+    let cap = work.join("links.cap");
+    let child = Command::new("ip")
+        .args(["netns", "exec", &format!("{prefix}-sw"), "python3", sniff.to_str().unwrap(), cap.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let ready = PathBuf::from(format!("{}.ready", cap.display()));
+    let t0 = Instant::now();
+    while !ready.exists() && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (child, cap)
+}
+
+/// The capture's frames on the switch ports of the nodes attached to `subnet`.
+fn frames_on(capture: &str, s: &Scenario, subnet: &str) -> Vec<String> {
+    let ports: Vec<String> = s
+        .nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(ni, n)| {
+            n.interfaces.iter().enumerate().filter(|(_, i)| i.subnet == subnet).map(move |(k, _)| format!("v{ni}-{k}"))
+        })
+        .collect();
+    capture
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|(port, _)| ports.iter().any(|p| p == port))
+        .map(|(_, hex)| hex.to_owned())
+        .collect()
+}
+
+fn seen(frames: &[String], text: &str) -> bool {
+    let h = hexs(text);
+    frames.iter().any(|f| f.contains(&h))
+}
+
 fn hexs(s: &str) -> String {
     s.bytes().map(|b| format!("{b:02x}")).collect()
 }
@@ -182,18 +236,7 @@ fn ges_pairs_protect_their_flows_and_a_closed_ges_refuses_plain_terminals() {
     let work = dir("pair");
     let (lab, daemons) = start(&s, "gstd1", &work);
     // Capture everything on the LAN, in the switch namespace.
-    let sniff = work.join("sniff.py");
-    std::fs::write(&sniff, SNIFF).unwrap();
-    let cap = work.join("lan.cap");
-    let mut sniffer = Command::new("ip")
-        .args(["netns", "exec", "gstd1-sw", "python3", sniff.to_str().unwrap(), cap.to_str().unwrap()])
-        .spawn()
-        .unwrap();
-    let ready = PathBuf::from(format!("{}.ready", cap.display()));
-    let t0 = Instant::now();
-    while !ready.exists() && t0.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let (mut sniffer, cap) = capture("gstd1", &work);
 
     let udp_secret = "udp-secret-7f3a91c2";
     let tcp_secret = "tcp-secret-4be0d177";
@@ -223,6 +266,7 @@ fn ges_pairs_protect_their_flows_and_a_closed_ges_refuses_plain_terminals() {
     let _ = sniffer.wait();
     drop(daemons);
     let capture = std::fs::read_to_string(&cap).unwrap_or_default();
+    let capture = frames_on(&capture, &s, "lan").join("\n");
     let logs: String =
         ["a", "b"].iter().map(|n| std::fs::read_to_string(work.join(format!("{n}.log"))).unwrap_or_default()).collect();
     eprintln!("{logs}\ncapture: {} frames", capture.lines().count());
@@ -239,6 +283,96 @@ fn ges_pairs_protect_their_flows_and_a_closed_ges_refuses_plain_terminals() {
     assert!(!capture.contains(&hexs("re:from-the-terminal")), "b answered the terminal");
     // A clean stop removed the rules.
     assert!(lab.exec("a", "iptables", &["-C", "OUTPUT", "-j", "GSCIP"]).is_err());
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+const ROUTED: &str = r#"
+name = "routed"
+[[group]]
+id = 1
+[[group]]
+id = 3
+[[subnet]]
+name = "lan"
+prefix = "10.1.0.0/24"
+[[subnet]]
+name = "net1"
+prefix = "10.0.1.0/24"
+[[node]]
+name = "gen"
+kind = "gen"
+mode = "closed"
+groups = [1]
+interfaces = [{ subnet = "net1", address = "10.0.1.1" }, { subnet = "lan", address = "10.1.0.1", inside = true }]
+[[node]]
+name = "term"
+kind = "term"
+interfaces = [{ subnet = "lan", address = "10.1.0.10" }]
+gateway = "10.1.0.1"
+[[node]]
+name = "ges1"
+kind = "ges"
+mode = "open"
+groups = [1]
+interfaces = [{ subnet = "lan", address = "10.1.0.11" }]
+gateway = "10.1.0.1"
+[[node]]
+name = "ges4"
+kind = "ges"
+mode = "open"
+groups = [1]
+interfaces = [{ subnet = "net1", address = "10.0.1.4" }]
+routes = [{ to = "10.1.0.0/24", via = "10.0.1.1" }]
+[[node]]
+name = "ges3"
+kind = "ges"
+mode = "open"
+groups = [3]
+interfaces = [{ subnet = "net1", address = "10.0.1.3" }]
+routes = [{ to = "10.1.0.0/24", via = "10.0.1.1" }]
+"#;
+
+#[test]
+fn a_closed_gen_protects_its_terminals_and_keeps_its_boundary() {
+    let s = Scenario::parse(ROUTED, "routed.toml").unwrap();
+    let work = dir("gen");
+    let (lab, daemons) = start(&s, "gstd2", &work);
+    let (mut sniffer, cap) = capture("gstd2", &work);
+    let x = |from, to, addr, proto, port, payload| Exchange { from, to, addr, proto, port, payload };
+    // term -> ges4: the GEN encrypts for its terminal (group 1).
+    let r1 = exchange(&lab, &work, x("term", "ges4", "10.0.1.4", "tcp", 8080, "term-to-ges4-5d1e"));
+    // ges1 -> ges4: ges1 encrypts itself, the GEN relays.
+    let r2 = exchange(&lab, &work, x("ges1", "ges4", "10.0.1.4", "udp", 5353, "ges1-to-ges4-a0c3"));
+    // ges1 -> ges3: no common group, the GEN is closed: discarded (at ges1, at once).
+    let r3 = exchange(&lab, &work, x("ges1", "ges3", "10.0.1.3", "udp", 5354, "ges1-to-ges3-77b2"));
+    // term -> ges3: the GEN and ges3 share no group: discarded at the GEN.
+    let r4 = exchange(&lab, &work, x("term", "ges3", "10.0.1.3", "tcp", 8081, "term-to-ges3-e9f0"));
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = sniffer.kill();
+    let _ = sniffer.wait();
+    drop(daemons);
+    let capture = std::fs::read_to_string(&cap).unwrap_or_default();
+    let logs: String = ["gen", "ges1", "ges4", "ges3"]
+        .iter()
+        .map(|n| std::fs::read_to_string(work.join(format!("{n}.log"))).unwrap_or_default())
+        .collect();
+    eprintln!("{logs}");
+    let lan = frames_on(&capture, &s, "lan");
+    let net1 = frames_on(&capture, &s, "net1");
+    assert!(!lan.is_empty() && !net1.is_empty(), "the capture is blind");
+
+    assert_eq!(r1, "re:term-to-ges4-5d1e", "term -> ges4\n{logs}");
+    assert!(seen(&lan, "term-to-ges4-5d1e"), "inside the GEN the terminal talks in clear");
+    assert!(!seen(&net1, "term-to-ges4-5d1e") && !seen(&net1, "re:term-to-ges4"), "in clear beyond the GEN");
+
+    assert_eq!(r2, "re:ges1-to-ges4-a0c3", "ges1 -> ges4\n{logs}");
+    assert!(!seen(&lan, "ges1-to-ges4-a0c3") && !seen(&net1, "ges1-to-ges4-a0c3"), "ges1's flow in clear");
+
+    assert!(r3.starts_with("ERROR"), "ges1 -> ges3 must fail: {r3}");
+    assert!(!seen(&net1, "ges1-to-ges3-77b2"), "a discarded flow crossed the GEN");
+    assert!(r4.starts_with("ERROR"), "term -> ges3 must fail: {r4}");
+    assert!(!seen(&net1, "term-to-ges3-e9f0"), "a discarded flow crossed the GEN");
     drop(lab);
     let _ = std::fs::remove_dir_all(&work);
 }

@@ -1,0 +1,110 @@
+//! Which elements must protect traffic between which others: SPEC section 3 applied to every
+//! pair of hosts of a scenario. This is what an IPsec administrator has to configure by hand
+//! (seed 001 §5.2: "ST1 and ST2 need transport-mode policies for each other, ST2 and ST3 for
+//! the server, ..."), and what GSCIP's DPRP works out by itself at the start of each flow.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use gscip_core::group::GroupId;
+use gscip_core::policy::{decide, FlowAction, Outcome, PathGe};
+use gscip_sim::scenario::{ModeDef, NodeKind};
+use gscip_sim::topology::{NodeId, Topology};
+use gscip_sim::Scenario;
+use gscip_wire::dprp::{Mode, Side};
+
+/// Two hosts that may talk to each other, and the group that protects them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Protects {
+    pub a: String,
+    pub b: String,
+    pub group: u16,
+}
+
+/// The result of applying SPEC section 3 to every pair of hosts.
+#[derive(Debug, Default)]
+pub(crate) struct Analysis {
+    /// Element pairs (lower node index first) that protect some host pair, with those pairs.
+    pub sa: BTreeMap<(NodeId, NodeId), BTreeSet<Protects>>,
+    /// Gateways (router GEs) that must pass traffic they do not protect themselves
+    /// (SPEC `relay` or `plain`), with the host pairs concerned.
+    pub passes: BTreeMap<NodeId, BTreeSet<(String, String)>>,
+}
+
+/// Hosts: the nodes whose users communicate. GES hosts and plain hosts (terminals and the
+/// servers behind a GEA); routers (GEN, GNAT, GSRA, plain routers, NATs) only forward.
+fn is_host(s: &Scenario, n: NodeId) -> bool {
+    let node = &s.nodes[n];
+    matches!(node.kind, NodeKind::Ges | NodeKind::Term) && !node.interfaces.is_empty()
+}
+
+fn mode_of(m: Option<ModeDef>) -> Mode {
+    match m {
+        Some(ModeDef::Open) => Mode::Open,
+        _ => Mode::Closed,
+    }
+}
+
+/// Applies SPEC section 3 to every unordered pair of hosts, for every IP family both have,
+/// along the path the simulator's routing gives (longest prefix, then gateway; through the
+/// GEA in front of a server). A pair that cannot reach each other in both directions cannot
+/// communicate and needs nothing.
+pub(crate) fn analyse(s: &Scenario, topo: &Topology) -> Analysis {
+    let mut out = Analysis::default();
+    let hosts: Vec<NodeId> = (0..s.nodes.len()).filter(|&n| is_host(s, n)).collect();
+    for (x, &i) in hosts.iter().enumerate() {
+        for &j in &hosts[x + 1..] {
+            for v4 in [true, false] {
+                let first = |n: NodeId| topo.addresses(n).find(|a: &IpAddr| a.is_ipv4() == v4);
+                let (Some(src), Some(dst)) = (first(i), first(j)) else { continue };
+                let (Some(hops), Some(_)) = (topo.trace(i, dst), topo.trace(j, src)) else { continue };
+                let mut path: Vec<NodeId> = std::iter::once(i).chain(hops.iter().map(|h| h.node)).collect();
+                path.dedup();
+                let ges: Vec<NodeId> = path.into_iter().filter(|&n| topo.kinds[n].is_ge()).collect();
+                let pges: Vec<PathGe> = ges
+                    .iter()
+                    .map(|&n| {
+                        let prot = topo.protected(n);
+                        let inside = |a: IpAddr| topo.owns(n, a) || prot.iter().any(|p| p.contains(&a));
+                        let side = match (inside(src), inside(dst)) {
+                            (true, false) => Side::Source,
+                            (false, true) => Side::Destination,
+                            _ => Side::Transit,
+                        };
+                        let def = &s.nodes[n];
+                        PathGe {
+                            name: def.name.clone(),
+                            mode: mode_of(def.mode),
+                            side,
+                            groups: def.groups.iter().map(|&g| GroupId(g)).collect(),
+                        }
+                    })
+                    .collect();
+                let d = decide(&pges);
+                let pair = (s.nodes[i].name.clone(), s.nodes[j].name.clone());
+                if let Outcome::Protected { encryptor, decryptor, group } = d.outcome {
+                    let (Some(&e), Some(&f)) = (ges.get(encryptor), ges.get(decryptor)) else { continue };
+                    if e == f {
+                        continue;
+                    }
+                    let key = (e.min(f), e.max(f));
+                    out.sa.entry(key).or_default().insert(Protects {
+                        a: pair.0.clone(),
+                        b: pair.1.clone(),
+                        group: group.0,
+                    });
+                }
+                for (k, a) in d.actions.iter().enumerate() {
+                    if matches!(a, FlowAction::Relay | FlowAction::Plain) {
+                        if let Some(&g) = ges.get(k) {
+                            if topo.kinds[g].is_router() {
+                                out.passes.entry(g).or_default().insert(pair.clone());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
