@@ -8,6 +8,7 @@
 //! queue = 0                           # NFQUEUE number
 //! fail_open = false                   # open GEs only: let traffic pass if the daemon is gone
 //! aead = "aes-256-gcm"                # or "chacha20-poly1305"
+//! bridge = "br0"                      # GEA only: the bridge it sends its own packets on
 //! ```
 
 use crate::DaemonError;
@@ -44,6 +45,9 @@ pub struct Config {
     pub fail_open: bool,
     #[serde(default)]
     pub aead: Option<String>,
+    /// GEA: the bridge it stands on.
+    #[serde(default)]
+    pub bridge: Option<String>,
 }
 
 impl Config {

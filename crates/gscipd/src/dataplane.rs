@@ -13,6 +13,7 @@
 //! cannot block in `poll()` with the engine's timeout; it receives without blocking and sleeps
 //! 100 µs when idle (issue "Performance" replaces this loop).
 
+use crate::link::LinkSender;
 use crate::{DaemonError, OWN_MARK};
 use gscip_core::engine::{Event, TransmitKind, Verdict};
 use gscip_core::{Engine, Timestamp};
@@ -60,19 +61,28 @@ impl RawSender {
     }
 }
 
+/// How the daemon sends the packets it originates.
+#[derive(Debug)]
+pub enum Injector {
+    /// Routed, through raw IP sockets (GES, GEN).
+    Ip(RawSender),
+    /// As frames on a bridge (GEA).
+    Link(LinkSender),
+}
+
 /// The daemon's loop state.
 #[allow(missing_debug_implementations)] // nfq's types have no Debug
 pub struct Dataplane {
     pub engine: Engine,
     queue: nfq::Queue,
-    raw: RawSender,
+    raw: Injector,
     held: HashMap<u64, nfq::Message>,
     next_tag: u64,
 }
 
 impl Dataplane {
     /// Binds the NFQUEUE (before the rules that feed it are installed).
-    pub fn new(engine: Engine, queue_num: u16) -> Result<Self, DaemonError> {
+    pub fn new(engine: Engine, queue_num: u16, raw: Injector) -> Result<Self, DaemonError> {
         let nf = |e: std::io::Error| DaemonError::Netfilter(format!("NFQUEUE {queue_num}: {e}"));
         let mut queue = nfq::Queue::open().map_err(nf)?;
         queue.bind(queue_num).map_err(nf)?;
@@ -80,7 +90,7 @@ impl Dataplane {
         queue.set_queue_max_len(queue_num, 8192).map_err(nf)?;
         queue.set_copy_range(queue_num, 0xffff).map_err(nf)?;
         queue.set_nonblocking(true);
-        Ok(Dataplane { engine, queue, raw: RawSender::new()?, held: HashMap::new(), next_tag: 1 })
+        Ok(Dataplane { engine, queue, raw, held: HashMap::new(), next_tag: 1 })
     }
 
     /// Runs until `stop` is set.
@@ -115,6 +125,9 @@ impl Dataplane {
     }
 
     fn handle(&mut self, mut msg: nfq::Message) -> Result<(), DaemonError> {
+        if let Injector::Link(l) = &mut self.raw {
+            l.learn(msg.get_payload(), msg.get_hw_addr());
+        }
         let mut buf = msg.get_payload().to_vec();
         let len_before = buf.len();
         let tag = self.next_tag;
@@ -160,7 +173,11 @@ impl Dataplane {
                     }
                 }
                 TransmitKind::Control | TransmitKind::Reject => {
-                    if let Err(e) = self.raw.send(&t.packet) {
+                    let sent = match &self.raw {
+                        Injector::Ip(r) => r.send(&t.packet),
+                        Injector::Link(l) => l.send(&t.packet),
+                    };
+                    if let Err(e) = sent {
                         eprintln!("gscipd: sending a {:?} packet failed: {e}", t.kind);
                     }
                 }

@@ -6,14 +6,16 @@
 //!   replaces it with issue "gmsd");
 //! * [`rules`]: the daemon's own netfilter chain, installed and removed atomically with
 //!   `iptables-restore`;
-//! * [`dataplane`]: the NFQUEUE loop and raw-socket injection.
+//! * [`dataplane`]: the NFQUEUE loop and raw-socket injection;
+//! * [`link`]: layer-2 injection for a GEA (a bridge without an address).
 //!
-//! See `docs/gscipd.md`.
-#![forbid(unsafe_code)]
+//! See `docs/gscipd.md`. The only `unsafe` is building a `sockaddr_ll` in [`link`].
+#![deny(unsafe_code)]
 
 pub mod config;
 pub mod dataplane;
 pub mod keyfile;
+pub mod link;
 pub mod rules;
 
 /// Packets the daemon sends itself carry this netfilter mark, so its own rules let them pass

@@ -4,8 +4,10 @@
 use clap::Parser;
 use gscip_core::keysource::KeySource;
 use gscipd::config::Config;
-use gscipd::dataplane::Dataplane;
+use gscipd::config::Hooks;
+use gscipd::dataplane::{Dataplane, Injector, RawSender};
 use gscipd::keyfile::KeyFile;
+use gscipd::link::LinkSender;
 use gscipd::{rules, DaemonError};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,7 +50,11 @@ fn run(args: &Args) -> Result<(), DaemonError> {
     let s = stop.clone();
     ctrlc::set_handler(move || s.store(true, Ordering::Relaxed))
         .map_err(|e| DaemonError::Configuration(format!("signal handler: {e}")))?;
-    let mut dp = Dataplane::new(engine, cfg.queue)?;
+    let injector = match cfg.hooks {
+        Hooks::Bridge => Injector::Link(LinkSender::new(cfg.bridge.as_deref().unwrap_or("br0"))?),
+        Hooks::Host | Hooks::Router => Injector::Ip(RawSender::new()?),
+    };
+    let mut dp = Dataplane::new(engine, cfg.queue, injector)?;
     rules::install(&cfg)?;
     eprintln!("gscipd {}: running on queue {} ({:?} hooks)", dp.engine.name(), cfg.queue, cfg.hooks);
     let result = dp.run(&stop);

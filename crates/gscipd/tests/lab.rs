@@ -203,16 +203,31 @@ fn capture(prefix: &str, work: &Path) -> (Child, PathBuf) {
     (child, cap)
 }
 
-/// The capture's frames on the switch ports of the nodes attached to `subnet`.
-fn frames_on(capture: &str, s: &Scenario, subnet: &str) -> Vec<String> {
-    let ports: Vec<String> = s
-        .nodes
-        .iter()
-        .enumerate()
-        .flat_map(|(ni, n)| {
-            n.interfaces.iter().enumerate().filter(|(_, i)| i.subnet == subnet).map(move |(k, _)| format!("v{ni}-{k}"))
-        })
-        .collect();
+/// The capture's frames on the switch ports of a link: a subnet, or `GEA:inside` (the link
+/// between a GEA and its servers).
+fn frames_on(capture: &str, s: &Scenario, link: &str) -> Vec<String> {
+    let gea_of = |name: &str| s.nodes.iter().position(|g| g.protects.iter().any(|p| p == name));
+    let mut ports: Vec<String> = Vec::new();
+    for (ni, n) in s.nodes.iter().enumerate() {
+        for (k, i) in n.interfaces.iter().enumerate() {
+            let on = match gea_of(&n.name) {
+                Some(gi) => link == format!("{}:inside", s.nodes[gi].name),
+                None => i.subnet == link,
+            };
+            if on {
+                ports.push(format!("v{ni}-{k}"));
+            }
+        }
+        if !n.protects.is_empty() {
+            let subnet = n.protects.iter().find_map(|srv| s.nodes.iter().find(|x| &x.name == srv)?.interfaces.first());
+            if subnet.is_some_and(|i| i.subnet == link) {
+                ports.push(format!("g{ni}o"));
+            }
+            if link == format!("{}:inside", n.name) {
+                ports.push(format!("g{ni}i"));
+            }
+        }
+    }
     capture
         .lines()
         .filter_map(|l| l.split_once(' '))
@@ -373,6 +388,75 @@ fn a_closed_gen_protects_its_terminals_and_keeps_its_boundary() {
     assert!(!seen(&net1, "ges1-to-ges3-77b2"), "a discarded flow crossed the GEN");
     assert!(r4.starts_with("ERROR"), "term -> ges3 must fail: {r4}");
     assert!(!seen(&net1, "term-to-ges3-e9f0"), "a discarded flow crossed the GEN");
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+const SERVER: &str = r#"
+name = "server"
+[[group]]
+id = 2
+[[group]]
+id = 3
+[[subnet]]
+name = "net1"
+prefix = "10.0.1.0/24"
+[[node]]
+name = "ges3"
+kind = "ges"
+mode = "open"
+groups = [3]
+interfaces = [{ subnet = "net1", address = "10.0.1.3" }]
+[[node]]
+name = "term"
+kind = "term"
+interfaces = [{ subnet = "net1", address = "10.0.1.9" }]
+[[node]]
+name = "server"
+kind = "term"
+interfaces = [{ subnet = "net1", address = "10.0.1.100" }]
+[[node]]
+name = "gea"
+kind = "gea"
+mode = "closed"
+groups = [2, 3]
+protects = ["server"]
+"#;
+
+#[test]
+fn a_gea_protects_its_server_transparently() {
+    let s = Scenario::parse(SERVER, "server.toml").unwrap();
+    let work = dir("gea");
+    let (lab, daemons) = start(&s, "gstd3", &work);
+    let (mut sniffer, cap) = capture("gstd3", &work);
+    let x = |from, to, addr, proto, port, payload| Exchange { from, to, addr, proto, port, payload };
+    let r1 = exchange(&lab, &work, x("ges3", "server", "10.0.1.100", "tcp", 443, "ges3-to-server-c4d2"));
+    let r2 = exchange(&lab, &work, x("ges3", "server", "10.0.1.100", "udp", 53, "ges3-to-server-udp-19e7"));
+    let r3 = exchange(&lab, &work, x("term", "server", "10.0.1.100", "udp", 54, "term-to-server-8b31"));
+    std::thread::sleep(Duration::from_millis(200));
+    let _ = sniffer.kill();
+    let _ = sniffer.wait();
+    drop(daemons);
+    let capture = std::fs::read_to_string(&cap).unwrap_or_default();
+    let logs: String = ["gea", "ges3"]
+        .iter()
+        .map(|n| std::fs::read_to_string(work.join(format!("{n}.log"))).unwrap_or_default())
+        .collect();
+    eprintln!("{logs}");
+    let net1 = frames_on(&capture, &s, "net1");
+    let inside = frames_on(&capture, &s, "gea:inside");
+    assert!(!net1.is_empty() && !inside.is_empty(), "the capture is blind");
+    assert_eq!(r1, "re:ges3-to-server-c4d2", "TCP ges3 -> server\n{logs}");
+    assert_eq!(r2, "re:ges3-to-server-udp-19e7", "UDP ges3 -> server\n{logs}");
+    for secret in ["ges3-to-server-c4d2", "ges3-to-server-udp-19e7"] {
+        assert!(!seen(&net1, secret), "{secret} in clear on net1");
+        assert!(seen(&inside, secret), "{secret} should reach the server in clear on its own link");
+    }
+    assert!(r3.starts_with("ERROR"), "the closed GEA must refuse a plain terminal: {r3}");
+    assert!(!seen(&inside, "term-to-server-8b31"), "the terminal's packet crossed the GEA");
+    // The server was not touched: it has only its own address.
+    let addrs = lab.exec("server", "ip", &["-o", "-4", "addr", "show", "scope", "global"]).unwrap();
+    assert_eq!(addrs.lines().count(), 1, "{addrs}");
     drop(lab);
     let _ = std::fs::remove_dir_all(&work);
 }
