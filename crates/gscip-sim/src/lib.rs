@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod gms;
+pub mod paths;
 pub mod report;
 pub mod scenario;
 pub mod sim;

@@ -3,14 +3,14 @@
 //! a unique random payload each way.
 
 use crate::gms::BuiltinGms;
-use crate::report::{FlowReport, Report};
-use crate::scenario::{FlowDef, ModeDef, NodeKind, Outcome as ExpectOutcome, Proto, Scenario};
+use crate::paths::{flow_report, FlowPath, Observation, ObservedDecision};
+use crate::report::Report;
+use crate::scenario::{FlowDef, ModeDef, NodeKind, Proto, Scenario};
 use crate::topology::{Hop, NodeId, Topology};
 use gscip_core::engine::{Engine, Event, GeConfig, TransmitKind, Verdict};
-use gscip_core::group::GroupId;
 use gscip_core::keysource::KeySource;
-use gscip_core::policy::{decide, FlowAction, Outcome, PathGe};
-use gscip_core::{GeKind, Mode, Side, Timestamp};
+use gscip_core::policy::{FlowAction, Outcome};
+use gscip_core::{GeKind, Mode, Timestamp};
 use gscip_wire::icmp::{emit_error, IcmpErrorKind, IcmpErrorRepr};
 use gscip_wire::ip::{tcp_flags, Datagram, DatagramRepr, Ipv4Packet, Ipv6Packet};
 use gscip_wire::{dprp, Cid, L4Proto};
@@ -94,9 +94,7 @@ struct FlowState {
     retransmissions: u32,
     /// (time, link) where a payload was seen in clear.
     plaintext: Vec<(u64, String)>,
-    /// Links in path order from client to server, and the GE nodes on the path.
-    path_links: Vec<String>,
-    path_nodes: Vec<NodeId>,
+    path: FlowPath,
     base_latency_us: u64,
 }
 
@@ -253,13 +251,8 @@ impl Simulation {
         for (i, f) in defs.into_iter().enumerate() {
             let client = self.topo.by_name[&f.from];
             let server = self.topo.by_name[&f.to];
-            let caddrs: Vec<IpAddr> = self.topo.addresses(client).collect();
-            let saddrs: Vec<IpAddr> = self.topo.addresses(server).collect();
-            let Some((src, dst)) =
-                saddrs.iter().find_map(|d| caddrs.iter().find(|s| s.is_ipv4() == d.is_ipv4()).map(|s| (*s, *d)))
-            else {
-                return Err(SimError::Setup(format!("flow {:?}: {} and {} share no IP family", f.name, f.from, f.to)));
-            };
+            let path = FlowPath::new(&self.scenario, &self.topo, &f).map_err(SimError::Setup)?;
+            let (src, dst) = (path.src, path.dst);
             let proto = match f.proto {
                 Proto::Tcp => L4Proto::Tcp,
                 Proto::Udp => L4Proto::Udp,
@@ -269,16 +262,7 @@ impl Simulation {
             let mut p2 = vec![0u8; PAYLOAD_LEN];
             self.rng.fill_bytes(&mut p1);
             self.rng.fill_bytes(&mut p2);
-            let (Some(hops), Some(_)) = (self.topo.trace(client, dst), self.topo.trace(server, src)) else {
-                return Err(SimError::Setup(format!(
-                    "flow {:?}: no route between {} ({src}) and {} ({dst}) in one direction or both; \
-                     check the routes and gateways",
-                    f.name, f.from, f.to
-                )));
-            };
-            let mut path_nodes: Vec<NodeId> = std::iter::once(client).chain(hops.iter().map(|h| h.node)).collect();
-            path_nodes.dedup();
-            let base = hops.len() as u64 * self.scenario.sim.delay_us;
+            let base = path.links.len() as u64 * self.scenario.sim.delay_us;
             self.flows.push(FlowState {
                 def: f,
                 client,
@@ -297,8 +281,7 @@ impl Simulation {
                 failed_early: false,
                 retransmissions: 0,
                 plaintext: Vec::new(),
-                path_links: hops.iter().map(|h| h.link.clone()).collect(),
-                path_nodes,
+                path,
                 base_latency_us: base,
             });
             let at = self.now + 1_000 + i as u64 * FLOW_SPACING_US;
@@ -778,122 +761,43 @@ impl Simulation {
 
     // ----- the report --------------------------------------------------------------------
 
-    /// The policy's own answer for a flow, computed from the scenario (not from the engines):
-    /// the reference the plaintext checks compare against.
-    fn reference(&self, f: &FlowState) -> (Vec<NodeId>, crate::SimDecision) {
-        let ges: Vec<NodeId> = f.path_nodes.iter().copied().filter(|&n| self.topo.kinds[n].is_ge()).collect();
-        let path: Vec<PathGe> = ges
-            .iter()
-            .map(|&n| {
-                let prot = self.topo.protected(n);
-                let inside = |a: IpAddr| self.topo.owns(n, a) || prot.iter().any(|p| p.contains(&a));
-                let side = match (inside(f.cid.src), inside(f.cid.dst)) {
-                    (true, false) => Side::Source,
-                    (false, true) => Side::Destination,
-                    _ => Side::Transit,
-                };
-                let def = &self.scenario.nodes[n];
-                PathGe {
-                    name: def.name.clone(),
-                    mode: core_mode(def.mode),
-                    side,
-                    groups: def.groups.iter().map(|&g| GroupId(g)).collect(),
-                }
-            })
-            .collect();
-        (ges, decide(&path))
-    }
-
     fn report(&self) -> Report {
         let mut flows = Vec::new();
         let mut leaks = 0;
         for f in &self.flows {
-            let (ges, reference) = self.reference(f);
+            let key = f.cid.canonical();
+            let decisions = f
+                .path
+                .ges
+                .iter()
+                .filter_map(|&n| {
+                    let (cid, action, s) = self.decisions[n].get(&key)?;
+                    Some((
+                        n,
+                        ObservedDecision {
+                            same_direction: *cid == f.cid,
+                            action: *action,
+                            group: s.group.map(|g| g.0),
+                            encrypted_by: s.encrypted_by.clone(),
+                            decrypted_by: s.decrypted_by.clone(),
+                        },
+                    ))
+                })
+                .collect();
             let delivered = f.got_p1 && f.got_p2 && f.rounds == ROUNDS;
-            let flow_key = f.cid.canonical();
-            let mut actions = serde_json::Map::new();
-            let mut encrypted = false;
-            for &n in &ges {
-                let name = self.topo.names[n].clone();
-                let a =
-                    self.decisions[n].get(&flow_key).map(|(cid, a, _)| if *cid == f.cid { *a } else { a.reversed() });
-                let a = a.unwrap_or(if delivered { FlowAction::Relay } else { FlowAction::Discard });
-                encrypted |= matches!(a, FlowAction::Encrypt | FlowAction::Decrypt);
-                actions.insert(name, serde_json::Value::String(a.as_str().to_owned()));
-            }
-            let outcome = if !delivered {
-                ExpectOutcome::Discarded
-            } else if encrypted {
-                ExpectOutcome::Protected
-            } else {
-                ExpectOutcome::Plaintext
-            };
-            let summary = ges.iter().find_map(|&n| self.decisions[n].get(&flow_key));
-            let (group, enc, dec) = match (outcome, summary) {
-                (ExpectOutcome::Protected, Some((cid, _, s))) => {
-                    let (e, d) = if *cid == f.cid {
-                        (s.encrypted_by.clone(), s.decrypted_by.clone())
-                    } else {
-                        (s.decrypted_by.clone(), s.encrypted_by.clone())
-                    };
-                    (s.group.map(|g| g.0), e, d)
-                }
-                _ => (None, None, None),
-            };
-            let discarded_at = if outcome == ExpectOutcome::Discarded {
-                ges.iter()
-                    .find(|&&n| self.discards[n].contains_key(&flow_key))
-                    .or_else(|| {
-                        ges.iter()
-                            .find(|&&n| actions.get(&self.topo.names[n]).and_then(|v| v.as_str()) == Some("discard"))
-                    })
-                    .map(|&n| self.topo.names[n].clone())
-            } else {
-                None
-            };
-            // Payload in clear, in path order.
-            let mut plaintext_on: Vec<String> = Vec::new();
-            let mut extra: Vec<String> = Vec::new();
-            for l in &f.path_links {
-                if f.plaintext.iter().any(|(_, x)| x == l) {
-                    plaintext_on.push(l.clone());
-                }
-            }
-            for (_, l) in &f.plaintext {
-                if !f.path_links.contains(l) {
-                    extra.push(l.clone());
-                }
-            }
-            plaintext_on.extend(extra);
-            let must_be_protected = protected_links(f, &ges, &reference);
-            let leaked = plaintext_on.iter().any(|l| must_be_protected.contains(l));
-            if leaked {
-                leaks += 1;
-            }
-            let setup_us = match (f.started, f.first_arrival) {
-                (Some(s), Some(a)) if delivered => Some((a - s).saturating_sub(f.base_latency_us)),
-                _ => None,
-            };
-            let expect = f.def.expect;
-            let as_expected = expect.is_none_or(|e| e == outcome) && f.def.group.is_none_or(|g| group == Some(g));
-            flows.push(FlowReport {
-                name: f.def.name.clone(),
-                from: f.def.from.clone(),
-                to: f.def.to.clone(),
-                proto: f.def.proto.as_str().to_owned(),
-                port: f.def.port,
-                outcome: outcome.as_str().to_owned(),
+            let obs = Observation {
                 delivered,
-                group,
-                encrypted_by: enc,
-                decrypted_by: dec,
-                discarded_at,
-                actions,
-                plaintext_on,
-                setup_us,
-                expect: expect.map(|e| e.as_str().to_owned()),
-                as_expected,
-            });
+                decisions,
+                discarded_by: f.path.ges.iter().copied().filter(|&n| self.discards[n].contains_key(&key)).collect(),
+                plaintext_links: f.plaintext.iter().map(|(_, l)| l.clone()).collect(),
+                setup_us: match (f.started, f.first_arrival) {
+                    (Some(s), Some(a)) => Some((a - s).saturating_sub(f.base_latency_us)),
+                    _ => None,
+                },
+            };
+            let (report, leaked) = flow_report(&f.def, &f.path, &self.topo, &obs);
+            leaks += usize::from(leaked);
+            flows.push(report);
         }
         let summary = Report::summarize(&flows, leaks);
         Report { scenario: self.scenario.name.clone(), engine: "sim".into(), flows, summary }
@@ -901,24 +805,7 @@ impl Simulation {
 
     /// The reference outcome of every flow (for tests comparing engines and policy).
     pub fn reference_outcomes(&self) -> Vec<(String, Outcome)> {
-        self.flows.iter().map(|f| (f.def.name.clone(), self.reference(f).1.outcome)).collect()
-    }
-}
-
-/// Links of the flow's path on which the policy says its payload must never be in clear:
-/// between the protecting pair, or past the GE that discards it.
-fn protected_links(f: &FlowState, ges: &[NodeId], d: &crate::SimDecision) -> Vec<String> {
-    let pos = |node: NodeId| f.path_nodes.iter().position(|&n| n == node);
-    match d.outcome {
-        Outcome::Protected { encryptor, decryptor, .. } => {
-            let (Some(e), Some(dd)) = (pos(ges[encryptor]), pos(ges[decryptor])) else { return Vec::new() };
-            f.path_links[e.min(dd)..e.max(dd)].to_vec()
-        }
-        Outcome::Discarded { at } => {
-            let Some(p) = pos(ges[at]) else { return Vec::new() };
-            f.path_links[p..].to_vec()
-        }
-        Outcome::Plaintext => Vec::new(),
+        self.flows.iter().map(|f| (f.def.name.clone(), f.path.reference.outcome)).collect()
     }
 }
 

@@ -9,6 +9,7 @@
 //! fail_open = false                   # open GEs only: let traffic pass if the daemon is gone
 //! aead = "aes-256-gcm"                # or "chacha20-poly1305"
 //! bridge = "br0"                      # GEA only: the bridge it sends its own packets on
+//! events_file = "/run/gscip/ges1.events"  # optional: decisions as JSON lines (the lab reads them)
 //! ```
 
 use crate::DaemonError;
@@ -48,6 +49,9 @@ pub struct Config {
     /// GEA: the bridge it stands on.
     #[serde(default)]
     pub bridge: Option<String>,
+    /// Where to append one JSON line per decision (for the lab and for audits).
+    #[serde(default)]
+    pub events_file: Option<PathBuf>,
 }
 
 impl Config {

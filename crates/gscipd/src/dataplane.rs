@@ -78,6 +78,7 @@ pub struct Dataplane {
     raw: Injector,
     held: HashMap<u64, nfq::Message>,
     next_tag: u64,
+    events: Option<std::fs::File>,
 }
 
 impl Dataplane {
@@ -90,7 +91,13 @@ impl Dataplane {
         queue.set_queue_max_len(queue_num, 8192).map_err(nf)?;
         queue.set_copy_range(queue_num, 0xffff).map_err(nf)?;
         queue.set_nonblocking(true);
-        Ok(Dataplane { engine, queue, raw, held: HashMap::new(), next_tag: 1 })
+        Ok(Dataplane { engine, queue, raw, held: HashMap::new(), next_tag: 1, events: None })
+    }
+
+    /// Appends every decision to `path` as a JSON line.
+    pub fn log_events_to(&mut self, path: &std::path::Path) -> Result<(), DaemonError> {
+        self.events = Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?);
+        Ok(())
     }
 
     /// Runs until `stop` is set.
@@ -185,14 +192,31 @@ impl Dataplane {
         }
         while let Some(ev) = self.engine.poll_event() {
             match ev {
-                Event::FlowDecided { cid, action, summary, provisional } => eprintln!(
-                    "gscipd {}: {cid}: {} (group {:?}, path {:?}){}",
-                    self.engine.name(),
-                    action.as_str(),
-                    summary.group.map(|g| g.0),
-                    summary.path,
-                    if provisional { " [provisional]" } else { "" }
-                ),
+                Event::FlowDecided { cid, action, summary, provisional } => {
+                    eprintln!(
+                        "gscipd {}: {cid}: {} (group {:?}, path {:?}){}",
+                        self.engine.name(),
+                        action.as_str(),
+                        summary.group.map(|g| g.0),
+                        summary.path,
+                        if provisional { " [provisional]" } else { "" }
+                    );
+                    if let Some(f) = self.events.as_mut() {
+                        use std::io::Write;
+                        let line = serde_json::json!({
+                            "ge": self.engine.name(),
+                            "proto": cid.proto.as_str(),
+                            "src": cid.src.to_string(), "src_port": cid.src_port,
+                            "dst": cid.dst.to_string(), "dst_port": cid.dst_port,
+                            "action": action.as_str(),
+                            "group": summary.group.map(|g| g.0),
+                            "encrypted_by": summary.encrypted_by,
+                            "decrypted_by": summary.decrypted_by,
+                            "path": summary.path,
+                        });
+                        let _ = writeln!(f, "{line}");
+                    }
+                }
                 Event::NegotiationFailed { cid, reason } => {
                     eprintln!("gscipd {}: {cid}: negotiation failed: {reason}", self.engine.name())
                 }

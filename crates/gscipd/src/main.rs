@@ -55,6 +55,9 @@ fn run(args: &Args) -> Result<(), DaemonError> {
         Hooks::Host | Hooks::Router => Injector::Ip(RawSender::new()?),
     };
     let mut dp = Dataplane::new(engine, cfg.queue, injector)?;
+    if let Some(path) = &cfg.events_file {
+        dp.log_events_to(path)?;
+    }
     rules::install(&cfg)?;
     eprintln!("gscipd {}: running on queue {} ({:?} hooks)", dp.engine.name(), cfg.queue, cfg.hooks);
     let result = dp.run(&stop);
