@@ -17,6 +17,8 @@
 //! Linux hosts"; this module is the network they run on.
 #![forbid(unsafe_code)]
 
+pub mod run;
+
 use gscip_sim::scenario::{NodeKind, Scenario};
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -84,10 +86,27 @@ pub fn namespaces_with_prefix(prefix: &str) -> Result<Vec<String>, LabError> {
         .collect())
 }
 
-/// Removes every namespace of a (kept or crashed) lab.
+/// Stops every process still running in a namespace (daemons, applications, capture):
+/// deleting a namespace does not.
+fn kill_processes(ns: &str) {
+    if let Ok(pids) = run("ip", &["netns", "pids", ns]) {
+        for pid in pids.split_whitespace() {
+            let _ = run("kill", &["-TERM", pid]);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        if let Ok(pids) = run("ip", &["netns", "pids", ns]) {
+            for pid in pids.split_whitespace() {
+                let _ = run("kill", &["-KILL", pid]);
+            }
+        }
+    }
+}
+
+/// Removes every namespace of a (kept or crashed) lab, and what runs in them.
 pub fn clean(prefix: &str) -> Result<usize, LabError> {
     let names = namespaces_with_prefix(prefix)?;
     for n in &names {
+        kill_processes(n);
         ip(&["netns", "del", n])?;
     }
     Ok(names.len())
@@ -265,6 +284,7 @@ impl Lab {
     fn remove(&mut self) -> Result<(), LabError> {
         let mut first_err = None;
         for ns in self.created.drain(..).rev() {
+            kill_processes(&ns);
             if let Err(e) = ip(&["netns", "del", &ns]) {
                 first_err.get_or_insert(e);
             }
