@@ -3,15 +3,19 @@ SHELL := /bin/bash
 CARGO ?= cargo
 FUZZ_SECONDS ?= 10
 
-.PHONY: all build demo test deps bench fuzz lint unit cli-check fuzz-smoke fmt clean
+.PHONY: all build demo demo-sim test deps bench fuzz lint unit cli-check fuzz-smoke fmt clean
 
 all: build
 
 build:
 	$(CARGO) build --release --locked --workspace
 
-# Until the network-namespace lab exists, the demo runs the seed 001 network in the simulator.
-demo: build
+# The seed 001 network on real Linux hosts (network namespaces, gscipd on NFQUEUE, real
+# sockets, captures); needs root. `make demo-sim` runs it in the simulator instead.
+demo: deps build
+	./target/release/gscip lab run examples/enterprise.toml
+
+demo-sim: build
 	./target/release/gscip sim examples/enterprise.toml
 
 test: deps lint unit cli-check fuzz-smoke
@@ -26,6 +30,7 @@ lint:
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 unit:
+	$(CARGO) build --locked --workspace --bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --locked --workspace --no-fail-fast; \
 	else \

@@ -173,11 +173,15 @@ impl Lab {
             ip(&["-n", &sw, "link", "set", &b, "up"])?;
             bridge.insert(sub.name.clone(), b);
         }
+        // A GEA bridges each subnet its servers are on (two for a dual-stack server) to a
+        // bridge of its own for that subnet's side of `GEA:inside`.
         let mut gea_of: HashMap<&str, usize> = HashMap::new();
         for (gi, n) in s.nodes.iter().enumerate().filter(|(_, n)| n.kind == NodeKind::Gea) {
-            let b = format!("gi{gi}");
-            ip(&["-n", &sw, "link", "add", &b, "type", "bridge"])?;
-            ip(&["-n", &sw, "link", "set", &b, "up"])?;
+            for (k, _) in gea_subnets(s, n).iter().enumerate() {
+                let b = format!("gi{gi}-{k}");
+                ip(&["-n", &sw, "link", "add", &b, "type", "bridge"])?;
+                ip(&["-n", &sw, "link", "set", &b, "up"])?;
+            }
             for server in &n.protects {
                 gea_of.insert(server.as_str(), gi);
             }
@@ -193,7 +197,10 @@ impl Lab {
                 let inner = format!("eth{k}");
                 let outer = format!("v{ni}-{k}");
                 let attach = match gea_of.get(n.name.as_str()) {
-                    Some(gi) => format!("gi{gi}"),
+                    Some(&gi) => {
+                        let k = gea_subnets(s, &s.nodes[gi]).iter().position(|x| *x == ifc.subnet).unwrap_or(0);
+                        format!("gi{gi}-{k}")
+                    }
                     None => bridge
                         .get(&ifc.subnet)
                         .cloned()
@@ -224,23 +231,26 @@ impl Lab {
                 ip(&["-n", &ns, fam, "route", "add", "default", "via", &gw.to_string()])?;
             }
             if n.kind == NodeKind::Gea {
-                // The transparent bridge: one port on the servers' subnet, one on GEA:inside.
-                let servers: Vec<&str> = n.protects.iter().map(String::as_str).collect();
-                let subnet = servers
-                    .iter()
-                    .find_map(|srv| s.nodes.iter().find(|x| x.name == *srv).and_then(|x| x.interfaces.first()))
-                    .map(|i| i.subnet.clone())
-                    .ok_or_else(|| LabError::Scenario(format!("GEA {}: its servers have no interface", n.name)))?;
-                let outside = bridge
-                    .get(&subnet)
-                    .cloned()
-                    .ok_or_else(|| LabError::Scenario(format!("GEA {}: unknown subnet {subnet}", n.name)))?;
-                ip(&["-n", &ns, "link", "add", "br0", "type", "bridge"])?;
-                veth(&ns, "out", &sw, &format!("g{ni}o"), &outside)?;
-                veth(&ns, "in", &sw, &format!("g{ni}i"), &format!("gi{ni}"))?;
-                ip(&["-n", &ns, "link", "set", "out", "master", "br0"])?;
-                ip(&["-n", &ns, "link", "set", "in", "master", "br0"])?;
-                ip(&["-n", &ns, "link", "set", "br0", "up"])?;
+                // The transparent bridges: for each subnet of its servers, `brK` joins `outK`
+                // (on the subnet) and `inK` (on GEA:inside).
+                let subnets = gea_subnets(s, n);
+                if subnets.is_empty() {
+                    return Err(LabError::Scenario(format!("GEA {}: its servers have no interface", n.name)));
+                }
+                for (k, subnet) in subnets.iter().enumerate() {
+                    let outside = bridge
+                        .get(subnet)
+                        .cloned()
+                        .ok_or_else(|| LabError::Scenario(format!("GEA {}: unknown subnet {subnet}", n.name)))?;
+                    let br = format!("br{k}");
+                    let (out, inn) = (format!("out{k}"), format!("in{k}"));
+                    ip(&["-n", &ns, "link", "add", &br, "type", "bridge"])?;
+                    veth(&ns, &out, &sw, &format!("g{ni}o{k}"), &outside)?;
+                    veth(&ns, &inn, &sw, &format!("g{ni}i{k}"), &format!("gi{ni}-{k}"))?;
+                    ip(&["-n", &ns, "link", "set", &out, "master", &br])?;
+                    ip(&["-n", &ns, "link", "set", &inn, "master", &br])?;
+                    ip(&["-n", &ns, "link", "set", &br, "up"])?;
+                }
             }
         }
         Ok(())
@@ -299,6 +309,19 @@ impl Drop for Lab {
             let _ = self.remove();
         }
     }
+}
+
+/// The subnets a GEA's servers are on, in order of first appearance.
+pub fn gea_subnets(s: &Scenario, gea: &gscip_sim::scenario::NodeDef) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for srv in &gea.protects {
+        for i in s.nodes.iter().filter(|x| &x.name == srv).flat_map(|x| x.interfaces.iter()) {
+            if !v.contains(&i.subnet) {
+                v.push(i.subnet.clone());
+            }
+        }
+    }
+    v
 }
 
 fn sysctl(ns: &str, key: &str, value: &str) -> Result<(), LabError> {

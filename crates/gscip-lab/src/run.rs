@@ -145,13 +145,14 @@ pub fn ports_of_link(s: &Scenario, link: &str) -> Vec<String> {
                 ports.push(format!("v{ni}-{k}"));
             }
         }
-        if !n.protects.is_empty() {
-            let subnet = n.protects.iter().find_map(|srv| s.nodes.iter().find(|x| &x.name == srv)?.interfaces.first());
-            if subnet.is_some_and(|i| i.subnet == link) {
-                ports.push(format!("g{ni}o"));
-            }
-            if link == format!("{}:inside", n.name) {
-                ports.push(format!("g{ni}i"));
+        if n.kind == NodeKind::Gea {
+            for (k, subnet) in crate::gea_subnets(s, n).iter().enumerate() {
+                if subnet == link {
+                    ports.push(format!("g{ni}o{k}"));
+                }
+                if link == format!("{}:inside", n.name) {
+                    ports.push(format!("g{ni}i{k}"));
+                }
             }
         }
     }
@@ -294,6 +295,12 @@ fn start_daemons(s: &Scenario, topo: &Topology, lab: &Lab, opts: &RunOptions) ->
             _ => (gscip_core::GeKind::Gen, "router"),
         };
         let mode = if n.mode == Some(ModeDef::Open) { gscip_core::Mode::Open } else { gscip_core::Mode::Closed };
+        let bridges = if n.kind == NodeKind::Gea {
+            let names: Vec<String> = (0..crate::gea_subnets(s, n).len()).map(|k| format!("\"br{k}\"")).collect();
+            format!("bridges = [{}]\n", names.join(", "))
+        } else {
+            String::new()
+        };
         let e = gms.enroll(&n.name, kind, mode, &n.groups).map_err(|e| LabError::Scenario(e.to_string()))?;
         let (seed, cert, trust, keys) = e.parts();
         let kf = opts.work_dir.join(format!("{}.keys", n.name));
@@ -302,7 +309,7 @@ fn start_daemons(s: &Scenario, topo: &Topology, lab: &Lab, opts: &RunOptions) ->
         let events = opts.work_dir.join(format!("{}.events", n.name));
         let _ = std::fs::remove_file(&events);
         let cfg = format!(
-            "key_file = \"{}\"\nhooks = \"{hooks}\"\nlocal_addrs = [{}]\nprotected = [{}]\nevents_file = \"{}\"\n",
+            "key_file = \"{}\"\nhooks = \"{hooks}\"\nlocal_addrs = [{}]\nprotected = [{}]\nevents_file = \"{}\"\n{bridges}",
             kf.display(),
             quote(n.interfaces.iter().map(|i| i.address.to_string()).collect()),
             quote(topo.protected(idx).iter().map(|p| p.to_string()).collect()),

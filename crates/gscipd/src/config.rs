@@ -8,7 +8,7 @@
 //! queue = 0                           # NFQUEUE number
 //! fail_open = false                   # open GEs only: let traffic pass if the daemon is gone
 //! aead = "aes-256-gcm"                # or "chacha20-poly1305"
-//! bridge = "br0"                      # GEA only: the bridge it sends its own packets on
+//! bridges = ["br0"]                   # GEA only: its bridges (one per subnet of its servers)
 //! events_file = "/run/gscip/ges1.events"  # optional: decisions as JSON lines (the lab reads them)
 //! ```
 
@@ -46,9 +46,9 @@ pub struct Config {
     pub fail_open: bool,
     #[serde(default)]
     pub aead: Option<String>,
-    /// GEA: the bridge it stands on.
+    /// GEA: its bridges (default `["br0"]`).
     #[serde(default)]
-    pub bridge: Option<String>,
+    pub bridges: Vec<String>,
     /// Where to append one JSON line per decision (for the lab and for audits).
     #[serde(default)]
     pub events_file: Option<PathBuf>,

@@ -133,7 +133,7 @@ impl Dataplane {
 
     fn handle(&mut self, mut msg: nfq::Message) -> Result<(), DaemonError> {
         if let Injector::Link(l) = &mut self.raw {
-            l.learn(msg.get_payload(), msg.get_hw_addr());
+            l.learn(msg.get_payload(), msg.get_hw_addr(), msg.get_indev());
         }
         let mut buf = msg.get_payload().to_vec();
         let len_before = buf.len();

@@ -34,33 +34,48 @@ fn read_sys(iface: &str, what: &str) -> Result<String, DaemonError> {
         .map_err(|e| DaemonError::Configuration(format!("bridge {iface:?}: {e} (is it this GEA's bridge?)")))
 }
 
-/// Sends IP packets as Ethernet frames on a bridge.
+/// One bridge the GEA stands on.
+#[derive(Debug)]
+struct Bridge {
+    ifindex: u32,
+    mac: [u8; 6],
+    addr: SockAddr,
+}
+
+/// Sends IP packets as Ethernet frames on the GEA's bridges.
 #[derive(Debug)]
 pub struct LinkSender {
     sock: Socket,
-    addr: SockAddr,
-    own_mac: [u8; 6],
-    /// IP address -> the MAC its packets last came from.
-    neighbours: HashMap<IpAddr, [u8; 6]>,
+    bridges: Vec<Bridge>,
+    /// IP address -> the MAC its packets last came from, and the bridge they crossed.
+    neighbours: HashMap<IpAddr, ([u8; 6], u32)>,
 }
 
 impl LinkSender {
-    pub fn new(bridge: &str) -> Result<Self, DaemonError> {
-        let ifindex: i32 = read_sys(bridge, "ifindex")?
-            .parse()
-            .map_err(|_| DaemonError::Configuration(format!("bridge {bridge:?}: bad ifindex")))?;
-        let mac = read_sys(bridge, "address")?;
-        let mut own_mac = [0u8; 6];
-        for (i, part) in mac.split(':').enumerate().take(6) {
-            own_mac[i] = u8::from_str_radix(part, 16).unwrap_or(0);
+    pub fn new(bridges: &[String]) -> Result<Self, DaemonError> {
+        let mut v = Vec::new();
+        for name in bridges {
+            let ifindex: u32 = read_sys(name, "ifindex")?
+                .parse()
+                .map_err(|_| DaemonError::Configuration(format!("bridge {name:?}: bad ifindex")))?;
+            let text = read_sys(name, "address")?;
+            let mut mac = [0u8; 6];
+            for (i, part) in text.split(':').enumerate().take(6) {
+                mac[i] = u8::from_str_radix(part, 16).unwrap_or(0);
+            }
+            v.push(Bridge { ifindex, mac, addr: link_addr(ifindex as i32) });
+        }
+        if v.is_empty() {
+            return Err(DaemonError::Configuration("a GEA needs at least one bridge".into()));
         }
         let sock = Socket::new(Domain::PACKET, Type::RAW, None)
             .map_err(|e| DaemonError::Netfilter(format!("packet socket: {e} (needs root or CAP_NET_RAW)")))?;
-        Ok(LinkSender { sock, addr: link_addr(ifindex), own_mac, neighbours: HashMap::new() })
+        Ok(LinkSender { sock, bridges: v, neighbours: HashMap::new() })
     }
 
-    /// Remembers where `src`'s packets come from.
-    pub fn learn(&mut self, packet: &[u8], hw: Option<&[u8]>) {
+    /// Remembers where `src`'s packets come from: their source MAC and the bridge (the
+    /// packet's input device) they crossed.
+    pub fn learn(&mut self, packet: &[u8], hw: Option<&[u8]>, indev: u32) {
         let (Some(src), Some(hw)) = (src_of(packet), hw) else { return };
         if hw.len() == 6 {
             let mut m = [0u8; 6];
@@ -68,19 +83,35 @@ impl LinkSender {
             if self.neighbours.len() > 65_536 {
                 self.neighbours.clear();
             }
-            self.neighbours.insert(src, m);
+            self.neighbours.insert(src, (m, indev));
         }
     }
 
     pub fn send(&self, packet: &[u8]) -> std::io::Result<()> {
         let dst = dst_of(packet).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not IP"))?;
-        let mac = self.neighbours.get(&dst).copied().unwrap_or([0xff; 6]);
-        let mut frame = Vec::with_capacity(14 + packet.len());
-        frame.extend_from_slice(&mac);
-        frame.extend_from_slice(&self.own_mac);
-        frame.extend_from_slice(&(if dst.is_ipv4() { ETH_P_IP } else { ETH_P_IPV6 }).to_be_bytes());
-        frame.extend_from_slice(packet);
-        self.sock.send_to(&frame, &self.addr).map(|_| ())
+        let ethertype = if dst.is_ipv4() { ETH_P_IP } else { ETH_P_IPV6 };
+        let frame = |dst_mac: &[u8; 6], src_mac: &[u8; 6]| {
+            let mut f = Vec::with_capacity(14 + packet.len());
+            f.extend_from_slice(dst_mac);
+            f.extend_from_slice(src_mac);
+            f.extend_from_slice(&ethertype.to_be_bytes());
+            f.extend_from_slice(packet);
+            f
+        };
+        match self
+            .neighbours
+            .get(&dst)
+            .and_then(|(mac, ix)| Some((mac, self.bridges.iter().find(|b| b.ifindex == *ix)?)))
+        {
+            Some((mac, b)) => self.sock.send_to(&frame(mac, &b.mac), &b.addr).map(|_| ()),
+            None => {
+                // Never seen: broadcast on every bridge (only an on-link host can take it).
+                for b in &self.bridges {
+                    self.sock.send_to(&frame(&[0xff; 6], &b.mac), &b.addr)?;
+                }
+                Ok(())
+            }
+        }
     }
 }
 

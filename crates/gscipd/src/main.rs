@@ -51,7 +51,10 @@ fn run(args: &Args) -> Result<(), DaemonError> {
     ctrlc::set_handler(move || s.store(true, Ordering::Relaxed))
         .map_err(|e| DaemonError::Configuration(format!("signal handler: {e}")))?;
     let injector = match cfg.hooks {
-        Hooks::Bridge => Injector::Link(LinkSender::new(cfg.bridge.as_deref().unwrap_or("br0"))?),
+        Hooks::Bridge => {
+            let bridges = if cfg.bridges.is_empty() { vec!["br0".to_owned()] } else { cfg.bridges.clone() };
+            Injector::Link(LinkSender::new(&bridges)?)
+        }
         Hooks::Host | Hooks::Router => Injector::Ip(RawSender::new()?),
     };
     let mut dp = Dataplane::new(engine, cfg.queue, injector)?;
