@@ -72,16 +72,34 @@ while True:
         pass
 "#;
 
-struct Daemons(Vec<Child>);
+/// The running daemons, by GE name.
+struct Daemons(Vec<(String, Child)>);
+impl Daemons {
+    fn child(&mut self, name: &str) -> &mut Child {
+        &mut self.0.iter_mut().find(|(n, _)| n == name).expect("a daemon of that name").1
+    }
+}
 impl Drop for Daemons {
     fn drop(&mut self) {
-        for c in &mut self.0 {
+        for (_, c) in &mut self.0 {
             let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
         }
-        for c in &mut self.0 {
+        for (_, c) in &mut self.0 {
             let _ = c.wait();
         }
     }
+}
+
+/// Starts gscipd for `name` with its configuration in `work` (appending to its log).
+fn spawn_daemon(lab: &Lab, name: &str, work: &Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(work.join(format!("{name}.log"))).unwrap();
+    Command::new("ip")
+        .args(["netns", "exec", lab.namespace(name).unwrap(), env!("CARGO_BIN_EXE_gscipd"), "--config"])
+        .arg(work.join(format!("{name}.toml")))
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("gscipd")
 }
 
 fn dir(name: &str) -> PathBuf {
@@ -130,15 +148,8 @@ fn start(s: &Scenario, prefix: &str, work: &Path) -> (Lab, Daemons) {
         );
         let cf = work.join(format!("{}.toml", n.name));
         std::fs::write(&cf, cfg).unwrap();
-        let log = std::fs::File::create(work.join(format!("{}.log", n.name))).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", lab.namespace(&n.name).unwrap(), env!("CARGO_BIN_EXE_gscipd"), "--config"])
-            .arg(&cf)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("gscipd");
-        daemons.push(child);
+        let child = spawn_daemon(&lab, &n.name, work);
+        daemons.push((n.name.clone(), child));
         // Wait until its rules are in place.
         let t0 = Instant::now();
         let hook = if hooks == "host" { "OUTPUT" } else { "FORWARD" };
@@ -457,6 +468,95 @@ fn a_gea_protects_its_server_transparently() {
     // The server was not touched: it has only its own address.
     let addrs = lab.exec("server", "ip", &["-o", "-4", "addr", "show", "scope", "global"]).unwrap();
     assert_eq!(addrs.lines().count(), 1, "{addrs}");
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// A client that keeps one TCP connection: an exchange, then another once `trigger` exists.
+const LONG_CLIENT: &str = r#"
+import socket, sys, time, os
+host, port, trigger = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.create_connection((host, port), timeout=5)
+s.sendall(b"one"); print(s.recv(64).decode(), flush=True)
+while not os.path.exists(trigger): time.sleep(0.01)
+t0 = time.time()
+s.settimeout(15)
+try:
+    s.sendall(b"two"); r = s.recv(64).decode()
+    print(r, int((time.time() - t0) * 1000), flush=True)
+except OSError as e:
+    print("ERROR", type(e).__name__, flush=True)
+"#;
+
+const LONG_SERVER: &str = r#"
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(); s.settimeout(30)
+c, _ = s.accept(); c.settimeout(30)
+while True:
+    d = c.recv(64)
+    if not d: break
+    c.sendall(b"re:" + d)
+"#;
+
+/// A closed GE whose daemon dies keeps its boundary closed; restarted, it recovers within
+/// about a second through a fresh negotiation, and the application's TCP connection survives.
+#[test]
+fn a_crashed_closed_ge_stays_closed_and_recovers_without_resetting_connections() {
+    let s = Scenario::parse(SCENARIO, "lan.toml").unwrap();
+    let work = dir("crash");
+    let (lab, mut daemons) = start(&s, "gstd4", &work);
+    std::fs::write(work.join("client.py"), LONG_CLIENT).unwrap();
+    std::fs::write(work.join("server.py"), LONG_SERVER).unwrap();
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", lab.namespace("b").unwrap(), "python3"])
+        .arg(work.join("server.py"))
+        .args(["10.9.0.2", "9000"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let trigger = work.join("go");
+    let mut client = Command::new("ip")
+        .args(["netns", "exec", lab.namespace("a").unwrap(), "python3"])
+        .arg(work.join("client.py"))
+        .args(["10.9.0.2", "9000"])
+        .arg(&trigger)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The first exchange goes through.
+    let mut out = client.stdout.take().unwrap();
+    let mut first = [0u8; 7];
+    std::io::Read::read_exact(&mut out, &mut first).unwrap();
+    assert_eq!(&first, b"re:one\n");
+
+    // Crash b's daemon: its rules stay, and with nobody on the queue the kernel drops.
+    let b = daemons.child("b");
+    let _ = Command::new("kill").arg("-KILL").arg(b.id().to_string()).status();
+    let _ = b.wait();
+    assert!(lab.exec("b", "iptables", &["-C", "INPUT", "-j", "GSCIP"]).is_ok(), "the rules went with the daemon");
+    let x = |from, to, addr, proto, port, payload| Exchange { from, to, addr, proto, port, payload };
+    let r = exchange(&lab, &work, x("t", "b", "10.9.0.2", "udp", 9001, "while-b-is-down"));
+    assert!(r.starts_with("ERROR"), "a closed GE without its daemon let a terminal in: {r}");
+    let r = exchange(&lab, &work, x("a", "b", "10.9.0.2", "udp", 9002, "member-while-down"));
+    assert!(r.starts_with("ERROR"), "nothing passes while the daemon is down, members included: {r}");
+
+    // Restart it, then resume the connection.
+    *daemons.child("b") = spawn_daemon(&lab, "b", &work);
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(&trigger, "").unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    let _ = client.wait();
+    let _ = Command::new("kill").arg(server.id().to_string()).status();
+    let _ = server.wait();
+    let logs = std::fs::read_to_string(work.join("b.log")).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    assert_eq!(fields.first().copied(), Some("re:two"), "the connection did not survive: {rest}\n{logs}");
+    let ms: u64 = fields[1].parse().unwrap();
+    assert!(ms < 3_000, "recovery took {ms} ms");
+    eprintln!("recovered in {ms} ms after the restart");
+    drop(daemons);
     drop(lab);
     let _ = std::fs::remove_dir_all(&work);
 }
