@@ -20,10 +20,10 @@ demo-sim: build
 
 test: deps lint unit cli-check fuzz-smoke
 
-# Debian packages the tests need (the lab tests: iproute2, iptables, python3; the fuzzers: a
-# C++ compiler).
+# Debian packages the tests need (the lab tests: iproute2, iptables, python3, iperf3; the
+# fuzzers: a C++ compiler).
 deps:
-	./scripts/install-deps.sh ip iptables python3 c++
+	./scripts/install-deps.sh ip iptables python3 iperf3 c++
 
 lint:
 	$(CARGO) fmt --all --check
