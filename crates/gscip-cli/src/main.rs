@@ -39,6 +39,17 @@ enum Command {
         #[arg(long)]
         jitter_us: Option<u64>,
     },
+    /// What a running gscipd holds: PIT entries, counters, held packets.
+    Status {
+        /// The daemon's control socket (default /run/gscip/NAME.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// The GE's name, to find its default socket.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The network-namespace lab (needs root).
     #[command(subcommand)]
     Lab(LabCommand),
@@ -137,6 +148,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Status { socket, name, json } => status(socket, name, json),
         Command::LoadReport { file, compare, json } => {
             let load = |p: &PathBuf| gscip_sim::Scenario::from_file(p);
             let before = match load(&file) {
@@ -227,4 +239,74 @@ fn lab_run(file: &std::path::Path, json: bool, keep: bool, prefix: &str) -> Exit
             ExitCode::from(2)
         }
     }
+}
+
+fn status(socket: Option<PathBuf>, name: Option<String>, json: bool) -> ExitCode {
+    use std::io::{Read, Write};
+    let path = match (socket, name) {
+        (Some(p), _) => p,
+        (None, Some(n)) => PathBuf::from(format!("/run/gscip/{n}.sock")),
+        (None, None) => {
+            eprintln!("gscip status: give --socket PATH or --name GE");
+            return ExitCode::from(2);
+        }
+    };
+    let reply = std::os::unix::net::UnixStream::connect(&path).and_then(|mut c| {
+        c.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
+        c.write_all(b"status")?;
+        c.shutdown(std::net::Shutdown::Write)?;
+        let mut s = String::new();
+        c.read_to_string(&mut s)?;
+        Ok(s)
+    });
+    let text = match reply {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("gscip status: {}: {e} (is gscipd running?)", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let v: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("gscip status: bad reply: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{} ({} {}): {} held packets, {} negotiations in progress",
+        v["name"].as_str().unwrap_or("?"),
+        v["kind"].as_str().unwrap_or("?"),
+        v["mode"].as_str().unwrap_or("?"),
+        v["held_packets"],
+        v["negotiations_in_progress"]
+    );
+    println!(
+        "{:<48} {:<8} {:>5} {:>9} {:>8} {:>8} {:>6} {:>7}",
+        "flow", "action", "group", "packets", "sealed", "opened", "auth!", "replay"
+    );
+    for e in v["pit"].as_array().into_iter().flatten() {
+        println!(
+            "{:<48} {:<8} {:>5} {:>9} {:>8} {:>8} {:>6} {:>7}",
+            e["cid"].as_str().unwrap_or("?"),
+            e["action"].as_str().unwrap_or("?"),
+            e["group"].as_u64().map(|g| g.to_string()).unwrap_or_else(|| "-".into()),
+            e["packets"],
+            e["sealed"],
+            e["opened"],
+            e["auth_failures"],
+            e["replays"]
+        );
+    }
+    println!("counters:");
+    if let Some(c) = v["counters"].as_object() {
+        for (k, n) in c {
+            println!("  {k:<24} {n}");
+        }
+    }
+    ExitCode::SUCCESS
 }

@@ -309,11 +309,12 @@ fn start_daemons(s: &Scenario, topo: &Topology, lab: &Lab, opts: &RunOptions) ->
         let events = opts.work_dir.join(format!("{}.events", n.name));
         let _ = std::fs::remove_file(&events);
         let cfg = format!(
-            "key_file = \"{}\"\nhooks = \"{hooks}\"\nlocal_addrs = [{}]\nprotected = [{}]\nevents_file = \"{}\"\n{bridges}",
+            "key_file = \"{}\"\nhooks = \"{hooks}\"\nlocal_addrs = [{}]\nprotected = [{}]\nevents_file = \"{}\"\ncontrol_socket = \"{}\"\n{bridges}",
             kf.display(),
             quote(n.interfaces.iter().map(|i| i.address.to_string()).collect()),
             quote(topo.protected(idx).iter().map(|p| p.to_string()).collect()),
-            events.display()
+            events.display(),
+            opts.work_dir.join(format!("{}.sock", n.name)).display()
         );
         let cf = opts.work_dir.join(format!("{}.toml", n.name));
         std::fs::write(&cf, cfg).map_err(io)?;

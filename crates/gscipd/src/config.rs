@@ -10,6 +10,7 @@
 //! aead = "aes-256-gcm"                # or "chacha20-poly1305"
 //! bridges = ["br0"]                   # GEA only: its bridges (one per subnet of its servers)
 //! events_file = "/run/gscip/ges1.events"  # optional: decisions as JSON lines (the lab reads them)
+//! control_socket = "/run/gscip/ges1.sock"  # optional; default /run/gscip/NAME.sock
 //! ```
 
 use crate::DaemonError;
@@ -52,6 +53,9 @@ pub struct Config {
     /// Where to append one JSON line per decision (for the lab and for audits).
     #[serde(default)]
     pub events_file: Option<PathBuf>,
+    /// The control socket (`gscip status`); default `/run/gscip/NAME.sock`.
+    #[serde(default)]
+    pub control_socket: Option<PathBuf>,
 }
 
 impl Config {

@@ -79,6 +79,7 @@ pub struct Dataplane {
     held: HashMap<u64, nfq::Message>,
     next_tag: u64,
     events: Option<std::fs::File>,
+    control: Option<crate::control::ControlSocket>,
 }
 
 impl Dataplane {
@@ -91,7 +92,12 @@ impl Dataplane {
         queue.set_queue_max_len(queue_num, 8192).map_err(nf)?;
         queue.set_copy_range(queue_num, 0xffff).map_err(nf)?;
         queue.set_nonblocking(true);
-        Ok(Dataplane { engine, queue, raw, held: HashMap::new(), next_tag: 1, events: None })
+        Ok(Dataplane { engine, queue, raw, held: HashMap::new(), next_tag: 1, events: None, control: None })
+    }
+
+    /// Serves `gscip status` on this socket.
+    pub fn serve_control(&mut self, socket: crate::control::ControlSocket) {
+        self.control = Some(socket);
     }
 
     /// Appends every decision to `path` as a JSON line.
@@ -119,6 +125,9 @@ impl Dataplane {
                 busy = true;
             }
             self.flush()?;
+            if let Some(c) = &self.control {
+                c.serve(&self.engine);
+            }
             if !busy {
                 std::thread::sleep(Duration::from_micros(100));
             }

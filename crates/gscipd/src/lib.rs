@@ -7,12 +7,14 @@
 //! * [`rules`]: the daemon's own netfilter chain, installed and removed atomically with
 //!   `iptables-restore`;
 //! * [`dataplane`]: the NFQUEUE loop and raw-socket injection;
-//! * [`link`]: layer-2 injection for a GEA (a bridge without an address).
+//! * [`link`]: layer-2 injection for a GEA (a bridge without an address);
+//! * [`control`]: the local control socket behind `gscip status`.
 //!
 //! See `docs/gscipd.md`. The only `unsafe` is building a `sockaddr_ll` in [`link`].
 #![deny(unsafe_code)]
 
 pub mod config;
+pub mod control;
 pub mod dataplane;
 pub mod keyfile;
 pub mod link;

@@ -61,6 +61,8 @@ fn run(args: &Args) -> Result<(), DaemonError> {
     if let Some(path) = &cfg.events_file {
         dp.log_events_to(path)?;
     }
+    let socket = cfg.control_socket.clone().unwrap_or_else(|| gscipd::control::default_socket(dp.engine.name()));
+    dp.serve_control(gscipd::control::ControlSocket::bind(&socket)?);
     rules::install(&cfg)?;
     eprintln!("gscipd {}: running on queue {} ({:?} hooks)", dp.engine.name(), cfg.queue, cfg.hooks);
     let result = dp.run(&stop);

@@ -143,8 +143,9 @@ fn start(s: &Scenario, prefix: &str, work: &Path) -> (Lab, Daemons) {
             _ => "router",
         };
         let cfg = format!(
-            "key_file = \"{}\"\nhooks = \"{hooks}\"\nlocal_addrs = [{addrs}]\nprotected = [{protected}]\n",
-            kf.display()
+            "key_file = \"{}\"\nhooks = \"{hooks}\"\nlocal_addrs = [{addrs}]\nprotected = [{protected}]\ncontrol_socket = \"{}\"\n",
+            kf.display(),
+            work.join(format!("{}.sock", n.name)).display()
         );
         let cf = work.join(format!("{}.toml", n.name));
         std::fs::write(&cf, cfg).unwrap();
@@ -257,7 +258,8 @@ fn syns_to(frames: &[String], dst_port: u16) -> usize {
     frames
         .iter()
         .filter_map(|h| {
-            let b: Vec<u8> = (0..h.len() / 2).filter_map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok()).collect();
+            let b: Vec<u8> =
+                (0..h.len() / 2).filter_map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).ok()).collect();
             let ip = b.get(14..)?;
             if b.get(12..14)? != [0x08, 0x00] || *ip.get(9)? != 6 {
                 return None;
@@ -607,9 +609,8 @@ fn iperf3_runs_through_a_protected_path() {
     let _ = Command::new("kill").arg(server.id().to_string()).status();
     let _ = server.wait();
     drop(daemons);
-    let json = |t: &str| -> serde_json::Value {
-        serde_json::from_str(&t[t.find('{').unwrap_or(0)..]).expect("iperf3 JSON")
-    };
+    let json =
+        |t: &str| -> serde_json::Value { serde_json::from_str(&t[t.find('{').unwrap_or(0)..]).expect("iperf3 JSON") };
     let (tcp, udp) = (json(&tcp), json(&udp));
     let tcp_bytes = tcp["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
     assert!(tcp_bytes > 1_000_000, "TCP moved {tcp_bytes} bytes: {tcp}");
@@ -624,6 +625,77 @@ fn iperf3_runs_through_a_protected_path() {
         udp_packets,
         lost
     );
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// Sends raw IP packets (hex, one per argument) as they are.
+const INJECT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+for h in sys.argv[1:]:
+    p = bytes.fromhex(h)
+    s.sendto(p, (socket.inet_ntoa(p[16:20]), 0))
+"#;
+
+fn status(work: &Path, name: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut c = std::os::unix::net::UnixStream::connect(work.join(format!("{name}.sock"))).expect("control socket");
+    c.write_all(b"status").unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    serde_json::from_str(&s).expect("status JSON")
+}
+
+#[test]
+fn tampered_and_replayed_packets_from_the_wire_are_dropped_and_counted() {
+    let s = Scenario::parse(SCENARIO, "lan.toml").unwrap();
+    let work = dir("inject");
+    let (lab, daemons) = start(&s, "gstd6", &work);
+    let (mut sniffer, cap) = capture("gstd6", &work);
+    // A long-lived UDP server on b that answers every datagram.
+    let server_py = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('10.9.0.2',5400))\n\
+                     while True:\n  d,p=s.recvfrom(512)\n  s.sendto(b're:'+d,p)\n";
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", lab.namespace("b").unwrap(), "python3", "-c", server_py])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let client_py = "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(3)\n\
+                     s.sendto(b'original-payload-3c9a',('10.9.0.2',5400))\nprint(s.recvfrom(512)[0].decode())\n";
+    let r = lab.exec("a", "python3", &["-c", client_py]).unwrap();
+    assert_eq!(r.trim(), "re:original-payload-3c9a");
+    std::thread::sleep(Duration::from_millis(200));
+    let before = status(&work, "b");
+    // The sealed datagram a sent, from the capture on a's port.
+    let raw = std::fs::read_to_string(&cap).unwrap_or_default();
+    let sealed = frames_on_port(&raw, "v0-0")
+        .into_iter()
+        .map(|h| h[28..].to_owned()) // strip the Ethernet header (14 bytes)
+        .find(|ip| ip.len() > 56 && &ip[18..20] == "11" && &ip[44..48] == format!("{:04x}", 5400))
+        .expect("the sealed datagram in the capture");
+    // Tampered: a counter the replay window has not seen (the last byte of the trailer's
+    // 64-bit counter, which starts one byte into the 25-byte trailer), so only the AEAD can
+    // catch it.
+    let t = sealed.len() - 50;
+    let tampered = format!("{}ff{}", &sealed[..t + 16], &sealed[t + 18..]);
+    std::fs::write(work.join("inject.py"), INJECT).unwrap();
+    lab.exec("t", "python3", &[work.join("inject.py").to_str().unwrap(), &sealed, &tampered]).expect("inject");
+    std::thread::sleep(Duration::from_millis(300));
+    let after = status(&work, "b");
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = sniffer.kill();
+    let _ = sniffer.wait();
+    drop(daemons);
+    let c = |v: &serde_json::Value, k: &str| v["counters"][k].as_u64().unwrap_or(0);
+    assert_eq!(c(&after, "replays") - c(&before, "replays"), 1, "the replay was not counted: {after}");
+    assert_eq!(c(&after, "auth_failures") - c(&before, "auth_failures"), 1, "the tampered copy: {after}");
+    let entry =
+        after["pit"].as_array().unwrap().iter().find(|e| e["cid"].as_str().unwrap_or("").contains(":5400")).unwrap();
+    assert_eq!(entry["replays"], 1);
+    assert_eq!(entry["auth_failures"], 1);
     drop(lab);
     let _ = std::fs::remove_dir_all(&work);
 }
