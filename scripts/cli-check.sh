@@ -27,3 +27,19 @@ set +e
 set -e
 [ "$code" = 1 ] || fail "unmet expectation: exit $code, want 1"
 echo "cli-check: exit codes 0/1/2 ok"
+
+# The lab's bad inputs: a clear message and exit 2, nothing left behind.
+set +e
+msg=$("$gscip" lab run "$tmp/bad.toml" 2>&1); code=$?
+[ "$code" = 2 ] && grep -q "bad.toml:5" <<<"$msg" || fail "lab, bad scenario: exit $code: $msg"
+msg=$(GSCIPD=/nonexistent/gscipd "$gscip" lab run examples/enterprise.toml --prefix clichk 2>&1); code=$?
+[ "$code" = 2 ] && grep -q "gscipd not found" <<<"$msg" || fail "lab, missing gscipd: exit $code: $msg"
+if id nobody >/dev/null 2>&1 && command -v setpriv >/dev/null 2>&1; then
+  msg=$(setpriv --reuid=nobody --regid=nogroup --clear-groups "$gscip" lab run examples/enterprise.toml --prefix clichk 2>&1); code=$?
+  [ "$code" = 2 ] && grep -q "needs root" <<<"$msg" || fail "lab as non-root: exit $code: $msg"
+fi
+msg=$("$gscip" status --socket "$tmp/none.sock" 2>&1); code=$?
+[ "$code" = 2 ] && grep -q "is gscipd running" <<<"$msg" || fail "status without a daemon: exit $code: $msg"
+set -e
+[ -z "$(ip netns list 2>/dev/null | grep '^clichk-')" ] || fail "the lab left namespaces behind"
+echo "cli-check: lab and status bad inputs ok"

@@ -673,7 +673,7 @@ fn tampered_and_replayed_packets_from_the_wire_are_dropped_and_counted() {
     let sealed = frames_on_port(&raw, "v0-0")
         .into_iter()
         .map(|h| h[28..].to_owned()) // strip the Ethernet header (14 bytes)
-        .find(|ip| ip.len() > 56 && &ip[18..20] == "11" && &ip[44..48] == format!("{:04x}", 5400))
+        .find(|ip| ip.len() > 56 && &ip[18..20] == "11" && ip[44..48] == format!("{:04x}", 5400))
         .expect("the sealed datagram in the capture");
     // Tampered: a counter the replay window has not seen (the last byte of the trailer's
     // 64-bit counter, which starts one byte into the 25-byte trailer), so only the AEAD can
