@@ -832,8 +832,22 @@ impl Engine {
             groups: self.keys.groups().collect(),
         };
         let decision = decide(std::slice::from_ref(&me));
+        self.counters.negotiations_completed += 1;
+        self.settle_alone(now, key, n, me, decision, false);
+    }
+
+    /// Installs the entry of a decision this GE made by itself, and releases what it held.
+    fn settle_alone(
+        &mut self,
+        now: Timestamp,
+        key: NegKey,
+        n: Negotiation,
+        me: PathGe,
+        decision: Decision,
+        fallback: bool,
+    ) {
         let action = decision.actions[0];
-        let summary = summarize(&[me], &decision, false);
+        let summary = summarize(&[me], &decision, fallback);
         self.install(
             now,
             key.cid,
@@ -845,7 +859,6 @@ impl Engine {
             self.cfg.idle_timeout,
             summary,
         );
-        self.counters.negotiations_completed += 1;
         self.release(now, n.held);
     }
 
@@ -861,19 +874,7 @@ impl Engine {
             outcome: if action == FlowAction::Discard { Outcome::Discarded { at: 0 } } else { Outcome::Plaintext },
             actions: vec![action],
         };
-        let summary = summarize(&[me], &decision, true);
-        self.install(
-            now,
-            key.cid,
-            n.header.nonce,
-            action,
-            None,
-            None,
-            EntryState::Final,
-            self.cfg.idle_timeout,
-            summary,
-        );
-        self.release(now, n.held);
+        self.settle_alone(now, key, n, me, decision, true);
     }
 
     fn fallback_action(&self, side: Side) -> FlowAction {

@@ -6,12 +6,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use gscip_core::group::GroupId;
-use gscip_core::policy::{decide, FlowAction, Outcome, PathGe};
-use gscip_sim::scenario::{ModeDef, NodeKind};
+use gscip_core::policy::{FlowAction, Outcome};
+use gscip_sim::paths::FlowPath;
+use gscip_sim::scenario::NodeKind;
 use gscip_sim::topology::{NodeId, Topology};
 use gscip_sim::Scenario;
-use gscip_wire::dprp::{Mode, Side};
 
 /// Two hosts that may talk to each other, and the group that protects them.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -38,13 +37,6 @@ fn is_host(s: &Scenario, n: NodeId) -> bool {
     matches!(node.kind, NodeKind::Ges | NodeKind::Term) && !node.interfaces.is_empty()
 }
 
-fn mode_of(m: Option<ModeDef>) -> Mode {
-    match m {
-        Some(ModeDef::Open) => Mode::Open,
-        _ => Mode::Closed,
-    }
-}
-
 /// Applies SPEC section 3 to every unordered pair of hosts, for every IP family both have,
 /// along the path the simulator's routing gives (longest prefix, then gateway; through the
 /// GEA in front of a server). A pair that cannot reach each other in both directions cannot
@@ -57,30 +49,8 @@ pub(crate) fn analyse(s: &Scenario, topo: &Topology) -> Analysis {
             for v4 in [true, false] {
                 let first = |n: NodeId| topo.addresses(n).find(|a: &IpAddr| a.is_ipv4() == v4);
                 let (Some(src), Some(dst)) = (first(i), first(j)) else { continue };
-                let (Some(hops), Some(_)) = (topo.trace(i, dst), topo.trace(j, src)) else { continue };
-                let mut path: Vec<NodeId> = std::iter::once(i).chain(hops.iter().map(|h| h.node)).collect();
-                path.dedup();
-                let ges: Vec<NodeId> = path.into_iter().filter(|&n| topo.kinds[n].is_ge()).collect();
-                let pges: Vec<PathGe> = ges
-                    .iter()
-                    .map(|&n| {
-                        let prot = topo.protected(n);
-                        let inside = |a: IpAddr| topo.owns(n, a) || prot.iter().any(|p| p.contains(&a));
-                        let side = match (inside(src), inside(dst)) {
-                            (true, false) => Side::Source,
-                            (false, true) => Side::Destination,
-                            _ => Side::Transit,
-                        };
-                        let def = &s.nodes[n];
-                        PathGe {
-                            name: def.name.clone(),
-                            mode: mode_of(def.mode),
-                            side,
-                            groups: def.groups.iter().map(|&g| GroupId(g)).collect(),
-                        }
-                    })
-                    .collect();
-                let d = decide(&pges);
+                let Some(fp) = FlowPath::between(s, topo, i, j, src, dst) else { continue };
+                let (ges, d) = (fp.ges, fp.reference);
                 let pair = (s.nodes[i].name.clone(), s.nodes[j].name.clone());
                 if let Outcome::Protected { encryptor, decryptor, group } = d.outcome {
                     let (Some(&e), Some(&f)) = (ges.get(encryptor), ges.get(decryptor)) else { continue };

@@ -39,11 +39,26 @@ impl FlowPath {
         else {
             return Err(format!("flow {:?}: {} and {} share no IP family", f.name, f.from, f.to));
         };
-        let (Some(hops), Some(_)) = (topo.trace(client, dst), topo.trace(server, src)) else {
-            return Err(format!(
+        Self::between(s, topo, client, server, src, dst).ok_or_else(|| {
+            format!(
                 "flow {:?}: no route between {} ({src}) and {} ({dst}) in one direction or both; check the routes and gateways",
                 f.name, f.from, f.to
-            ));
+            )
+        })
+    }
+
+    /// The path between two nodes' given addresses, or `None` when either direction has no
+    /// route.
+    pub fn between(
+        s: &Scenario,
+        topo: &Topology,
+        client: NodeId,
+        server: NodeId,
+        src: IpAddr,
+        dst: IpAddr,
+    ) -> Option<FlowPath> {
+        let (Some(hops), Some(_)) = (topo.trace(client, dst), topo.trace(server, src)) else {
+            return None;
         };
         let mut nodes: Vec<NodeId> = std::iter::once(client).chain(hops.iter().map(|h| h.node)).collect();
         nodes.dedup();
@@ -68,7 +83,7 @@ impl FlowPath {
                 }
             })
             .collect();
-        Ok(FlowPath { client, server, src, dst, nodes, links, ges, reference: decide(&path) })
+        Some(FlowPath { client, server, src, dst, nodes, links, ges, reference: decide(&path) })
     }
 
     /// Links on which the policy says the payload must never be in clear: between the

@@ -58,20 +58,6 @@ else:
         print("ERROR", type(e).__name__, e)
 "#;
 
-const SNIFF: &str = r#"
-import socket, sys, time
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(3))
-s.settimeout(0.1)
-out = open(sys.argv[1], "w")
-open(sys.argv[1] + ".ready", "w").close()
-while True:
-    try:
-        data, addr = s.recvfrom(65535)
-        out.write(addr[0] + " " + data.hex() + "\n"); out.flush()
-    except socket.timeout:
-        pass
-"#;
-
 /// The running daemons, by GE name.
 struct Daemons(Vec<(String, Child)>);
 impl Daemons {
@@ -201,7 +187,7 @@ fn exchange(lab: &Lab, work: &Path, x: Exchange<'_>) -> String {
 /// Starts the capture in the switch namespace; returns the process and the file.
 fn capture(prefix: &str, work: &Path) -> (Child, PathBuf) {
     let sniff = work.join("sniff.py");
-    std::fs::write(&sniff, SNIFF).unwrap();
+    std::fs::write(&sniff, gscip_lab::run::SNIFF_PY).unwrap();
     let cap = work.join("links.cap");
     let child = Command::new("ip")
         .args(["netns", "exec", &format!("{prefix}-sw"), "python3", sniff.to_str().unwrap(), cap.to_str().unwrap()])
@@ -215,31 +201,9 @@ fn capture(prefix: &str, work: &Path) -> (Child, PathBuf) {
     (child, cap)
 }
 
-/// The capture's frames on the switch ports of a link: a subnet, or `GEA:inside` (the link
-/// between a GEA and its servers).
+/// The capture's frames on the switch ports of a link: a subnet, or `GEA:inside`.
 fn frames_on(capture: &str, s: &Scenario, link: &str) -> Vec<String> {
-    let gea_of = |name: &str| s.nodes.iter().position(|g| g.protects.iter().any(|p| p == name));
-    let mut ports: Vec<String> = Vec::new();
-    for (ni, n) in s.nodes.iter().enumerate() {
-        for (k, i) in n.interfaces.iter().enumerate() {
-            let on = match gea_of(&n.name) {
-                Some(gi) => link == format!("{}:inside", s.nodes[gi].name),
-                None => i.subnet == link,
-            };
-            if on {
-                ports.push(format!("v{ni}-{k}"));
-            }
-        }
-        if !n.protects.is_empty() {
-            let subnet = n.protects.iter().find_map(|srv| s.nodes.iter().find(|x| &x.name == srv)?.interfaces.first());
-            if subnet.is_some_and(|i| i.subnet == link) {
-                ports.push(format!("g{ni}o"));
-            }
-            if link == format!("{}:inside", n.name) {
-                ports.push(format!("g{ni}i"));
-            }
-        }
-    }
+    let ports = gscip_lab::run::ports_of_link(s, link);
     capture
         .lines()
         .filter_map(|l| l.split_once(' '))
