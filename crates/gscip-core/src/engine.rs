@@ -131,6 +131,13 @@ impl DropReason {
     }
 }
 
+/// What a kernel fast path may do with the rest of a flow ([`Engine::fast_path`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FastPath {
+    Pass,
+    Drop,
+}
+
 /// Why a packet is coming out of the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransmitKind {
@@ -403,6 +410,24 @@ impl Engine {
     }
     pub fn negotiations_in_progress(&self) -> usize {
         self.negotiations.len()
+    }
+
+    /// Whether the rest of this packet's flow can be handled without the engine: a final PIT
+    /// entry whose action needs no cryptography (relay or plaintext: pass; discard: drop).
+    /// A data plane with a kernel fast path (conntrack marks) asks this after
+    /// [`Engine::handle_packet`]; flows that are sealed or opened, and provisional decisions
+    /// (which a CDN may still overturn), always come back to the engine.
+    pub fn fast_path(&self, packet: &[u8]) -> Option<FastPath> {
+        let dg = Datagram::parse(packet).ok()?;
+        let (e, dir) = self.pit.get(&dg.cid)?;
+        if e.state != EntryState::Final {
+            return None;
+        }
+        match e.action_for(dir) {
+            FlowAction::Relay | FlowAction::Plain => Some(FastPath::Pass),
+            FlowAction::Discard => Some(FastPath::Drop),
+            FlowAction::Encrypt | FlowAction::Decrypt => None,
+        }
     }
 
     /// Replaces the group keys (a rotation, a new member group, a removal). Entries that relied

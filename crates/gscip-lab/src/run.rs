@@ -105,7 +105,10 @@ struct Processes(Vec<Child>);
 impl Drop for Processes {
     fn drop(&mut self) {
         for c in &mut self.0 {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            // Only a child not yet reaped: a reaped one's PID may belong to someone else now.
+            if let Ok(None) = c.try_wait() {
+                let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            }
         }
         for c in &mut self.0 {
             let t0 = Instant::now();

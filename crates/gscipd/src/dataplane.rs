@@ -14,7 +14,8 @@
 //! 100 µs when idle (issue "Performance" replaces this loop).
 
 use crate::link::LinkSender;
-use crate::{DaemonError, OWN_MARK};
+use crate::{DaemonError, FAST_DROP, FAST_MASK, FAST_PASS, OWN_MARK};
+use gscip_core::engine::FastPath;
 use gscip_core::engine::{Event, TransmitKind, Verdict};
 use gscip_core::{Engine, Timestamp};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -148,7 +149,20 @@ impl Dataplane {
         let len_before = buf.len();
         let tag = self.next_tag;
         self.next_tag += 1;
-        match self.engine.handle_packet_tagged(now(), &mut buf, tag) {
+        let verdict = self.engine.handle_packet_tagged(now(), &mut buf, tag);
+        // Decided without cryptography: hand the rest of the flow to the kernel (the packet
+        // goes through the hook again with the fast-path bits, which the rules save).
+        if matches!(verdict, Verdict::Accept | Verdict::Drop(gscip_core::DropReason::Discarded)) {
+            let packet = if verdict == Verdict::Accept { buf.as_slice() } else { msg.get_payload() };
+            if let Some(fast) = self.engine.fast_path(packet) {
+                let bits = if fast == FastPath::Pass { FAST_PASS } else { FAST_DROP };
+                let mark = (msg.get_nfmark() & !FAST_MASK) | bits;
+                msg.set_nfmark(mark);
+                msg.set_verdict(nfq::Verdict::Repeat);
+                return self.verdict(msg);
+            }
+        }
+        match verdict {
             Verdict::Accept => {
                 if buf.len() != len_before || buf.as_slice() != msg.get_payload() {
                     msg.set_payload(buf);

@@ -21,8 +21,15 @@ pub mod link;
 pub mod rules;
 
 /// Packets the daemon sends itself carry this netfilter mark, so its own rules let them pass
-/// instead of queueing them again.
-pub const OWN_MARK: u32 = 0x4753_4950;
+/// instead of queueing them again. (It shares no bit with [`FAST_MASK`].)
+pub const OWN_MARK: u32 = 0x4000_0047;
+
+/// Fast-path bits of the packet and conntrack marks: a flow decided "pass" (relay or
+/// plaintext) or "drop" no longer goes to userspace. Other bits of the marks are kept.
+pub const FAST_MASK: u32 = 0x0030_0000;
+pub const FAST_PASS: u32 = 0x0010_0000;
+pub const FAST_DROP: u32 = 0x0020_0000;
+const _: () = assert!(OWN_MARK & FAST_MASK == 0);
 
 /// What can stop the daemon, by whose fault.
 #[derive(Debug, thiserror::Error)]

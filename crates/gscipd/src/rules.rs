@@ -8,7 +8,7 @@
 //! An open GE with `fail_open = true` gets `--queue-bypass` instead.
 
 use crate::config::{Config, Hooks};
-use crate::{DaemonError, OWN_MARK};
+use crate::{DaemonError, FAST_DROP, FAST_MASK, FAST_PASS, OWN_MARK};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -32,6 +32,16 @@ pub fn restore_script(c: &Config, v6: bool) -> String {
     let mut s = String::from("*filter\n");
     s.push_str(&format!(":{CHAIN} - [0:0]\n"));
     s.push_str(&format!("-A {CHAIN} -m mark --mark {OWN_MARK:#x} -j RETURN\n"));
+    // The kernel fast path: flows the daemon decided without cryptography. A packet comes
+    // back from the queue with the fast-path bits in its mark (verdict "repeat"), which are
+    // saved in its conntrack entry; the flow's later packets match the connmark rules.
+    let (pass, drop, mask) = (FAST_PASS, FAST_DROP, FAST_MASK);
+    s.push_str(&format!("-A {CHAIN} -m connmark --mark {pass:#x}/{mask:#x} -j RETURN\n"));
+    s.push_str(&format!("-A {CHAIN} -m connmark --mark {drop:#x}/{mask:#x} -j DROP\n"));
+    s.push_str(&format!("-A {CHAIN} -m mark --mark {pass:#x}/{mask:#x} -j CONNMARK --save-mark --mask {mask:#x}\n"));
+    s.push_str(&format!("-A {CHAIN} -m mark --mark {pass:#x}/{mask:#x} -j RETURN\n"));
+    s.push_str(&format!("-A {CHAIN} -m mark --mark {drop:#x}/{mask:#x} -j CONNMARK --save-mark --mask {mask:#x}\n"));
+    s.push_str(&format!("-A {CHAIN} -m mark --mark {drop:#x}/{mask:#x} -j DROP\n"));
     s.push_str(&format!("-A {CHAIN} -p tcp {q}\n"));
     s.push_str(&format!("-A {CHAIN} -p udp {q}\n"));
     s.push_str(&format!("-A {CHAIN} {icmp} {q}\n"));
@@ -103,7 +113,7 @@ mod tests {
     fn the_script_queues_tcp_udp_and_unreachables_and_skips_our_own_packets() {
         let c = Config::parse("key_file = \"k\"\nhooks = \"host\"\nlocal_addrs = [\"10.0.0.1\"]\nqueue = 3\n").unwrap();
         let s = restore_script(&c, false);
-        assert!(s.contains("--mark 0x47534950 -j RETURN"));
+        assert!(s.contains("--mark 0x40000047 -j RETURN"));
         assert!(s.contains("-p tcp -j NFQUEUE --queue-num 3\n"), "fail closed: no bypass");
         assert!(s.contains("--icmp-type destination-unreachable"));
         assert!(restore_script(&c, true).contains("--icmpv6-type destination-unreachable"));
