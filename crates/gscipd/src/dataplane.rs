@@ -81,7 +81,12 @@ pub struct Dataplane {
     next_tag: u64,
     events: Option<std::fs::File>,
     control: Option<crate::control::ControlSocket>,
+    /// Discards logged in the current second, and when that second began (rate limit).
+    discard_log: (u32, Timestamp),
 }
+
+/// At most this many discards are logged one by one per second; the rest are summed up.
+const DISCARD_LOGS_PER_SECOND: u32 = 10;
 
 impl Dataplane {
     /// Binds the NFQUEUE (before the rules that feed it are installed).
@@ -93,7 +98,16 @@ impl Dataplane {
         queue.set_queue_max_len(queue_num, 8192).map_err(nf)?;
         queue.set_copy_range(queue_num, 0xffff).map_err(nf)?;
         queue.set_nonblocking(true);
-        Ok(Dataplane { engine, queue, raw, held: HashMap::new(), next_tag: 1, events: None, control: None })
+        Ok(Dataplane {
+            engine,
+            queue,
+            raw,
+            held: HashMap::new(),
+            next_tag: 1,
+            events: None,
+            control: None,
+            discard_log: (0, Timestamp(0)),
+        })
     }
 
     /// Serves `gscip status` on this socket.
@@ -150,6 +164,9 @@ impl Dataplane {
         let tag = self.next_tag;
         self.next_tag += 1;
         let verdict = self.engine.handle_packet_tagged(now(), &mut buf, tag);
+        if verdict == Verdict::Drop(gscip_core::DropReason::Discarded) {
+            self.log_discard(msg.get_payload());
+        }
         // Decided without cryptography: hand the rest of the flow to the kernel (the packet
         // goes through the hook again with the fast-path bits, which the rules save).
         if matches!(verdict, Verdict::Accept | Verdict::Drop(gscip_core::DropReason::Discarded)) {
@@ -181,6 +198,24 @@ impl Dataplane {
         }
     }
 
+    /// Every discard is counted by the engine; the log shows them one by one up to
+    /// [`DISCARD_LOGS_PER_SECOND`], then how many were not shown.
+    fn log_discard(&mut self, packet: &[u8]) {
+        let t = now();
+        let (n, since) = self.discard_log;
+        if t.0.saturating_sub(since.0) >= 1_000_000 {
+            if n > DISCARD_LOGS_PER_SECOND {
+                tracing::warn!(ge = self.engine.name(), suppressed = n - DISCARD_LOGS_PER_SECOND, "more discards");
+            }
+            self.discard_log = (0, t);
+        }
+        self.discard_log.0 += 1;
+        if self.discard_log.0 <= DISCARD_LOGS_PER_SECOND {
+            let flow = gscip_wire::ip::Datagram::parse(packet).map(|d| d.cid.to_string()).unwrap_or_default();
+            tracing::warn!(ge = self.engine.name(), %flow, "discarded");
+        }
+    }
+
     fn verdict(&mut self, msg: nfq::Message) -> Result<(), DaemonError> {
         self.queue.verdict(msg).map_err(|e| DaemonError::Netfilter(format!("verdict: {e}")))
     }
@@ -208,7 +243,7 @@ impl Dataplane {
                         Injector::Link(l) => l.send(&t.packet),
                     };
                     if let Err(e) = sent {
-                        eprintln!("gscipd: sending a {:?} packet failed: {e}", t.kind);
+                        tracing::warn!(kind = ?t.kind, error = %e, "sending failed");
                     }
                 }
             }
@@ -216,13 +251,14 @@ impl Dataplane {
         while let Some(ev) = self.engine.poll_event() {
             match ev {
                 Event::FlowDecided { cid, action, summary, provisional } => {
-                    eprintln!(
-                        "gscipd {}: {cid}: {} (group {:?}, path {:?}){}",
-                        self.engine.name(),
-                        action.as_str(),
-                        summary.group.map(|g| g.0),
-                        summary.path,
-                        if provisional { " [provisional]" } else { "" }
+                    tracing::info!(
+                        ge = self.engine.name(),
+                        flow = %cid,
+                        action = action.as_str(),
+                        group = ?summary.group.map(|g| g.0),
+                        path = ?summary.path,
+                        provisional,
+                        "decided"
                     );
                     if let Some(f) = self.events.as_mut() {
                         use std::io::Write;
@@ -241,16 +277,15 @@ impl Dataplane {
                     }
                 }
                 Event::NegotiationFailed { cid, reason } => {
-                    eprintln!("gscipd {}: {cid}: negotiation failed: {reason}", self.engine.name())
+                    tracing::warn!(ge = self.engine.name(), flow = %cid, %reason, "negotiation failed")
                 }
                 Event::PeerMisbehaved { cid, error } => {
-                    eprintln!(
-                        "gscipd {}: {}: {error}",
-                        self.engine.name(),
-                        cid.map(|c| c.to_string()).unwrap_or_default()
-                    )
+                    let flow = cid.map(|c| c.to_string()).unwrap_or_default();
+                    tracing::warn!(ge = self.engine.name(), %flow, %error, "peer misbehaved")
                 }
-                Event::FlowRemoved { .. } => {}
+                Event::FlowRemoved { cid, reason } => {
+                    tracing::debug!(ge = self.engine.name(), flow = %cid, reason = ?reason, "entry removed")
+                }
             }
         }
         Ok(())

@@ -28,10 +28,17 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Logs: RUST_LOG sets the level (default info); keys and payloads are never logged.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_target(false)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .init();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gscipd: {e}");
+            tracing::error!("{e}");
             ExitCode::FAILURE
         }
     }
@@ -64,7 +71,7 @@ fn run(args: &Args) -> Result<(), DaemonError> {
     let socket = cfg.control_socket.clone().unwrap_or_else(|| gscipd::control::default_socket(dp.engine.name()));
     dp.serve_control(gscipd::control::ControlSocket::bind(&socket)?);
     rules::install(&cfg)?;
-    eprintln!("gscipd {}: running on queue {} ({:?} hooks)", dp.engine.name(), cfg.queue, cfg.hooks);
+    tracing::info!(ge = dp.engine.name(), queue = cfg.queue, hooks = ?cfg.hooks, "running");
     let result = dp.run(&stop);
     // A clean stop removes the rules; a crash leaves them (closed GEs stay closed).
     rules::remove(&cfg)?;

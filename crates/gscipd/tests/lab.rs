@@ -370,6 +370,10 @@ fn a_closed_gen_protects_its_terminals_and_keeps_its_boundary() {
     let r3 = exchange(&lab, &work, x("ges1", "ges3", "10.0.1.3", "udp", 5354, "ges1-to-ges3-77b2"));
     // term -> ges3: the GEN and ges3 share no group: discarded at the GEN.
     let r4 = exchange(&lab, &work, x("term", "ges3", "10.0.1.3", "tcp", 8081, "term-to-ges3-e9f0"));
+    // The same over TCP from the GE host ges1: the application is told at once.
+    let t0 = Instant::now();
+    let r5 = exchange(&lab, &work, x("ges1", "ges3", "10.0.1.3", "tcp", 8082, "ges1-to-ges3-tcp-51c8"));
+    let r5_took = t0.elapsed();
     std::thread::sleep(Duration::from_millis(200));
     let _ = sniffer.kill();
     let _ = sniffer.wait();
@@ -394,6 +398,9 @@ fn a_closed_gen_protects_its_terminals_and_keeps_its_boundary() {
     assert!(r3.starts_with("ERROR"), "ges1 -> ges3 must fail: {r3}");
     assert!(!seen(&net1, "ges1-to-ges3-77b2"), "a discarded flow crossed the GEN");
     assert!(r4.starts_with("ERROR"), "term -> ges3 must fail: {r4}");
+    assert!(r5.starts_with("ERROR") && !r5.contains("Timeout"), "ges1 -> ges3 over TCP must fail at once: {r5}");
+    assert!(r5_took < Duration::from_secs(2), "the error took {r5_took:?}");
+    assert!(logs.contains("action=\"discard\""), "discarded flows are logged:\n{logs}");
     assert!(!seen(&net1, "term-to-ges3-e9f0"), "a discarded flow crossed the GEN");
     drop(lab);
     let _ = std::fs::remove_dir_all(&work);
@@ -587,7 +594,7 @@ fn iperf3_runs_through_a_protected_path() {
     let lost = udp["end"]["sum"]["lost_percent"].as_f64().unwrap_or(100.0);
     assert!(udp_packets > 1000 && lost < 50.0, "UDP: {udp_packets} packets, {lost}% lost: {udp}");
     let logs = std::fs::read_to_string(work.join("b.log")).unwrap_or_default();
-    assert!(logs.contains(":5201: decrypt"), "the transfer was not protected:\n{logs}");
+    assert!(logs.contains(":5201 action=\"decrypt\""), "the transfer was not protected:\n{logs}");
     eprintln!(
         "iperf3 through the protected path: TCP {:.0} Mbit/s, UDP {} packets, {:.1}% lost",
         tcp["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6,
