@@ -24,6 +24,12 @@ struct Args {
     /// boundary closed).
     #[arg(long)]
     remove_rules: bool,
+    /// The NFQUEUE number (overrides the configuration's `queue`).
+    #[arg(long, env = "GSCIPD_QUEUE")]
+    queue: Option<u16>,
+    /// The control socket (overrides the configuration's `control_socket`).
+    #[arg(long, env = "GSCIPD_CONTROL_SOCKET")]
+    control_socket: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -45,7 +51,13 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &Args) -> Result<(), DaemonError> {
-    let cfg = Config::load(&args.config)?;
+    let mut cfg = Config::load(&args.config)?;
+    if let Some(q) = args.queue {
+        cfg.queue = q;
+    }
+    if let Some(p) = &args.control_socket {
+        cfg.control_socket = Some(p.clone());
+    }
     if args.remove_rules {
         return rules::remove(&cfg);
     }

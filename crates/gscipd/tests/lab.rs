@@ -697,6 +697,20 @@ fn relayed_flows_take_the_kernel_fast_path() {
                      n+=s.recvfrom(512)[0].startswith(b're:burst')\n  time.sleep(0.02)\nprint(n)\n";
     let got = lab.exec("ges1", "python3", &["-c", client_py]).unwrap();
     let gen = status(&work, "gen");
+    // Bulk TCP through the relaying GEN: sealed segments are 25 bytes longer than their
+    // sequence numbers say (the PCCOM trailer); the GEN's conntrack must still accept them.
+    let mut iperf = Command::new("ip")
+        .args(["netns", "exec", lab.namespace("ges4").unwrap(), "iperf3", "-s", "-B", "10.0.1.4", "-p", "5202"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("iperf3");
+    std::thread::sleep(Duration::from_millis(300));
+    let bulk =
+        lab.exec("ges1", "iperf3", &["-c", "10.0.1.4", "-p", "5202", "-t", "2", "-J"]).expect("iperf3 through the GEN");
+    let _ = Command::new("kill").arg(iperf.id().to_string()).status();
+    let _ = iperf.wait();
+    let liberal = lab.exec("gen", "sysctl", &["-n", "net.netfilter.nf_conntrack_tcp_be_liberal"]).unwrap_or_default();
     let _ = server.kill();
     let _ = server.wait();
     drop(daemons);
@@ -710,7 +724,47 @@ fn relayed_flows_take_the_kernel_fast_path() {
     assert_eq!(entry["action"], "relay");
     let seen = entry["packets"].as_u64().unwrap();
     assert!(seen <= 4, "gen's daemon saw {seen} of the flow's 40 packets: no fast path");
+    let bulk: serde_json::Value = serde_json::from_str(&bulk[bulk.find('{').unwrap_or(0)..]).expect("iperf3 JSON");
+    let bytes = bulk["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+    let retrans = bulk["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
+    assert_eq!(liberal.trim(), "0", "conntrack must be strict here for the check to mean anything");
+    assert!(bytes > 1_000_000, "bulk TCP through the relaying GEN moved {bytes} bytes: {bulk}");
+    eprintln!("bulk TCP relayed by gen (strict conntrack): {bytes} bytes, {retrans} retransmissions");
     eprintln!("gen's daemon saw {seen} of 40 packets; the kernel passed the rest");
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&work);
+}
+
+/// An open GE configured to fail open lets traffic pass while its daemon is gone; a closed GE
+/// (the default) does not (see the crash test).
+#[test]
+fn an_open_ge_configured_to_fail_open_passes_traffic_while_its_daemon_is_down() {
+    let s = Scenario::parse(SCENARIO, "lan.toml").unwrap();
+    let work = dir("failopen");
+    let (lab, mut daemons) = start(&s, "gstd8", &work);
+    // Restart a (open) with fail_open.
+    let a = daemons.child("a");
+    let _ = Command::new("kill").arg("-TERM").arg(a.id().to_string()).status();
+    let _ = a.wait();
+    let cf = work.join("a.toml");
+    let cfg = std::fs::read_to_string(&cf).unwrap() + "fail_open = true\n";
+    std::fs::write(&cf, cfg).unwrap();
+    *daemons.child("a") = spawn_daemon(&lab, "a", &work);
+    let t0 = Instant::now();
+    while lab.exec("a", "iptables", &["-C", "OUTPUT", "-j", "GSCIP"]).is_err() && t0.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let rules = lab.exec("a", "iptables", &["-S", "GSCIP"]).unwrap();
+    assert!(rules.contains("--queue-bypass"), "{rules}");
+    // Crash it: a's plaintext traffic to the terminal still flows.
+    let a = daemons.child("a");
+    let _ = Command::new("kill").arg("-KILL").arg(a.id().to_string()).status();
+    let _ = a.wait();
+    let x = |from, to, addr, proto, port, payload| Exchange { from, to, addr, proto, port, payload };
+    let r = exchange(&lab, &work, x("a", "t", "10.9.0.3", "udp", 9100, "fail-open-9d2e"));
+    assert_eq!(r, "re:fail-open-9d2e", "an open GE with fail_open must pass traffic without its daemon");
+    drop(daemons);
     drop(lab);
     let _ = std::fs::remove_dir_all(&work);
 }
