@@ -711,6 +711,7 @@ fn relayed_flows_take_the_kernel_fast_path() {
     let _ = Command::new("kill").arg(iperf.id().to_string()).status();
     let _ = iperf.wait();
     let liberal = lab.exec("gen", "sysctl", &["-n", "net.netfilter.nf_conntrack_tcp_be_liberal"]).unwrap_or_default();
+    let after_bulk = status(&work, "gen");
     let _ = server.kill();
     let _ = server.wait();
     drop(daemons);
@@ -729,7 +730,9 @@ fn relayed_flows_take_the_kernel_fast_path() {
     let retrans = bulk["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
     assert_eq!(liberal.trim(), "0", "conntrack must be strict here for the check to mean anything");
     assert!(bytes > 1_000_000, "bulk TCP through the relaying GEN moved {bytes} bytes: {bulk}");
-    eprintln!("bulk TCP relayed by gen (strict conntrack): {bytes} bytes, {retrans} retransmissions");
+    let gen_saw = after_bulk["counters"]["packets"].as_u64().unwrap_or(u64::MAX);
+    assert!(gen_saw < 200, "gen's daemon saw {gen_saw} packets of a bulk relayed transfer: no fast path");
+    eprintln!("bulk TCP relayed by gen (strict conntrack): {bytes} bytes, {retrans} retransmissions; gen's daemon saw {gen_saw} packets");
     eprintln!("gen's daemon saw {seen} of 40 packets; the kernel passed the rest");
     drop(lab);
     let _ = std::fs::remove_dir_all(&work);
