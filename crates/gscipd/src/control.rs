@@ -32,6 +32,12 @@ impl ControlSocket {
         Ok(ControlSocket { listener, path: path.to_owned() })
     }
 
+    /// The listener's descriptor, for the daemon's `poll()`.
+    pub fn raw_fd(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        self.listener.as_raw_fd()
+    }
+
     /// Answers whoever is waiting (never blocks the data plane for long).
     pub fn serve(&self, engine: &Engine) {
         while let Ok((mut conn, _)) = self.listener.accept() {

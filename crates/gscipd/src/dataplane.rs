@@ -9,9 +9,11 @@
 //! (`IPPROTO_RAW`: the IP header is ours, whatever the source address) marked with
 //! [`OWN_MARK`], which the daemon's rules let pass.
 //!
-//! Known limit of this first version: the `nfq` crate does not expose its socket, so the loop
-//! cannot block in `poll()` with the engine's timeout; it receives without blocking and sleeps
-//! 100 µs when idle (issue "Performance" replaces this loop).
+//! The loop blocks in `poll()` on the queue's netlink socket and the control socket until
+//! the engine's next timer. The `nfq` crate does not expose its socket, so the daemon finds
+//! it: the process's one NETLINK_NETFILTER socket, matched by inode between `/proc/self/fd`
+//! and `/proc/self/net/netlink`. If that ever fails, the loop falls back to sleeping 100 µs
+//! when idle.
 
 use crate::link::LinkSender;
 use crate::{DaemonError, FAST_DROP, FAST_MASK, FAST_PASS, OWN_MARK};
@@ -123,6 +125,10 @@ impl Dataplane {
 
     /// Runs until `stop` is set.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), DaemonError> {
+        let queue_fd = netfilter_netlink_fd();
+        if queue_fd.is_none() {
+            tracing::warn!("cannot find the NFQUEUE socket; polling every 100 µs instead");
+        }
         while !stop.load(Ordering::Relaxed) {
             let mut busy = false;
             match self.queue.recv() {
@@ -144,7 +150,17 @@ impl Dataplane {
                 c.serve(&self.engine);
             }
             if !busy {
-                std::thread::sleep(Duration::from_micros(100));
+                match queue_fd {
+                    Some(fd) => {
+                        // Sleep until a packet, a status request, the next timer, or (to notice
+                        // `stop`) a quarter of a second.
+                        let until = self.engine.poll_timeout().map(|at| at.0.saturating_sub(now().0) / 1000);
+                        let ms = until.unwrap_or(250).clamp(0, 250) as i32;
+                        let control = self.control.as_ref().map(|c| c.raw_fd());
+                        wait_readable(fd, control, ms);
+                    }
+                    None => std::thread::sleep(Duration::from_micros(100)),
+                }
             }
         }
         // Whatever is still held goes out as dropped rather than stuck in the kernel queue.
@@ -289,5 +305,44 @@ impl Dataplane {
             }
         }
         Ok(())
+    }
+}
+
+/// The process's NETLINK_NETFILTER socket (the NFQUEUE's): its inode from
+/// `/proc/self/net/netlink` (protocol 12), matched against the links in `/proc/self/fd`.
+fn netfilter_netlink_fd() -> Option<i32> {
+    let table = std::fs::read_to_string("/proc/self/net/netlink").ok()?;
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1) == Some(&"12")).then(|| f.get(9).map(|s| s.to_string())).flatten()
+        })
+        .collect();
+    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+        let Ok(target) = std::fs::read_link(entry.path()) else { continue };
+        let t = target.to_string_lossy();
+        if let Some(inode) = t.strip_prefix("socket:[").and_then(|x| x.strip_suffix(']')) {
+            if inodes.iter().any(|i| i == inode) {
+                return entry.file_name().to_str()?.parse().ok();
+            }
+        }
+    }
+    None
+}
+
+/// Waits until `fd` (or `other`) is readable, or `timeout_ms` passes.
+#[allow(unsafe_code)]
+fn wait_readable(fd: i32, other: Option<i32>, timeout_ms: i32) {
+    let mut fds = [
+        libc::pollfd { fd, events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: other.unwrap_or(-1), events: libc::POLLIN, revents: 0 },
+    ];
+    // SAFETY: `fds` is a valid array of two pollfd for the duration of the call and its length
+    // is passed with it; a negative fd is ignored by poll(2). The descriptors belong to this
+    // process (the queue's socket and the control listener) and stay open during the call.
+    unsafe {
+        libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms);
     }
 }

@@ -10,7 +10,8 @@
 //! * [`link`]: layer-2 injection for a GEA (a bridge without an address);
 //! * [`control`]: the local control socket behind `gscip status`.
 //!
-//! See `docs/gscipd.md`. The only `unsafe` is building a `sockaddr_ll` in [`link`].
+//! See `docs/gscipd.md`. The only `unsafe` code: building a `sockaddr_ll` in [`link`], and
+//! the `poll(2)` call of the loop in [`dataplane`].
 #![deny(unsafe_code)]
 
 pub mod config;
