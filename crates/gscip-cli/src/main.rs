@@ -208,9 +208,6 @@ fn lab_run(file: &std::path::Path, json: bool, keep: bool, prefix: &str) -> Exit
             return ExitCode::from(2);
         }
     };
-    let gscipd = std::env::var_os("GSCIPD").map(PathBuf::from).unwrap_or_else(|| {
-        std::env::current_exe().map(|p| p.with_file_name("gscipd")).unwrap_or_else(|_| PathBuf::from("gscipd"))
-    });
     let work_dir = std::env::temp_dir().join(format!("gscip-lab-{prefix}"));
     // Ctrl-C: remove everything, then stop.
     let p = prefix.to_owned();
@@ -219,7 +216,7 @@ fn lab_run(file: &std::path::Path, json: bool, keep: bool, prefix: &str) -> Exit
         eprintln!("gscip lab: interrupted; the lab was removed");
         std::process::exit(130);
     });
-    let opts = gscip_lab::run::RunOptions { prefix: prefix.to_owned(), keep, gscipd, work_dir: work_dir.clone() };
+    let opts = gscip_lab::run::RunOptions { keep, ..gscip_lab::run::RunOptions::new(prefix) };
     match gscip_lab::run::run_scenario(&scenario, &opts) {
         Ok(report) => {
             if json {

@@ -97,10 +97,29 @@ pub struct RunOptions {
     pub gscipd: PathBuf,
     /// Where key files, configurations, logs and the capture go.
     pub work_dir: PathBuf,
+    /// Appended to every daemon's configuration (e.g. `aead = "chacha20-poly1305"`).
+    pub extra_config: String,
+    /// Extra arguments for every daemon (e.g. `--accept-only` for the benchmark's floor).
+    pub daemon_args: Vec<String>,
 }
 
-/// Processes killed when dropped.
-struct Processes(Vec<Child>);
+impl RunOptions {
+    /// The usual options for a prefix: `gscipd` next to this binary (or `$GSCIPD`), a work
+    /// directory in the temporary directory.
+    pub fn new(prefix: &str) -> RunOptions {
+        let gscipd = std::env::var_os("GSCIPD").map(PathBuf::from).unwrap_or_else(|| {
+            std::env::current_exe().map(|p| p.with_file_name("gscipd")).unwrap_or_else(|_| PathBuf::from("gscipd"))
+        });
+        RunOptions {
+            prefix: prefix.to_owned(),
+            keep: false,
+            gscipd,
+            work_dir: std::env::temp_dir().join(format!("gscip-lab-{prefix}")),
+            extra_config: String::new(),
+            daemon_args: Vec::new(),
+        }
+    }
+}
 
 impl Drop for Processes {
     fn drop(&mut self) {
@@ -285,7 +304,13 @@ pub fn run_scenario(s: &Scenario, opts: &RunOptions) -> Result<Report, LabError>
     Ok(Report { scenario: s.name.clone(), engine: "lab".into(), flows, summary })
 }
 
-fn start_daemons(s: &Scenario, topo: &Topology, lab: &Lab, opts: &RunOptions) -> Result<Processes, LabError> {
+/// Running processes, stopped (SIGTERM, then SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Processes(Vec<Child>);
+
+/// Enrolls every GE of `s` with the built-in GMS and starts `gscipd` in its namespace; waits
+/// until each has its rules in place.
+pub fn start_daemons(s: &Scenario, topo: &Topology, lab: &Lab, opts: &RunOptions) -> Result<Processes, LabError> {
     let io = |e: std::io::Error| LabError::Environment(e.to_string());
     let groups: Vec<u16> = s.groups.iter().map(|g| g.id).collect();
     let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -312,12 +337,13 @@ fn start_daemons(s: &Scenario, topo: &Topology, lab: &Lab, opts: &RunOptions) ->
         let events = opts.work_dir.join(format!("{}.events", n.name));
         let _ = std::fs::remove_file(&events);
         let cfg = format!(
-            "key_file = \"{}\"\nhooks = \"{hooks}\"\nlocal_addrs = [{}]\nprotected = [{}]\nevents_file = \"{}\"\ncontrol_socket = \"{}\"\n{bridges}",
+            "key_file = \"{}\"\nhooks = \"{hooks}\"\nlocal_addrs = [{}]\nprotected = [{}]\nevents_file = \"{}\"\ncontrol_socket = \"{}\"\n{bridges}{}\n",
             kf.display(),
             quote(n.interfaces.iter().map(|i| i.address.to_string()).collect()),
             quote(topo.protected(idx).iter().map(|p| p.to_string()).collect()),
             events.display(),
-            opts.work_dir.join(format!("{}.sock", n.name)).display()
+            opts.work_dir.join(format!("{}.sock", n.name)).display(),
+            opts.extra_config
         );
         let cf = opts.work_dir.join(format!("{}.toml", n.name));
         std::fs::write(&cf, cfg).map_err(io)?;
@@ -328,6 +354,7 @@ fn start_daemons(s: &Scenario, topo: &Topology, lab: &Lab, opts: &RunOptions) ->
             .arg(&opts.gscipd)
             .arg("--config")
             .arg(&cf)
+            .args(&opts.daemon_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(io)?)
             .stderr(log)

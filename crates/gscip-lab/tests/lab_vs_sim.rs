@@ -23,10 +23,9 @@ fn compare(example: &str, prefix: &str) {
     let s = Scenario::from_file(&path).expect("example");
     let sim = Simulation::new(&s).expect("sim").run();
     let opts = RunOptions {
-        prefix: prefix.into(),
-        keep: false,
         gscipd: gscipd(),
         work_dir: std::env::temp_dir().join(format!("gscip-lab-test-{prefix}")),
+        ..RunOptions::new(prefix)
     };
     let _ = gscip_lab::clean(prefix);
     let lab = run_scenario(&s, &opts).unwrap_or_else(|e| panic!("the lab must run here (root): {e}"));

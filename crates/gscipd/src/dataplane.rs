@@ -346,3 +346,31 @@ fn wait_readable(fd: i32, other: Option<i32>, timeout_ms: i32) {
         libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms);
     }
 }
+
+/// The benchmark's floor: the same queue, rules and loop shape with no engine; every packet
+/// is accepted unchanged.
+pub fn run_accept_only(queue_num: u16, stop: &AtomicBool) -> Result<(), DaemonError> {
+    let nf = |e: std::io::Error| DaemonError::Netfilter(format!("NFQUEUE {queue_num}: {e}"));
+    let mut queue = nfq::Queue::open().map_err(nf)?;
+    queue.bind(queue_num).map_err(nf)?;
+    queue.set_fail_open(queue_num, false).map_err(nf)?;
+    queue.set_queue_max_len(queue_num, 8192).map_err(nf)?;
+    queue.set_copy_range(queue_num, 0xffff).map_err(nf)?;
+    queue.set_nonblocking(true);
+    let fd = netfilter_netlink_fd();
+    while !stop.load(Ordering::Relaxed) {
+        match queue.recv() {
+            Ok(mut msg) => {
+                msg.set_verdict(nfq::Verdict::Accept);
+                queue.verdict(msg).map_err(nf)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => match fd {
+                Some(fd) => wait_readable(fd, None, 250),
+                None => std::thread::sleep(Duration::from_micros(100)),
+            },
+            Err(e) if e.raw_os_error() == Some(105) => {}
+            Err(e) => return Err(nf(e)),
+        }
+    }
+    Ok(())
+}

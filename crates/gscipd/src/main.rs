@@ -30,6 +30,9 @@ struct Args {
     /// The control socket (overrides the configuration's `control_socket`).
     #[arg(long, env = "GSCIPD_CONTROL_SOCKET")]
     control_socket: Option<PathBuf>,
+    /// Benchmark floor: the same rules and queue, every packet accepted unchanged, no GSCIP.
+    #[arg(long)]
+    accept_only: bool,
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,16 @@ fn run(args: &Args) -> Result<(), DaemonError> {
     }
     if args.remove_rules {
         return rules::remove(&cfg);
+    }
+    if args.accept_only {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        ctrlc::set_handler(move || s.store(true, Ordering::Relaxed))
+            .map_err(|e| DaemonError::Configuration(format!("signal handler: {e}")))?;
+        rules::install(&cfg)?;
+        let result = gscipd::dataplane::run_accept_only(cfg.queue, &stop);
+        rules::remove(&cfg)?;
+        return result;
     }
     let mut keys = KeyFile::new(&cfg.key_file);
     let (identity, trust) = keys.identity()?;
