@@ -102,7 +102,15 @@ while True:
     c, _ = s.accept(); c.recv(16); c.sendall(b"y"); c.close()
 "#;
 
-fn measure(name: &str, ges: bool, gen: bool, extra_config: &str, daemon_args: &[&str], runs: usize, secs: u32) -> Figures {
+fn measure(
+    name: &str,
+    ges: bool,
+    gen: bool,
+    extra_config: &str,
+    daemon_args: &[&str],
+    runs: usize,
+    secs: u32,
+) -> Figures {
     let s = scenario(ges, gen);
     let prefix = format!("bn{}", &name[..name.len().min(4)].replace('-', ""));
     let _ = clean(&prefix);
@@ -112,7 +120,8 @@ fn measure(name: &str, ges: bool, gen: bool, extra_config: &str, daemon_args: &[
     opts.daemon_args = daemon_args.iter().map(|a| a.to_string()).collect();
     std::fs::create_dir_all(&opts.work_dir).ok();
     let topo = Topology::new(&s);
-    let daemons = if ges { Some(start_daemons(&s, &topo, &lab, &opts).unwrap_or_else(|e| panic!("{name}: {e}"))) } else { None };
+    let daemons =
+        if ges { Some(start_daemons(&s, &topo, &lab, &opts).unwrap_or_else(|e| panic!("{name}: {e}"))) } else { None };
     let ns_b = lab.namespace("b").unwrap().to_owned();
     let mut server = Command::new("ip")
         .args(["netns", "exec", &ns_b, "iperf3", "-s", "-B", "10.50.2.2"])
@@ -147,7 +156,9 @@ fn measure(name: &str, ges: bool, gen: bool, extra_config: &str, daemon_args: &[
     let mut ready = [0u8; 6];
     let _ = std::io::Read::read(echo.stdout.as_mut().unwrap(), &mut ready);
     for _ in 0..runs {
-        let out = lab.exec("a", "python3", &[work.join("fb.py").to_str().unwrap(), "10.50.2.2", "7000", "20"]).unwrap_or_default();
+        let out = lab
+            .exec("a", "python3", &[work.join("fb.py").to_str().unwrap(), "10.50.2.2", "7000", "20"])
+            .unwrap_or_default();
         f.first_byte_us.push(out.trim().parse().unwrap_or(f64::NAN));
     }
     let _ = echo.kill();
@@ -182,7 +193,10 @@ fn main() {
     let get = |name: &str| &paths.iter().find(|(n, _)| *n == name).expect("path").1;
     let mut rows = Vec::new();
     println!("\nA — R — B, {runs} runs of {secs} s each (min / median / max)\n");
-    println!("{:<16} {:>28} {:>28} {:>28}", "path", "TCP 1 stream, Gbit/s", "UDP 64 B, kpps", "first byte, new TCP, µs");
+    println!(
+        "{:<16} {:>28} {:>28} {:>28}",
+        "path", "TCP 1 stream, Gbit/s", "UDP 64 B, kpps", "first byte, new TCP, µs"
+    );
     for (name, f) in &paths {
         let (t, u, b) = (stats(&f.tcp_gbps), stats(&f.udp_kpps), stats(&f.first_byte_us));
         println!(
