@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo bench --locked -p gscip-core --bench core -- --warm-up-time 2 --measurement-time ${BENCH_SECONDS:-5} "$@"
 python3 scripts/bench-report.py
-# The lab part (root): the A — R — B path, plain, the NFQUEUE floor, GSCIP.
-./scripts/install-deps.sh ip iptables python3 iperf3
+# The lab part (root): the A — R — B path, plain, the NFQUEUE floor, wireguard-go, GSCIP.
+./scripts/install-deps.sh ip iptables python3 iperf3 wireguard-go wg
 cargo build --locked --release -p gscipd -p gscip-lab
 ./target/release/gscip-lab-bench
 python3 - <<'PY'

@@ -12,7 +12,8 @@
 //! first byte of a new TCP connection (DPRP negotiation included), each RUNS times
 //! (min/median/max). Prints a table with ratios against plain and the floor, and writes
 //! `target/bench/lab.json` (`[{"name", "value", "unit", "baseline", "baseline_value", "ratio"}]`).
-//! The WireGuard and IPsec baselines of issue "Performance" are still to come.
+//! * **wireguard-go** (Debian): a WireGuard tunnel between A and B over the same path (the
+//!   first named baseline of issue "Performance"; boringtun and strongSwan are still to come).
 
 use gscip_lab::run::{start_daemons, RunOptions};
 use gscip_lab::{clean, Lab};
@@ -73,6 +74,50 @@ struct Figures {
     first_byte_us: Vec<f64>,
 }
 
+/// A wireguard-go tunnel between A (10.60.0.1) and B (10.60.0.2) over the path; stopped when
+/// dropped. Interface names differ per end (wireguard-go's control sockets are shared).
+struct WireGuard {
+    prefix: String,
+}
+
+impl WireGuard {
+    fn up(lab: &Lab, prefix: &str) -> WireGuard {
+        let sh = |cmd: String| {
+            let ok = Command::new("sh").arg("-c").arg(&cmd).status().map(|s| s.success()).unwrap_or(false);
+            assert!(ok, "wireguard setup failed: {cmd} (apt-get install wireguard-go wireguard-tools)");
+        };
+        let (a, b) = (lab.namespace("a").unwrap().to_owned(), lab.namespace("b").unwrap().to_owned());
+        let (ia, ib) = (format!("{prefix}wa"), format!("{prefix}wb"));
+        let key = |s: &str| {
+            let out = Command::new("sh").arg("-c").arg(s).output().expect("wg");
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let (ka, kb) = (key("wg genkey"), key("wg genkey"));
+        let (pa, pb) = (key(&format!("echo {ka} | wg pubkey")), key(&format!("echo {kb} | wg pubkey")));
+        sh(format!(
+            "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 ip netns exec {a} wireguard-go {ia} >/dev/null 2>&1"
+        ));
+        sh(format!(
+            "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1 ip netns exec {b} wireguard-go {ib} >/dev/null 2>&1"
+        ));
+        std::thread::sleep(Duration::from_millis(300));
+        sh(format!("ip netns exec {a} sh -c 'echo {ka} > /tmp/{ia}.key; wg set {ia} private-key /tmp/{ia}.key listen-port 51820 peer {pb} endpoint 10.50.2.2:51820 allowed-ips 10.60.0.2/32; rm /tmp/{ia}.key'"));
+        sh(format!("ip netns exec {b} sh -c 'echo {kb} > /tmp/{ib}.key; wg set {ib} private-key /tmp/{ib}.key listen-port 51820 peer {pa} endpoint 10.50.1.2:51820 allowed-ips 10.60.0.1/32; rm /tmp/{ib}.key'"));
+        sh(format!("ip -n {a} addr add 10.60.0.1/24 dev {ia} && ip -n {a} link set {ia} up"));
+        sh(format!("ip -n {b} addr add 10.60.0.2/24 dev {ib} && ip -n {b} link set {ib} up"));
+        WireGuard { prefix: prefix.to_owned() }
+    }
+}
+
+impl Drop for WireGuard {
+    fn drop(&mut self) {
+        // The namespaces' removal stops the processes (Lab's teardown); the sockets stay.
+        for end in ["wa", "wb"] {
+            let _ = std::fs::remove_file(format!("/var/run/wireguard/{}{end}.sock", self.prefix));
+        }
+    }
+}
+
 fn iperf(lab: &Lab, args: &[&str]) -> serde_json::Value {
     let out = lab.exec("a", "iperf3", args).unwrap_or_default();
     serde_json::from_str(&out[out.find('{').unwrap_or(0)..]).unwrap_or(serde_json::Value::Null)
@@ -102,12 +147,14 @@ while True:
     c, _ = s.accept(); c.recv(16); c.sendall(b"y"); c.close()
 "#;
 
+#[allow(clippy::too_many_arguments)]
 fn measure(
     name: &str,
     ges: bool,
     gen: bool,
     extra_config: &str,
     daemon_args: &[&str],
+    wireguard: bool,
     runs: usize,
     secs: u32,
 ) -> Figures {
@@ -122,9 +169,11 @@ fn measure(
     let topo = Topology::new(&s);
     let daemons =
         if ges { Some(start_daemons(&s, &topo, &lab, &opts).unwrap_or_else(|e| panic!("{name}: {e}"))) } else { None };
+    let tunnel = wireguard.then(|| WireGuard::up(&lab, &prefix));
+    let dst = if wireguard { "10.60.0.2" } else { "10.50.2.2" };
     let ns_b = lab.namespace("b").unwrap().to_owned();
     let mut server = Command::new("ip")
-        .args(["netns", "exec", &ns_b, "iperf3", "-s", "-B", "10.50.2.2"])
+        .args(["netns", "exec", &ns_b, "iperf3", "-s", "-B", dst])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -133,9 +182,9 @@ fn measure(
     let t = secs.to_string();
     let mut f = Figures { tcp_gbps: vec![], udp_kpps: vec![], first_byte_us: vec![] };
     for _ in 0..runs {
-        let tcp = iperf(&lab, &["-c", "10.50.2.2", "-t", &t, "-J"]);
+        let tcp = iperf(&lab, &["-c", dst, "-t", &t, "-J"]);
         f.tcp_gbps.push(tcp["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9);
-        let udp = iperf(&lab, &["-c", "10.50.2.2", "-t", &t, "-u", "-b", "0", "-l", "64", "-J"]);
+        let udp = iperf(&lab, &["-c", dst, "-t", &t, "-u", "-b", "0", "-l", "64", "-J"]);
         let pk = udp["end"]["sum"]["packets"].as_f64().unwrap_or(0.0);
         let lost = udp["end"]["sum"]["lost_packets"].as_f64().unwrap_or(0.0);
         let secs_f = udp["end"]["sum"]["seconds"].as_f64().unwrap_or(1.0).max(0.001);
@@ -149,21 +198,21 @@ fn measure(
     let mut echo = Command::new("ip")
         .args(["netns", "exec", &ns_b, "python3"])
         .arg(work.join("echo.py"))
-        .args(["10.50.2.2", "7000"])
+        .args([dst, "7000"])
         .stdout(Stdio::piped())
         .spawn()
         .expect("python3");
     let mut ready = [0u8; 6];
     let _ = std::io::Read::read(echo.stdout.as_mut().unwrap(), &mut ready);
     for _ in 0..runs {
-        let out = lab
-            .exec("a", "python3", &[work.join("fb.py").to_str().unwrap(), "10.50.2.2", "7000", "20"])
-            .unwrap_or_default();
+        let out =
+            lab.exec("a", "python3", &[work.join("fb.py").to_str().unwrap(), dst, "7000", "20"]).unwrap_or_default();
         f.first_byte_us.push(out.trim().parse().unwrap_or(f64::NAN));
     }
     let _ = echo.kill();
     let _ = echo.wait();
     drop(daemons);
+    drop(tunnel);
     drop(lab);
     let _ = std::fs::remove_dir_all(&work);
     f
@@ -183,12 +232,13 @@ fn main() {
         std::process::exit(2);
     }
     let paths: Vec<(&str, Figures)> = vec![
-        ("plain", measure("plain", false, false, "", &[], runs, secs)),
+        ("plain", measure("plain", false, false, "", &[], false, runs, secs)),
         // The floor: accept-only loops on the hooks a protected flow uses in steady state (A's
         // and B's OUTPUT/INPUT); R forwards in the kernel, as a GEN's fast path does.
-        ("nfqueue-floor", measure("floor", true, false, "", &["--accept-only"], runs, secs)),
-        ("gscip-aes", measure("aes", true, true, "aead = \"aes-256-gcm\"", &[], runs, secs)),
-        ("gscip-chacha", measure("chacha", true, true, "aead = \"chacha20-poly1305\"", &[], runs, secs)),
+        ("nfqueue-floor", measure("floor", true, false, "", &["--accept-only"], false, runs, secs)),
+        ("wireguard-go", measure("wg", false, false, "", &[], true, runs, secs)),
+        ("gscip-aes", measure("aes", true, true, "aead = \"aes-256-gcm\"", &[], false, runs, secs)),
+        ("gscip-chacha", measure("chacha", true, true, "aead = \"chacha20-poly1305\"", &[], false, runs, secs)),
     ];
     let get = |name: &str| &paths.iter().find(|(n, _)| *n == name).expect("path").1;
     let mut rows = Vec::new();
@@ -215,8 +265,8 @@ fn main() {
             1 => stats(&f.udp_kpps).1,
             _ => stats(&f.first_byte_us).1,
         };
-        for name in ["nfqueue-floor", "gscip-aes", "gscip-chacha"] {
-            for base in ["plain", "nfqueue-floor"] {
+        for name in ["nfqueue-floor", "wireguard-go", "gscip-aes", "gscip-chacha"] {
+            for base in ["plain", "nfqueue-floor", "wireguard-go"] {
                 if name == base {
                     continue;
                 }
