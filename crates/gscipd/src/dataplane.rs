@@ -22,7 +22,7 @@ use gscip_core::engine::{Event, TransmitKind, Verdict};
 use gscip_core::{Engine, Timestamp};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -50,15 +50,8 @@ impl RawSender {
     }
 
     pub fn send(&self, packet: &[u8]) -> std::io::Result<()> {
-        let dst: IpAddr = match packet.first().map(|b| b >> 4) {
-            Some(4) if packet.len() >= 20 => IpAddr::from([packet[16], packet[17], packet[18], packet[19]]),
-            Some(6) if packet.len() >= 40 => {
-                let mut a = [0u8; 16];
-                a.copy_from_slice(&packet[24..40]);
-                IpAddr::from(a)
-            }
-            _ => return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an IP packet")),
-        };
+        let dst = crate::link::dst_of(packet)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an IP packet"))?;
         let sock = if dst.is_ipv4() { &self.v4 } else { &self.v6 };
         sock.send_to(packet, &SockAddr::from(SocketAddr::new(dst, 0))).map(|_| ())
     }
@@ -93,13 +86,7 @@ const DISCARD_LOGS_PER_SECOND: u32 = 10;
 impl Dataplane {
     /// Binds the NFQUEUE (before the rules that feed it are installed).
     pub fn new(engine: Engine, queue_num: u16, raw: Injector) -> Result<Self, DaemonError> {
-        let nf = |e: std::io::Error| DaemonError::Netfilter(format!("NFQUEUE {queue_num}: {e}"));
-        let mut queue = nfq::Queue::open().map_err(nf)?;
-        queue.bind(queue_num).map_err(nf)?;
-        queue.set_fail_open(queue_num, false).map_err(nf)?;
-        queue.set_queue_max_len(queue_num, 8192).map_err(nf)?;
-        queue.set_copy_range(queue_num, 0xffff).map_err(nf)?;
-        queue.set_nonblocking(true);
+        let queue = open_queue(queue_num)?;
         Ok(Dataplane {
             engine,
             queue,
@@ -184,8 +171,10 @@ impl Dataplane {
             self.log_discard(msg.get_payload());
         }
         // Decided without cryptography: hand the rest of the flow to the kernel (the packet
-        // goes through the hook again with the fast-path bits, which the rules save).
-        if matches!(verdict, Verdict::Accept | Verdict::Drop(gscip_core::DropReason::Discarded)) {
+        // goes through the hook again with the fast-path bits, which the rules save). A sealed
+        // or opened packet changed length and never qualifies: skip the lookup for it.
+        let unchanged = buf.len() == len_before;
+        if (verdict == Verdict::Accept && unchanged) || verdict == Verdict::Drop(gscip_core::DropReason::Discarded) {
             let packet = if verdict == Verdict::Accept { buf.as_slice() } else { msg.get_payload() };
             if let Some(fast) = self.engine.fast_path(packet) {
                 let bits = if fast == FastPath::Pass { FAST_PASS } else { FAST_DROP };
@@ -347,9 +336,9 @@ fn wait_readable(fd: i32, other: Option<i32>, timeout_ms: i32) {
     }
 }
 
-/// The benchmark's floor: the same queue, rules and loop shape with no engine; every packet
-/// is accepted unchanged.
-pub fn run_accept_only(queue_num: u16, stop: &AtomicBool) -> Result<(), DaemonError> {
+/// Binds an NFQUEUE the daemon's way: fail-closed, 8192 packets deep, whole packets, without
+/// blocking.
+fn open_queue(queue_num: u16) -> Result<nfq::Queue, DaemonError> {
     let nf = |e: std::io::Error| DaemonError::Netfilter(format!("NFQUEUE {queue_num}: {e}"));
     let mut queue = nfq::Queue::open().map_err(nf)?;
     queue.bind(queue_num).map_err(nf)?;
@@ -357,6 +346,14 @@ pub fn run_accept_only(queue_num: u16, stop: &AtomicBool) -> Result<(), DaemonEr
     queue.set_queue_max_len(queue_num, 8192).map_err(nf)?;
     queue.set_copy_range(queue_num, 0xffff).map_err(nf)?;
     queue.set_nonblocking(true);
+    Ok(queue)
+}
+
+/// The benchmark's floor: the same queue, rules and loop shape with no engine; every packet
+/// is accepted unchanged.
+pub fn run_accept_only(queue_num: u16, stop: &AtomicBool) -> Result<(), DaemonError> {
+    let nf = |e: std::io::Error| DaemonError::Netfilter(format!("NFQUEUE {queue_num}: {e}"));
+    let mut queue = open_queue(queue_num)?;
     let fd = netfilter_netlink_fd();
     while !stop.load(Ordering::Relaxed) {
         match queue.recv() {
