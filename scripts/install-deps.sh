@@ -3,7 +3,7 @@
 # Usage: install-deps.sh COMMAND... (each named command is checked; its package installed).
 set -euo pipefail
 declare -A package=(
-  [ip]=iproute2 [python3]=python3 [c++]=g++ [make]=make [iptables]=iptables [iperf3]=iperf3 [wireguard-go]=wireguard-go [wg]=wireguard-tools
+  [ip]=iproute2 [python3]=python3 [c++]=g++ [make]=make [iptables]=iptables [iperf3]=iperf3 [wireguard-go]=wireguard-go [wg]=wireguard-tools [pg_ctlcluster]=postgresql [chromium]=chromium
 )
 missing=()
 for cmd in "$@"; do
