@@ -446,6 +446,31 @@ impl Engine {
         }
     }
 
+    /// Replaces the GE's identity (the GMS issued a new certificate: new groups, mode, or a
+    /// renewal). The certificate must name this GE and be of the same kind. If its groups or
+    /// mode changed, every PIT entry goes, as for a change of group keys.
+    pub fn set_identity(&mut self, identity: SigningIdentity) -> Result<(), Error> {
+        let (old, new) = (self.identity.certificate(), identity.certificate());
+        if new.name != old.name || new.kind != old.kind {
+            return Err(Error::Configuration(format!(
+                "new certificate is for {:?} ({}), not {:?} ({})",
+                new.name,
+                new.kind.as_str(),
+                old.name,
+                old.kind.as_str()
+            )));
+        }
+        let changed = new.groups != old.groups || new.mode != old.mode;
+        self.mode = new.mode;
+        self.identity = identity;
+        if changed {
+            for e in self.pit.drain_where(|_| true) {
+                self.events.push_back(Event::FlowRemoved { cid: e.cid, reason: RemovalReason::KeyChange });
+            }
+        }
+        Ok(())
+    }
+
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }

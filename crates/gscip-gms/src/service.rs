@@ -222,26 +222,26 @@ impl Gms {
         let seed = random_bytes::<32>()?;
         let ca = CertificateAuthority::from_seed(&seed).map_err(|e| GmsError::Internal(e.to_string()))?;
         let (tls, key_pem) = TlsAuthority::generate(now)?;
-        for (name, value) in [
-            ("dprp-ca-seed", master.seal("secret/dprp-ca-seed", &seed[..])?),
-            ("tls-ca-key", master.seal("secret/tls-ca-key", key_pem.as_bytes())?),
-            ("tls-ca-cert", tls.ca_pem.as_bytes().to_vec()),
-        ] {
-            sqlx::query("INSERT INTO secrets (name, sealed) VALUES ($1, $2)")
-                .bind(name)
-                .bind(value)
+        let written: Result<(), sqlx::Error> = async {
+            for (name, value) in [
+                ("dprp-ca-seed", master.seal("secret/dprp-ca-seed", &seed[..]).map_err(|e| sqlx::Error::Protocol(e.to_string()))?),
+                ("tls-ca-key", master.seal("secret/tls-ca-key", key_pem.as_bytes()).map_err(|e| sqlx::Error::Protocol(e.to_string()))?),
+                ("tls-ca-cert", tls.ca_pem.as_bytes().to_vec()),
+            ] {
+                sqlx::query("INSERT INTO secrets (name, sealed) VALUES ($1, $2)").bind(name).bind(value).execute(&mut *tx).await?;
+            }
+            sqlx::query("INSERT INTO rotation_slots (slot, done) VALUES ($1, $2)")
+                .bind(i(config.schedule.latest_slot(now)))
+                .bind(i(now))
                 .execute(&mut *tx)
                 .await?;
+            tx.commit().await
         }
-        sqlx::query("INSERT INTO rotation_slots (slot, done) VALUES ($1, $2)")
-            .bind(i(config.schedule.latest_slot(now)))
-            .bind(i(now))
-            .execute(&mut *tx)
-            .await?;
-        match tx.commit().await {
+        .await;
+        match written {
             Ok(()) => Ok((ca, tls)),
             // Another instance initialised the same database at the same moment: use its secrets.
-            Err(e) if matches!(&e, sqlx::Error::Database(d) if d.is_unique_violation()) => {
+            Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
                 Box::pin(Self::load_or_create_authorities(pool, master, config, now)).await
             }
             Err(e) => Err(e.into()),

@@ -17,6 +17,7 @@
 //! Linux hosts"; this module is the network they run on.
 #![forbid(unsafe_code)]
 
+pub mod gms;
 pub mod run;
 
 use gscip_sim::scenario::{NodeKind, Scenario};
@@ -110,6 +111,19 @@ pub fn clean(prefix: &str) -> Result<usize, LabError> {
         ip(&["netns", "del", n])?;
     }
     Ok(names.len())
+}
+
+/// The lab's management network (see [`Lab::add_management`]).
+#[derive(Debug, Clone)]
+pub struct Management {
+    /// Where `gmsd` runs.
+    pub namespace: String,
+    /// `gmsd`'s address for the GEs.
+    pub gms_address: IpAddr,
+    /// `gmsd`'s address for the administrator (this namespace).
+    pub admin_address: IpAddr,
+    /// Each GE's management address.
+    pub ge_addresses: HashMap<String, IpAddr>,
 }
 
 /// A lab network that is up. Dropping it removes it.
@@ -254,6 +268,47 @@ impl Lab {
             }
         }
         Ok(())
+    }
+
+    /// Adds the out-of-band management network the real GMS runs on: a namespace `PREFIX-gms`
+    /// for `gmsd` and a bridge `mgmt` in `PREFIX-sw` to which every GE gets an interface `m0`
+    /// (198.18.0.0/16; `gmsd` at 198.18.0.1). The administrator (the process building the lab)
+    /// reaches `gmsd` over one veth pair `PREFIX-gms` in this namespace (198.19.255.1/30 here,
+    /// .2 in `PREFIX-gms`); `PREFIX-gms` forwards nothing, so no lab node can reach this
+    /// namespace, and nothing is routed beyond the lab.
+    pub fn add_management(&mut self, s: &Scenario) -> Result<Management, LabError> {
+        let gms_ns = format!("{}-gms", self.prefix);
+        if s.nodes.iter().any(|n| n.name == "gms") || namespaces_with_prefix(&self.prefix)?.contains(&gms_ns) {
+            return Err(LabError::NameTaken(gms_ns, self.prefix.clone()));
+        }
+        self.add_namespace(&gms_ns)?;
+        let sw = self.switch.clone();
+        ip(&["-n", &sw, "link", "add", "mgmt", "type", "bridge"])?;
+        ip(&["-n", &sw, "link", "set", "mgmt", "up"])?;
+        veth(&gms_ns, "m0", &sw, "mg", "mgmt")?;
+        ip(&["-n", &gms_ns, "addr", "add", "198.18.0.1/16", "dev", "m0"])?;
+        let mut ge_addrs = HashMap::new();
+        for (ni, n) in s.nodes.iter().enumerate().filter(|(_, n)| n.kind.is_ge()) {
+            let ns = self.namespaces[&n.name].clone();
+            veth(&ns, "m0", &sw, &format!("m{ni}"), "mgmt")?;
+            let host = ni + 2;
+            let addr = format!("198.18.{}.{}", host / 256, host % 256);
+            ip(&["-n", &ns, "addr", "add", &format!("{addr}/16"), "dev", "m0"])?;
+            ge_addrs.insert(n.name.clone(), addr.parse().map_err(|_| LabError::Scenario("address".into()))?);
+        }
+        let here = format!("{}-gms", self.prefix);
+        ip(&["link", "add", &here, "type", "veth", "peer", "name", "a0", "netns", &gms_ns])?;
+        ip(&["addr", "add", "198.19.255.1/30", "dev", &here])?;
+        ip(&["link", "set", &here, "up"])?;
+        ip(&["-n", &gms_ns, "addr", "add", "198.19.255.2/30", "dev", "a0"])?;
+        ip(&["-n", &gms_ns, "link", "set", "a0", "up"])?;
+        sysctl(&gms_ns, "net.ipv4.ip_forward", "0")?;
+        Ok(Management {
+            namespace: gms_ns,
+            gms_address: "198.18.0.1".parse().map_err(|_| LabError::Scenario("address".into()))?,
+            admin_address: "198.19.255.2".parse().map_err(|_| LabError::Scenario("address".into()))?,
+            ge_addresses: ge_addrs,
+        })
     }
 
     /// Leaves the lab up when dropped (`--keep`); [`clean`] removes it later.

@@ -1,8 +1,10 @@
 //! `gscip lab run`: a scenario on real Linux hosts.
 //!
 //! 1. the network is built ([`Lab::build`]);
-//! 2. every GE is enrolled with the built-in GMS stand-in (the real `gmsd` replaces it with its
-//!    issue), gets a key file and a configuration, and runs `gscipd` in its namespace;
+//! 2. `gmsd` starts on the management network ([`crate::gms`]); the scenario's groups and GEs
+//!    are defined through its admin API, and every GE runs `gscipd` in its namespace with a
+//!    one-time token, enrolls itself and gets its keys from the GMS (with `use_gms` off, the
+//!    built-in stand-in writes key files instead);
 //! 3. a capture (AF_PACKET, in the switch namespace) records every frame on every link;
 //! 4. each flow runs as real sockets: a Python client in the source namespace sends a unique
 //!    random payload over TCP or UDP, the server echoes it, twice;
@@ -14,6 +16,7 @@
 //! the same number of round trips of the second exchange on the established flow (which needs
 //! no negotiation).
 
+use crate::gms::LabGms;
 use crate::{run as sh, Lab, LabError};
 use gscip_core::policy::FlowAction;
 use gscip_sim::gms::BuiltinGms;
@@ -101,15 +104,23 @@ pub struct RunOptions {
     pub extra_config: String,
     /// Extra arguments for every daemon (e.g. `--accept-only` for the benchmark's floor).
     pub daemon_args: Vec<String>,
+    /// Run the real GMS (`gmsd` on SQLite) and enroll every GE through its API; otherwise
+    /// the built-in stand-in writes key files (the benchmark's way: less to start).
+    pub use_gms: bool,
+    /// The `gmsd` binary.
+    pub gmsd: PathBuf,
 }
 
 impl RunOptions {
     /// The usual options for a prefix: `gscipd` next to this binary (or `$GSCIPD`), a work
     /// directory in the temporary directory.
     pub fn new(prefix: &str) -> RunOptions {
-        let gscipd = std::env::var_os("GSCIPD").map(PathBuf::from).unwrap_or_else(|| {
-            std::env::current_exe().map(|p| p.with_file_name("gscipd")).unwrap_or_else(|_| PathBuf::from("gscipd"))
-        });
+        let sibling = |env: &str, name: &str| {
+            std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
+                std::env::current_exe().map(|p| p.with_file_name(name)).unwrap_or_else(|_| PathBuf::from(name))
+            })
+        };
+        let gscipd = sibling("GSCIPD", "gscipd");
         RunOptions {
             prefix: prefix.to_owned(),
             keep: false,
@@ -117,6 +128,8 @@ impl RunOptions {
             work_dir: std::env::temp_dir().join(format!("gscip-lab-{prefix}")),
             extra_config: String::new(),
             daemon_args: Vec::new(),
+            use_gms: true,
+            gmsd: sibling("GMSD", "gmsd"),
         }
     }
 }
@@ -206,7 +219,16 @@ pub fn run_scenario(s: &Scenario, opts: &RunOptions) -> Result<Report, LabError>
     if opts.keep {
         lab.keep();
     }
-    let daemons = start_daemons(s, &topo, &lab, opts)?;
+    let gms = match opts.use_gms {
+        true => {
+            let management = lab.add_management(s)?;
+            let gms = LabGms::start(&management, &opts.gmsd, &opts.work_dir)?;
+            gms.define(s)?;
+            Some(gms)
+        }
+        false => None,
+    };
+    let daemons = start_daemons(s, &topo, &lab, opts, gms.as_ref())?;
     let (capture, cap_file) = start_capture(&opts.prefix, &opts.work_dir)?;
 
     let app = opts.work_dir.join("app.py");
@@ -222,6 +244,7 @@ pub fn run_scenario(s: &Scenario, opts: &RunOptions) -> Result<Report, LabError>
     std::thread::sleep(Duration::from_millis(200));
     drop(capture);
     drop(daemons);
+    drop(gms);
     let captured = std::fs::read_to_string(&cap_file).unwrap_or_default();
     let events = read_events(s, &opts.work_dir);
 
@@ -308,13 +331,25 @@ pub fn run_scenario(s: &Scenario, opts: &RunOptions) -> Result<Report, LabError>
 #[derive(Debug)]
 pub struct Processes(Vec<Child>);
 
-/// Enrolls every GE of `s` with the built-in GMS and starts `gscipd` in its namespace; waits
-/// until each has its rules in place.
-pub fn start_daemons(s: &Scenario, topo: &Topology, lab: &Lab, opts: &RunOptions) -> Result<Processes, LabError> {
+impl From<Vec<Child>> for Processes {
+    fn from(children: Vec<Child>) -> Self {
+        Processes(children)
+    }
+}
+
+/// Starts `gscipd` in every GE's namespace, enrolling with the real GMS (`gms`) or with the
+/// built-in stand-in (key files); waits until each has its rules in place.
+pub fn start_daemons(
+    s: &Scenario,
+    topo: &Topology,
+    lab: &Lab,
+    opts: &RunOptions,
+    gms: Option<&LabGms>,
+) -> Result<Processes, LabError> {
     let io = |e: std::io::Error| LabError::Environment(e.to_string());
     let groups: Vec<u16> = s.groups.iter().map(|g| g.id).collect();
     let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let mut gms = BuiltinGms::new(s.sim.seed, &groups, epoch).map_err(|e| LabError::Scenario(e.to_string()))?;
+    let mut builtin = BuiltinGms::new(s.sim.seed, &groups, epoch).map_err(|e| LabError::Scenario(e.to_string()))?;
     let mut daemons = Processes(Vec::new());
     for (idx, n) in s.nodes.iter().enumerate().filter(|(_, n)| n.kind.is_ge()) {
         let (kind, hooks) = match n.kind {
@@ -329,16 +364,22 @@ pub fn start_daemons(s: &Scenario, topo: &Topology, lab: &Lab, opts: &RunOptions
         } else {
             String::new()
         };
-        let e = gms.enroll(&n.name, kind, mode, &n.groups).map_err(|e| LabError::Scenario(e.to_string()))?;
-        let (seed, cert, trust, keys) = e.parts();
-        let kf = opts.work_dir.join(format!("{}.keys", n.name));
-        KeyFile::write(&kf, seed, cert, &trust, keys).map_err(io)?;
+        let keys = match gms {
+            Some(real) => real.ge_settings(&n.name, &opts.work_dir)?,
+            None => {
+                let e = builtin.enroll(&n.name, kind, mode, &n.groups).map_err(|e| LabError::Scenario(e.to_string()))?;
+                let (seed, cert, trust, keys) = e.parts();
+                let kf = opts.work_dir.join(format!("{}.keys", n.name));
+                KeyFile::write(&kf, seed, cert, &trust, keys).map_err(io)?;
+                format!("key_file = \"{}\"\n", kf.display())
+            }
+        };
         let quote = |v: Vec<String>| v.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
         let events = opts.work_dir.join(format!("{}.events", n.name));
         let _ = std::fs::remove_file(&events);
+        // The [gms] table goes last: TOML puts every key after a table header into the table.
         let cfg = format!(
-            "key_file = \"{}\"\nhooks = \"{hooks}\"\nlocal_addrs = [{}]\nprotected = [{}]\nevents_file = \"{}\"\ncontrol_socket = \"{}\"\n{bridges}{}\n",
-            kf.display(),
+            "hooks = \"{hooks}\"\nlocal_addrs = [{}]\nprotected = [{}]\nevents_file = \"{}\"\ncontrol_socket = \"{}\"\n{bridges}{}\n{keys}",
             quote(n.interfaces.iter().map(|i| i.address.to_string()).collect()),
             quote(topo.protected(idx).iter().map(|p| p.to_string()).collect()),
             events.display(),

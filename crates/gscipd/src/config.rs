@@ -1,7 +1,13 @@
 //! The daemon's configuration file (TOML).
 //!
 //! ```toml
-//! key_file = "/etc/gscip/ges1.keys"   # identity and group keys (see keyfile.rs)
+//! key_file = "/etc/gscip/ges1.keys"   # identity and group keys (see keyfile.rs), or:
+//! # [gms]                             # get them from the GMS (see docs/gms.md)
+//! # url = "https://gms.example:4399"
+//! # ca_file = "/etc/gscip/gms-ca.pem"
+//! # name = "ges1"
+//! # state_dir = "/var/lib/gscip/ges1"
+//! # token_file = "/etc/gscip/ges1.token"  # one-time enrollment token, needed once
 //! hooks = "host"                      # host (OUTPUT+INPUT) | router (FORWARD) | bridge (FORWARD)
 //! protected = ["10.1.0.11/32"]        # what this GE protects
 //! local_addrs = ["10.1.0.11"]         # this host's own addresses
@@ -35,7 +41,12 @@ pub enum Hooks {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    pub key_file: PathBuf,
+    /// A local key file (exclusive with `gms`).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// The GMS to enroll with and get keys from (exclusive with `key_file`).
+    #[serde(default)]
+    pub gms: Option<GmsSettings>,
     pub hooks: Hooks,
     #[serde(default)]
     pub protected: Vec<IpNet>,
@@ -58,6 +69,44 @@ pub struct Config {
     pub control_socket: Option<PathBuf>,
 }
 
+/// Where the GE finds its GMS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GmsSettings {
+    /// `https://HOST:PORT`; its traffic is exempt from this GE's rules.
+    pub url: String,
+    /// The GMS CA certificate (PEM).
+    pub ca_file: PathBuf,
+    /// This GE's name as defined on the GMS.
+    pub name: String,
+    /// Identity key, client certificate and cached state (keep it; mode 0700).
+    pub state_dir: PathBuf,
+    /// The one-time enrollment token (needed only until the GE has enrolled).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+}
+
+impl GmsSettings {
+    /// The GMS's address and port, from the URL (an IP literal or a name resolved now).
+    pub fn socket_addrs(&self) -> Result<Vec<std::net::SocketAddr>, String> {
+        let rest = self.url.strip_prefix("https://").ok_or_else(|| format!("gms.url {:?} must start with https://", self.url))?;
+        let hostport = rest.split('/').next().unwrap_or(rest);
+        if let Ok(a) = hostport.parse::<std::net::SocketAddr>() {
+            return Ok(vec![a]);
+        }
+        let has_port = match hostport.rfind(']') {
+            Some(i) => hostport[i..].contains(':'),
+            None => hostport.contains(':'),
+        };
+        let with_port = if has_port { hostport.to_owned() } else { format!("{hostport}:443") };
+        use std::net::ToSocketAddrs;
+        with_port
+            .to_socket_addrs()
+            .map(|a| a.collect())
+            .map_err(|e| format!("gms.url {:?}: cannot resolve {with_port}: {e}", self.url))
+    }
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, DaemonError> {
         let text = std::fs::read_to_string(path)
@@ -71,6 +120,14 @@ impl Config {
             return Err("give `protected` prefixes or `local_addrs`: the GE must protect something".into());
         }
         c.aead_algorithm()?;
+        match (&c.key_file, &c.gms) {
+            (Some(_), Some(_)) => return Err("give either `key_file` or a `[gms]` table, not both".into()),
+            (None, None) => return Err("give `key_file` or a `[gms]` table: where the GE gets its keys".into()),
+            (None, Some(g)) => {
+                g.socket_addrs()?;
+            }
+            (Some(_), None) => {}
+        }
         Ok(c)
     }
 

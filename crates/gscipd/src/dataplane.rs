@@ -16,7 +16,7 @@
 //! when idle.
 
 use crate::link::LinkSender;
-use crate::{DaemonError, FAST_DROP, FAST_MASK, FAST_PASS, OWN_MARK};
+use crate::{fast_bits, DaemonError, FAST_DROP, FAST_MASK, FAST_PASS, OWN_MARK};
 use gscip_core::engine::FastPath;
 use gscip_core::engine::{Event, TransmitKind, Verdict};
 use gscip_core::{Engine, Timestamp};
@@ -78,6 +78,10 @@ pub struct Dataplane {
     control: Option<crate::control::ControlSocket>,
     /// Discards logged in the current second, and when that second began (rate limit).
     discard_log: (u32, Timestamp),
+    /// New credentials from the GMS, and the configuration to refresh the rules with.
+    updates: Option<(crate::gms::KeyUpdates, crate::config::Config)>,
+    /// The fast-path generation: marks of older generations no longer count.
+    generation: u8,
 }
 
 /// At most this many discards are logged one by one per second; the rest are summed up.
@@ -96,7 +100,30 @@ impl Dataplane {
             events: None,
             control: None,
             discard_log: (0, Timestamp(0)),
+            updates: None,
+            generation: 0,
         })
+    }
+
+    /// Takes new credentials from the GMS link as they come; each change of keys or
+    /// certificate also starts a new fast-path generation (rules refreshed from `config`).
+    pub fn follow_gms(&mut self, updates: crate::gms::KeyUpdates, config: crate::config::Config) {
+        self.updates = Some((updates, config));
+    }
+
+    fn apply_updates(&mut self) {
+        let Some((updates, config)) = &mut self.updates else { return };
+        let Some(c) = updates.take() else { return };
+        if let Err(e) = self.engine.set_identity(c.identity) {
+            tracing::error!("new certificate refused: {e}");
+            return;
+        }
+        self.engine.set_group_keys(c.keys);
+        self.generation = self.generation.wrapping_add(1);
+        if let Err(e) = crate::rules::new_generation(config, self.generation) {
+            tracing::error!("refreshing the fast-path rules: {e}");
+        }
+        tracing::info!(generation = self.generation, "credentials updated; flows renegotiate as needed");
     }
 
     /// Serves `gscip status` on this socket.
@@ -132,6 +159,7 @@ impl Dataplane {
                 self.engine.handle_timeout(t);
                 busy = true;
             }
+            self.apply_updates();
             self.flush()?;
             if let Some(c) = &self.control {
                 c.serve(&self.engine);
@@ -144,7 +172,8 @@ impl Dataplane {
                         let until = self.engine.poll_timeout().map(|at| at.0.saturating_sub(now().0) / 1000);
                         let ms = until.unwrap_or(250).clamp(0, 250) as i32;
                         let control = self.control.as_ref().map(|c| c.raw_fd());
-                        wait_readable(fd, control, ms);
+                        let wake = self.updates.as_ref().map(|(u, _)| u.wake_fd());
+                        wait_readable(fd, control, wake, ms);
                     }
                     None => std::thread::sleep(Duration::from_micros(100)),
                 }
@@ -177,7 +206,7 @@ impl Dataplane {
         if (verdict == Verdict::Accept && unchanged) || verdict == Verdict::Drop(gscip_core::DropReason::Discarded) {
             let packet = if verdict == Verdict::Accept { buf.as_slice() } else { msg.get_payload() };
             if let Some(fast) = self.engine.fast_path(packet) {
-                let bits = if fast == FastPath::Pass { FAST_PASS } else { FAST_DROP };
+                let bits = fast_bits(if fast == FastPath::Pass { FAST_PASS } else { FAST_DROP }, self.generation);
                 let mark = (msg.get_nfmark() & !FAST_MASK) | bits;
                 msg.set_nfmark(mark);
                 msg.set_verdict(nfq::Verdict::Repeat);
@@ -321,16 +350,18 @@ fn netfilter_netlink_fd() -> Option<i32> {
     None
 }
 
-/// Waits until `fd` (or `other`) is readable, or `timeout_ms` passes.
+/// Waits until `fd` (or `other`, or `third`) is readable, or `timeout_ms` passes.
 #[allow(unsafe_code)]
-fn wait_readable(fd: i32, other: Option<i32>, timeout_ms: i32) {
+fn wait_readable(fd: i32, other: Option<i32>, third: Option<i32>, timeout_ms: i32) {
     let mut fds = [
         libc::pollfd { fd, events: libc::POLLIN, revents: 0 },
         libc::pollfd { fd: other.unwrap_or(-1), events: libc::POLLIN, revents: 0 },
+        libc::pollfd { fd: third.unwrap_or(-1), events: libc::POLLIN, revents: 0 },
     ];
-    // SAFETY: `fds` is a valid array of two pollfd for the duration of the call and its length
-    // is passed with it; a negative fd is ignored by poll(2). The descriptors belong to this
-    // process (the queue's socket and the control listener) and stay open during the call.
+    // SAFETY: `fds` is a valid array of three pollfd for the duration of the call and its
+    // length is passed with it; a negative fd is ignored by poll(2). The descriptors belong to
+    // this process (the queue's socket, the control listener, the GMS link's wake socket) and
+    // stay open during the call.
     unsafe {
         libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms);
     }
@@ -362,7 +393,7 @@ pub fn run_accept_only(queue_num: u16, stop: &AtomicBool) -> Result<(), DaemonEr
                 queue.verdict(msg).map_err(nf)?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => match fd {
-                Some(fd) => wait_readable(fd, None, 250),
+                Some(fd) => wait_readable(fd, None, None, 250),
                 None => std::thread::sleep(Duration::from_micros(100)),
             },
             Err(e) if e.raw_os_error() == Some(105) => {}

@@ -17,6 +17,7 @@
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod gms;
 pub mod keyfile;
 pub mod link;
 pub mod rules;
@@ -27,9 +28,19 @@ pub const OWN_MARK: u32 = 0x4000_0047;
 
 /// Fast-path bits of the packet and conntrack marks: a flow decided "pass" (relay or
 /// plaintext) or "drop" no longer goes to userspace. Other bits of the marks are kept.
-pub const FAST_MASK: u32 = 0x0030_0000;
+/// The mask also covers [`FAST_GENERATION_MASK`]: the rules honour only marks of the current
+/// generation, so a change of keys or certificate sends every fast-path flow back to the
+/// engine (the rules are replaced, conntrack is left alone).
+pub const FAST_MASK: u32 = 0x3FF0_0000;
 pub const FAST_PASS: u32 = 0x0010_0000;
 pub const FAST_DROP: u32 = 0x0020_0000;
+pub const FAST_GENERATION_SHIFT: u32 = 22;
+pub const FAST_GENERATION_MASK: u32 = 0x3FC0_0000;
+
+/// The fast-path mark bits of a decision in a generation.
+pub fn fast_bits(decision: u32, generation: u8) -> u32 {
+    decision | (u32::from(generation) << FAST_GENERATION_SHIFT)
+}
 const _: () = assert!(OWN_MARK & FAST_MASK == 0);
 
 /// What can stop the daemon, by whose fault.

@@ -74,11 +74,22 @@ fn run(args: &Args) -> Result<(), DaemonError> {
         rules::remove(&cfg)?;
         return result;
     }
-    let mut keys = KeyFile::new(&cfg.key_file);
-    let (identity, trust) = keys.identity()?;
-    let ring = keys.group_keys()?;
-    let engine = gscip_core::Engine::new(cfg.ge_config()?, identity, trust, ring, Box::new(rand_core::OsRng))?;
     let stop = Arc::new(AtomicBool::new(false));
+    let (engine, gms_link) = match (&cfg.key_file, &cfg.gms) {
+        (Some(path), _) => {
+            let mut keys = KeyFile::new(path);
+            let (identity, trust) = keys.identity()?;
+            let ring = keys.group_keys()?;
+            (gscip_core::Engine::new(cfg.ge_config()?, identity, trust, ring, Box::new(rand_core::OsRng))?, None)
+        }
+        (None, Some(settings)) => {
+            let (creds, state, source) = gscipd::gms::start(settings)?;
+            let engine =
+                gscip_core::Engine::new(cfg.ge_config()?, creds.identity, creds.trust, creds.keys, Box::new(rand_core::OsRng))?;
+            (engine, Some((source, state)))
+        }
+        (None, None) => return Err(DaemonError::Configuration("no key_file and no [gms]".into())),
+    };
     let s = stop.clone();
     ctrlc::set_handler(move || s.store(true, Ordering::Relaxed))
         .map_err(|e| DaemonError::Configuration(format!("signal handler: {e}")))?;
@@ -95,6 +106,10 @@ fn run(args: &Args) -> Result<(), DaemonError> {
     }
     let socket = cfg.control_socket.clone().unwrap_or_else(|| gscipd::control::default_socket(dp.engine.name()));
     dp.serve_control(gscipd::control::ControlSocket::bind(&socket)?);
+    if let Some((source, state)) = gms_link {
+        let updates = gscipd::gms::follow(source, state, &dp.engine, stop.clone())?;
+        dp.follow_gms(updates, cfg.clone());
+    }
     rules::install(&cfg)?;
     tracing::info!(ge = dp.engine.name(), queue = cfg.queue, hooks = ?cfg.hooks, "running");
     let result = dp.run(&stop);

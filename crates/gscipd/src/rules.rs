@@ -8,7 +8,7 @@
 //! An open GE with `fail_open = true` gets `--queue-bypass` instead.
 
 use crate::config::{Config, Hooks};
-use crate::{DaemonError, FAST_DROP, FAST_MASK, FAST_PASS, OWN_MARK};
+use crate::{fast_bits, DaemonError, FAST_DROP, FAST_MASK, FAST_PASS, OWN_MARK};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -21,8 +21,8 @@ fn hooks(c: &Config) -> &'static [&'static str] {
     }
 }
 
-/// The `iptables-restore` input for one family.
-pub fn restore_script(c: &Config, v6: bool) -> String {
+/// The `iptables-restore` input for one family; fast-path marks count only in `generation`.
+pub fn restore_script(c: &Config, v6: bool, generation: u8) -> String {
     let q = format!("-j NFQUEUE --queue-num {}{}", c.queue, if c.fail_open { " --queue-bypass" } else { "" });
     let icmp = if v6 {
         "-p ipv6-icmp --icmpv6-type destination-unreachable"
@@ -32,10 +32,18 @@ pub fn restore_script(c: &Config, v6: bool) -> String {
     let mut s = String::from("*filter\n");
     s.push_str(&format!(":{CHAIN} - [0:0]\n"));
     s.push_str(&format!("-A {CHAIN} -m mark --mark {OWN_MARK:#x} -j RETURN\n"));
+    // The GE's own connection to its GMS (TLS) is management traffic, not a GSCIP flow.
+    for a in c.gms.as_ref().and_then(|g| g.socket_addrs().ok()).unwrap_or_default() {
+        if a.is_ipv6() == v6 {
+            let (ip, port) = (a.ip(), a.port());
+            s.push_str(&format!("-A {CHAIN} -p tcp -d {ip} --dport {port} -j RETURN\n"));
+            s.push_str(&format!("-A {CHAIN} -p tcp -s {ip} --sport {port} -j RETURN\n"));
+        }
+    }
     // The kernel fast path: flows the daemon decided without cryptography. A packet comes
     // back from the queue with the fast-path bits in its mark (verdict "repeat"), which are
     // saved in its conntrack entry; the flow's later packets match the connmark rules.
-    let (pass, drop, mask) = (FAST_PASS, FAST_DROP, FAST_MASK);
+    let (pass, drop, mask) = (fast_bits(FAST_PASS, generation), fast_bits(FAST_DROP, generation), FAST_MASK);
     s.push_str(&format!("-A {CHAIN} -m connmark --mark {pass:#x}/{mask:#x} -j RETURN\n"));
     s.push_str(&format!("-A {CHAIN} -m connmark --mark {drop:#x}/{mask:#x} -j DROP\n"));
     s.push_str(&format!("-A {CHAIN} -m mark --mark {pass:#x}/{mask:#x} -j CONNMARK --save-mark --mask {mask:#x}\n"));
@@ -82,13 +90,22 @@ fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<bool, Daemon
 /// Installs (or refreshes, after a crash) the chain and the jumps into it.
 pub fn install(c: &Config) -> Result<(), DaemonError> {
     for v6 in [false, true] {
-        run(tool(v6, true), &["--noflush"], Some(&restore_script(c, v6)))?;
+        run(tool(v6, true), &["--noflush"], Some(&restore_script(c, v6, 0)))?;
         for hook in hooks(c) {
             let exists = run(tool(v6, false), &["-C", hook, "-j", CHAIN], None)?;
             if !exists && !run(tool(v6, false), &["-I", hook, "1", "-j", CHAIN], None)? {
                 return Err(DaemonError::Netfilter(format!("could not add the jump from {hook} to {CHAIN}")));
             }
         }
+    }
+    Ok(())
+}
+
+/// Replaces the chain's rules atomically with those of a new fast-path generation: flows the
+/// kernel passed or dropped on its own come back to the engine for a new decision.
+pub fn new_generation(c: &Config, generation: u8) -> Result<(), DaemonError> {
+    for v6 in [false, true] {
+        run(tool(v6, true), &["--noflush"], Some(&restore_script(c, v6, generation)))?;
     }
     Ok(())
 }
@@ -112,14 +129,32 @@ mod tests {
     #[test]
     fn the_script_queues_tcp_udp_and_unreachables_and_skips_our_own_packets() {
         let c = Config::parse("key_file = \"k\"\nhooks = \"host\"\nlocal_addrs = [\"10.0.0.1\"]\nqueue = 3\n").unwrap();
-        let s = restore_script(&c, false);
+        let s = restore_script(&c, false, 0);
         assert!(s.contains("--mark 0x40000047 -j RETURN"));
         assert!(s.contains("-p tcp -j NFQUEUE --queue-num 3\n"), "fail closed: no bypass");
         assert!(s.contains("--icmp-type destination-unreachable"));
-        assert!(restore_script(&c, true).contains("--icmpv6-type destination-unreachable"));
+        assert!(restore_script(&c, true, 0).contains("--icmpv6-type destination-unreachable"));
         let open =
             Config::parse("key_file = \"k\"\nhooks = \"host\"\nlocal_addrs = [\"10.0.0.1\"]\nfail_open = true\n")
                 .unwrap();
-        assert!(restore_script(&open, false).contains("--queue-bypass"));
+        assert!(restore_script(&open, false, 0).contains("--queue-bypass"));
+    }
+
+    #[test]
+    fn fast_path_marks_count_only_in_their_generation_and_the_gms_is_exempt() {
+        let c = Config::parse(
+            "hooks = \"host\"\nlocal_addrs = [\"10.0.0.1\"]\n[gms]\nurl = \"https://192.0.2.9:4399\"\nca_file = \"ca\"\nname = \"g\"\nstate_dir = \"s\"\n",
+        )
+        .unwrap();
+        let g0 = restore_script(&c, false, 0);
+        let g5 = restore_script(&c, false, 5);
+        assert!(g0.contains("-m connmark --mark 0x100000/0x3ff00000 -j RETURN"), "{g0}");
+        assert!(g5.contains("-m connmark --mark 0x1100000/0x3ff00000 -j RETURN"), "{g5}");
+        assert!(g5.contains("-m connmark --mark 0x1200000/0x3ff00000 -j DROP"));
+        assert!(g0.contains("-p tcp -d 192.0.2.9 --dport 4399 -j RETURN"));
+        assert!(g0.contains("-p tcp -s 192.0.2.9 --sport 4399 -j RETURN"));
+        assert!(!restore_script(&c, true, 0).contains("192.0.2.9"));
+        assert!(Config::parse("key_file = \"k\"\nhooks = \"host\"\nlocal_addrs = [\"10.0.0.1\"]\n[gms]\nurl = \"https://192.0.2.9\"\nca_file = \"ca\"\nname = \"g\"\nstate_dir = \"s\"\n").unwrap_err().contains("not both"));
+        assert!(Config::parse("hooks = \"host\"\nlocal_addrs = [\"10.0.0.1\"]\n").unwrap_err().contains("key_file"));
     }
 }
