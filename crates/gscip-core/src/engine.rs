@@ -1594,8 +1594,10 @@ impl Engine {
                 TimerKey::Negotiation(k) => self.negotiation_timer(now, k),
                 TimerKey::Restart(flow) => {
                     if self.restarts.get(&flow).is_some_and(|r| r.deadline <= now) {
-                        let host = self.restarts[&flow].cid.src;
-                        self.learn(now, host, false);
+                        // No answer is no proof that the source has no GE in front of it (the
+                        // request or the answer may be lost, the flow may be closing there):
+                        // nothing is learned, or one lost exchange would make this GE decide
+                        // alone for every new flow with that host until the cache expires.
                         self.restart_timed_out(now, flow);
                     }
                 }

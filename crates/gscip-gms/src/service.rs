@@ -224,11 +224,23 @@ impl Gms {
         let (tls, key_pem) = TlsAuthority::generate(now)?;
         let written: Result<(), sqlx::Error> = async {
             for (name, value) in [
-                ("dprp-ca-seed", master.seal("secret/dprp-ca-seed", &seed[..]).map_err(|e| sqlx::Error::Protocol(e.to_string()))?),
-                ("tls-ca-key", master.seal("secret/tls-ca-key", key_pem.as_bytes()).map_err(|e| sqlx::Error::Protocol(e.to_string()))?),
+                (
+                    "dprp-ca-seed",
+                    master.seal("secret/dprp-ca-seed", &seed[..]).map_err(|e| sqlx::Error::Protocol(e.to_string()))?,
+                ),
+                (
+                    "tls-ca-key",
+                    master
+                        .seal("secret/tls-ca-key", key_pem.as_bytes())
+                        .map_err(|e| sqlx::Error::Protocol(e.to_string()))?,
+                ),
                 ("tls-ca-cert", tls.ca_pem.as_bytes().to_vec()),
             ] {
-                sqlx::query("INSERT INTO secrets (name, sealed) VALUES ($1, $2)").bind(name).bind(value).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO secrets (name, sealed) VALUES ($1, $2)")
+                    .bind(name)
+                    .bind(value)
+                    .execute(&mut *tx)
+                    .await?;
             }
             sqlx::query("INSERT INTO rotation_slots (slot, done) VALUES ($1, $2)")
                 .bind(i(config.schedule.latest_slot(now)))

@@ -21,9 +21,13 @@ fn config() -> GmsConfig {
 }
 
 async fn enroll(gms: &Gms, name: &str, groups: &[u16], now: u64) {
-    gms.create_ge("t", &NewGe { name: name.into(), kind: "ges".into(), mode: "closed".into(), groups: groups.to_vec() }, now)
-        .await
-        .unwrap();
+    gms.create_ge(
+        "t",
+        &NewGe { name: name.into(), kind: "ges".into(), mode: "closed".into(), groups: groups.to_vec() },
+        now,
+    )
+    .await
+    .unwrap();
     let token = gms.enrollment_token("t", name, None, now).await.unwrap();
     let seed = [name.len() as u8; 32];
     let kp = aws_lc_rs::signature::Ed25519KeyPair::from_seed_unchecked(&seed).unwrap();

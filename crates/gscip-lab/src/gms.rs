@@ -59,7 +59,8 @@ impl LabGms {
 
     /// Starts the process and waits until the administrator can log in.
     fn run(&mut self) -> Result<(), LabError> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir.join("gmsd.log")).map_err(io)?;
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.data_dir.join("gmsd.log")).map_err(io)?;
         let names = format!("{},{}", self.management.gms_address, self.management.admin_address);
         let child = Command::new("ip")
             .args(["netns", "exec", &self.management.namespace])
@@ -74,7 +75,7 @@ impl LabGms {
             .stderr(log)
             .spawn()
             .map_err(io)?;
-        self.process = Some(Processes::from(vec![child]));
+        self.process = Some(Processes::one("gmsd", child));
         let password = std::fs::read_to_string(&self.password_file).map_err(io)?;
         let t0 = Instant::now();
         loop {
@@ -135,7 +136,12 @@ impl LabGms {
             };
             let mode = if n.mode == Some(ModeDef::Open) { "open" } else { "closed" };
             self.admin()?
-                .create_ge(&NewGe { name: n.name.clone(), kind: kind.into(), mode: mode.into(), groups: n.groups.clone() })
+                .create_ge(&NewGe {
+                    name: n.name.clone(),
+                    kind: kind.into(),
+                    mode: mode.into(),
+                    groups: n.groups.clone(),
+                })
                 .map_err(refused)?;
         }
         Ok(())
@@ -143,7 +149,8 @@ impl LabGms {
 
     /// Writes the `[gms]` table of a GE's configuration, with a fresh one-time token.
     pub fn ge_settings(&self, ge: &str, work: &Path) -> Result<String, LabError> {
-        let token = self.admin()?.enrollment_token(ge, Some(3600)).map_err(|e| LabError::Environment(format!("GMS: {e}")))?;
+        let token =
+            self.admin()?.enrollment_token(ge, Some(3600)).map_err(|e| LabError::Environment(format!("GMS: {e}")))?;
         let token_file = work.join(format!("{ge}.token"));
         gscip_gms_client::ge::write_secret(&token_file, token.token.as_bytes()).map_err(io)?;
         let state_dir = work.join(format!("{ge}.state"));
@@ -157,4 +164,3 @@ impl LabGms {
         ))
     }
 }
-

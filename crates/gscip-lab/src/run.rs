@@ -136,24 +136,29 @@ impl RunOptions {
 
 impl Drop for Processes {
     fn drop(&mut self) {
-        for c in &mut self.0 {
+        for (_, c) in &mut self.0 {
             // Only a child not yet reaped: a reaped one's PID may belong to someone else now.
             if let Ok(None) = c.try_wait() {
                 let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
             }
         }
-        for c in &mut self.0 {
-            let t0 = Instant::now();
-            while t0.elapsed() < Duration::from_secs(3) {
-                if let Ok(Some(_)) = c.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+        for (_, c) in &mut self.0 {
+            reap(c);
         }
     }
+}
+
+/// Waits up to 3 s for a child told to stop, then kills it.
+fn reap(c: &mut Child) {
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(3) {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
 }
 
 fn need(tool: &str, package: &str) -> Result<(), LabError> {
@@ -329,12 +334,72 @@ pub fn run_scenario(s: &Scenario, opts: &RunOptions) -> Result<Report, LabError>
 
 /// Running processes, stopped (SIGTERM, then SIGKILL) when dropped.
 #[derive(Debug)]
-pub struct Processes(Vec<Child>);
+pub struct Processes(Vec<(String, Child)>);
 
-impl From<Vec<Child>> for Processes {
-    fn from(children: Vec<Child>) -> Self {
-        Processes(children)
+impl Processes {
+    /// One named process.
+    pub fn one(name: &str, child: Child) -> Self {
+        Processes(vec![(name.to_owned(), child)])
     }
+
+    /// Stops the daemon of GE `name` and starts it again with the same configuration (its key
+    /// file or GMS state directory kept); waits until its rules are in place.
+    pub fn restart(mut self, lab: &Lab, name: &str, opts: &RunOptions) -> Result<Processes, LabError> {
+        let at = self
+            .0
+            .iter()
+            .position(|(n, _)| n == name)
+            .ok_or_else(|| LabError::Scenario(format!("no daemon {name}")))?;
+        let (_, mut old) = self.0.remove(at);
+        if let Ok(None) = old.try_wait() {
+            let _ = Command::new("kill").arg("-TERM").arg(old.id().to_string()).status();
+        }
+        reap(&mut old);
+        let hooks = std::fs::read_to_string(opts.work_dir.join(format!("{name}.toml")))
+            .map_err(|e| LabError::Environment(e.to_string()))?
+            .contains("hooks = \"host\"");
+        let child = spawn_daemon(lab, name, opts, false)?;
+        self.0.push((name.to_owned(), child));
+        wait_for_rules(lab, name, if hooks { "OUTPUT" } else { "FORWARD" }, opts)?;
+        Ok(self)
+    }
+}
+
+/// Starts `gscipd` for GE `name` with its configuration `WORK/NAME.toml`, logging to
+/// `WORK/NAME.log` (truncated if `fresh_log`, else appended).
+fn spawn_daemon(lab: &Lab, name: &str, opts: &RunOptions, fresh_log: bool) -> Result<Child, LabError> {
+    let io = |e: std::io::Error| LabError::Environment(e.to_string());
+    let path = opts.work_dir.join(format!("{name}.log"));
+    let log = if fresh_log {
+        std::fs::File::create(&path)
+    } else {
+        std::fs::OpenOptions::new().create(true).append(true).open(&path)
+    }
+    .map_err(io)?;
+    let ns = lab.namespace(name).ok_or_else(|| LabError::Scenario(format!("no namespace for {name}")))?;
+    Command::new("ip")
+        .args(["netns", "exec", ns])
+        .arg(&opts.gscipd)
+        .arg("--config")
+        .arg(opts.work_dir.join(format!("{name}.toml")))
+        .args(&opts.daemon_args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().map_err(io)?)
+        .stderr(log)
+        .spawn()
+        .map_err(io)
+}
+
+fn wait_for_rules(lab: &Lab, name: &str, hook: &str, opts: &RunOptions) -> Result<(), LabError> {
+    let t0 = Instant::now();
+    while lab.exec(name, "iptables", &["-C", hook, "-j", "GSCIP"]).is_err() {
+        if t0.elapsed() > Duration::from_secs(15) {
+            let log = std::fs::read_to_string(opts.work_dir.join(format!("{name}.log"))).unwrap_or_default();
+            return Err(LabError::Environment(format!("gscipd on {name} did not start: {log}")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 /// Starts `gscipd` in every GE's namespace, enrolling with the real GMS (`gms`) or with the
@@ -367,7 +432,8 @@ pub fn start_daemons(
         let keys = match gms {
             Some(real) => real.ge_settings(&n.name, &opts.work_dir)?,
             None => {
-                let e = builtin.enroll(&n.name, kind, mode, &n.groups).map_err(|e| LabError::Scenario(e.to_string()))?;
+                let e =
+                    builtin.enroll(&n.name, kind, mode, &n.groups).map_err(|e| LabError::Scenario(e.to_string()))?;
                 let (seed, cert, trust, keys) = e.parts();
                 let kf = opts.work_dir.join(format!("{}.keys", n.name));
                 KeyFile::write(&kf, seed, cert, &trust, keys).map_err(io)?;
@@ -388,29 +454,9 @@ pub fn start_daemons(
         );
         let cf = opts.work_dir.join(format!("{}.toml", n.name));
         std::fs::write(&cf, cfg).map_err(io)?;
-        let log = std::fs::File::create(opts.work_dir.join(format!("{}.log", n.name))).map_err(io)?;
-        let ns = lab.namespace(&n.name).ok_or_else(|| LabError::Scenario(format!("no namespace for {}", n.name)))?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .arg(&opts.gscipd)
-            .arg("--config")
-            .arg(&cf)
-            .args(&opts.daemon_args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(io)?)
-            .stderr(log)
-            .spawn()
-            .map_err(io)?;
-        daemons.0.push(child);
-        let hook = if hooks == "host" { "OUTPUT" } else { "FORWARD" };
-        let t0 = Instant::now();
-        while lab.exec(&n.name, "iptables", &["-C", hook, "-j", "GSCIP"]).is_err() {
-            if t0.elapsed() > Duration::from_secs(10) {
-                let log = std::fs::read_to_string(opts.work_dir.join(format!("{}.log", n.name))).unwrap_or_default();
-                return Err(LabError::Environment(format!("gscipd on {} did not start: {log}", n.name)));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = spawn_daemon(lab, &n.name, opts, true)?;
+        daemons.0.push((n.name.clone(), child));
+        wait_for_rules(lab, &n.name, if hooks == "host" { "OUTPUT" } else { "FORWARD" }, opts)?;
     }
     Ok(daemons)
 }
@@ -429,7 +475,7 @@ fn start_capture(prefix: &str, work: &Path) -> Result<(Processes, PathBuf), LabE
         .stdin(Stdio::null())
         .spawn()
         .map_err(io)?;
-    let procs = Processes(vec![child]);
+    let procs = Processes::one("capture", child);
     let t0 = Instant::now();
     while !ready.exists() {
         if t0.elapsed() > Duration::from_secs(5) {

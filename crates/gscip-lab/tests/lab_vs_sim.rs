@@ -6,16 +6,16 @@ use gscip_lab::run::{run_scenario, RunOptions};
 use gscip_sim::{Scenario, Simulation};
 use std::path::{Path, PathBuf};
 
-fn gscipd() -> PathBuf {
+fn bin(name: &str) -> PathBuf {
     // Built by the workspace (the lab test runs after `cargo build`); `make test` builds it.
     let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
     for profile in ["debug", "release"] {
-        let p = target.join(profile).join("gscipd");
+        let p = target.join(profile).join(name);
         if p.exists() {
             return p;
         }
     }
-    panic!("gscipd is not built: run `cargo build -p gscipd` (make test does)");
+    panic!("{name} is not built: run `cargo build --workspace --bins` (make test does)");
 }
 
 fn compare(example: &str, prefix: &str) {
@@ -23,7 +23,8 @@ fn compare(example: &str, prefix: &str) {
     let s = Scenario::from_file(&path).expect("example");
     let sim = Simulation::new(&s).expect("sim").run();
     let opts = RunOptions {
-        gscipd: gscipd(),
+        gscipd: bin("gscipd"),
+        gmsd: bin("gmsd"),
         work_dir: std::env::temp_dir().join(format!("gscip-lab-test-{prefix}")),
         ..RunOptions::new(prefix)
     };

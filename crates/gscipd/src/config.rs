@@ -89,7 +89,10 @@ pub struct GmsSettings {
 impl GmsSettings {
     /// The GMS's address and port, from the URL (an IP literal or a name resolved now).
     pub fn socket_addrs(&self) -> Result<Vec<std::net::SocketAddr>, String> {
-        let rest = self.url.strip_prefix("https://").ok_or_else(|| format!("gms.url {:?} must start with https://", self.url))?;
+        let rest = self
+            .url
+            .strip_prefix("https://")
+            .ok_or_else(|| format!("gms.url {:?} must start with https://", self.url))?;
         let hostport = rest.split('/').next().unwrap_or(rest);
         if let Ok(a) = hostport.parse::<std::net::SocketAddr>() {
             return Ok(vec![a]);

@@ -53,7 +53,10 @@ pub fn start(settings: &GmsSettings) -> Result<(Credentials, GeState, GmsKeySour
     let dir = StateDir::new(&settings.state_dir);
     if !dir.is_enrolled() {
         let token_file = settings.token_file.as_ref().ok_or_else(|| {
-            DaemonError::Configuration("this GE has not enrolled yet: give gms.token_file (a one-time token from the GMS administrator)".into())
+            DaemonError::Configuration(
+                "this GE has not enrolled yet: give gms.token_file (a one-time token from the GMS administrator)"
+                    .into(),
+            )
         })?;
         let token = zeroize::Zeroizing::new(
             std::fs::read_to_string(token_file)
@@ -74,12 +77,19 @@ pub fn start(settings: &GmsSettings) -> Result<(Credentials, GeState, GmsKeySour
 }
 
 /// Follows the GMS in a thread until `stop`.
-pub fn follow(source: GmsKeySource, first: GeState, engine: &Engine, stop: Arc<AtomicBool>) -> Result<KeyUpdates, DaemonError> {
+pub fn follow(
+    source: GmsKeySource,
+    first: GeState,
+    engine: &Engine,
+    stop: Arc<AtomicBool>,
+) -> Result<KeyUpdates, DaemonError> {
     let (wake_tx, wake_rx) = UnixStream::pair()?;
     wake_rx.set_nonblocking(true)?;
     let (tx, rx) = mpsc::channel();
     let name = engine.name().to_owned();
-    std::thread::Builder::new().name("gms".into()).spawn(move || follow_loop(source, first, tx, wake_tx, stop, name))?;
+    std::thread::Builder::new()
+        .name("gms".into())
+        .spawn(move || follow_loop(source, first, tx, wake_tx, stop, name))?;
     Ok(KeyUpdates { rx, wake: wake_rx })
 }
 
@@ -108,7 +118,9 @@ fn follow_loop(
         let now = unix_now();
         let next_expiry = credentials(&state, &seed, now).ok().and_then(|c| c.next_expiry);
         let until_expiry = next_expiry.map(|e| e.saturating_sub(now).max(1)).unwrap_or(u64::MAX);
-        let wait = until_expiry.min(25);
+        // After an error, first a plain request (no waiting) to learn at once that the GMS is
+        // back; then long-polls.
+        let wait = if reachable { until_expiry.min(25) } else { 0 };
         match client.wait_for_change(revision, wait) {
             Ok(Some(new)) => {
                 if !reachable {
@@ -123,6 +135,9 @@ fn follow_loop(
                 state = new;
             }
             Ok(None) => {
+                if !reachable {
+                    tracing::info!("the GMS is reachable again");
+                }
                 reachable = true;
             }
             Err(e) => {
@@ -131,7 +146,7 @@ fn follow_loop(
                 }
                 reachable = false;
                 std::thread::sleep(backoff.min(Duration::from_secs(until_expiry)));
-                backoff = (backoff * 2).min(Duration::from_secs(15));
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
         match credentials(&state, &seed, unix_now()) {

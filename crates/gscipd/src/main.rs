@@ -84,8 +84,13 @@ fn run(args: &Args) -> Result<(), DaemonError> {
         }
         (None, Some(settings)) => {
             let (creds, state, source) = gscipd::gms::start(settings)?;
-            let engine =
-                gscip_core::Engine::new(cfg.ge_config()?, creds.identity, creds.trust, creds.keys, Box::new(rand_core::OsRng))?;
+            let engine = gscip_core::Engine::new(
+                cfg.ge_config()?,
+                creds.identity,
+                creds.trust,
+                creds.keys,
+                Box::new(rand_core::OsRng),
+            )?;
             (engine, Some((source, state)))
         }
         (None, None) => return Err(DaemonError::Configuration("no key_file and no [gms]".into())),

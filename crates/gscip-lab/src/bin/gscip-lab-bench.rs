@@ -167,8 +167,11 @@ fn measure(
     opts.daemon_args = daemon_args.iter().map(|a| a.to_string()).collect();
     std::fs::create_dir_all(&opts.work_dir).ok();
     let topo = Topology::new(&s);
-    let daemons =
-        if ges { Some(start_daemons(&s, &topo, &lab, &opts, None).unwrap_or_else(|e| panic!("{name}: {e}"))) } else { None };
+    let daemons = if ges {
+        Some(start_daemons(&s, &topo, &lab, &opts, None).unwrap_or_else(|e| panic!("{name}: {e}")))
+    } else {
+        None
+    };
     let tunnel = wireguard.then(|| WireGuard::up(&lab, &prefix));
     let dst = if wireguard { "10.60.0.2" } else { "10.50.2.2" };
     let ns_b = lab.namespace("b").unwrap().to_owned();
