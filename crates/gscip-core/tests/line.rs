@@ -705,3 +705,49 @@ fn ten_thousand_new_flows_through_one_gen_lose_no_held_packet() {
     assert!(!seen_in_clear(&l.wire, 1..=2, b"-payload"), "a payload crossed beyond the GEN in clear");
     assert_eq!(c.negotiations_failed, 0, "{c:?}");
 }
+
+/// A GE that lost its state and got no answer to its restart request learns nothing from the
+/// silence: its next new flow to that host is negotiated (protected), not decided alone
+/// (which a closed GE would turn into a discard for every flow until the cache expired).
+#[test]
+fn an_unanswered_restart_request_teaches_nothing() {
+    let mut l = Line::new(vec![ges_a(Mode::Closed, &[1]), ges_b(Mode::Closed, &[1])]);
+    l.send_from_a(udp(a_addr(), b_addr(), 5000, 53, b"one"));
+    l.run_for(10_000);
+    assert_eq!(l.app_b.len(), 1);
+    // a restarts (state lost); every control message is lost for a while.
+    let ca = CertificateAuthority::from_seed(&Zeroizing::new([99; 32])).unwrap();
+    l.engines[0] = build(&ges_a(Mode::Closed, &[1]), &ca, 1);
+    l.drop_control = Box::new(|_| true);
+    l.send_from_b(udp(b_addr(), a_addr(), 53, 5000, b"late reply"));
+    l.run_for(2_000_000);
+    assert!(l.engines[0].counters().restarts_requested >= 1);
+    // The network is back: a new flow from a to b is protected.
+    l.drop_control = Box::new(|_| false);
+    l.send_from_a(udp(a_addr(), b_addr(), 5001, 54, b"two"));
+    l.run_for(1_000_000);
+    assert_eq!(l.app_b.last().map(Vec::as_slice), Some(&b"two"[..]));
+    let cid = Cid { proto: L4Proto::Udp, src: a_addr(), src_port: 5001, dst: b_addr(), dst_port: 54 };
+    assert_eq!(l.action(0, &cid), Some(FlowAction::Encrypt));
+}
+
+/// A new certificate from the GMS: same GE and kind only; a change of groups drops every
+/// PIT entry (decisions may differ now), a mere renewal keeps them.
+#[test]
+fn a_new_certificate_replaces_the_identity() {
+    let mut l = Line::new(vec![ges_a(Mode::Open, &[1]), ges_b(Mode::Open, &[1])]);
+    l.send_from_a(udp(a_addr(), b_addr(), 5000, 53, b"x"));
+    l.run_for(10_000);
+    assert_eq!(l.engines[0].pit().len(), 1);
+    let ca = CertificateAuthority::from_seed(&Zeroizing::new([99; 32])).unwrap();
+    let s = Zeroizing::new([1u8; 32]);
+    let pk = SigningIdentity::public_key_for_seed(&s).unwrap();
+    let renewed = ca.issue(GeKind::Ges, Mode::Open, "a", &[GroupId(1)], pk, T0 / 1_000_000 + 2 * 86_400).unwrap();
+    l.engines[0].set_identity(SigningIdentity::new(&s, renewed).unwrap()).unwrap();
+    assert_eq!(l.engines[0].pit().len(), 1, "a renewal keeps the entries");
+    let other = ca.issue(GeKind::Ges, Mode::Open, "b", &[GroupId(1)], pk, T0 / 1_000_000 + 86_400).unwrap();
+    assert!(l.engines[0].set_identity(SigningIdentity::new(&s, other).unwrap()).is_err(), "another GE's name");
+    let regrouped = ca.issue(GeKind::Ges, Mode::Open, "a", &[GroupId(1), GroupId(2)], pk, T0 / 1_000_000 + 86_400).unwrap();
+    l.engines[0].set_identity(SigningIdentity::new(&s, regrouped).unwrap()).unwrap();
+    assert!(l.engines[0].pit().is_empty(), "new groups: decisions are made again");
+}
