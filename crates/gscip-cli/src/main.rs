@@ -1,6 +1,8 @@
 //! `gscip`: the GSCIP command-line tool.
 #![forbid(unsafe_code)]
 
+mod admin;
+
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -50,6 +52,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Administer a GMS (gmsd) through its REST API: groups, GEs, enrollment tokens, keys,
+    /// audit. Exit codes: 0 done; 1 the GMS refused or is unreachable; 2 bad usage.
+    Admin(admin::AdminArgs),
     /// The network-namespace lab (needs root).
     #[command(subcommand)]
     Lab(LabCommand),
@@ -149,6 +154,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Status { socket, name, json } => status(socket, name, json),
+        Command::Admin(a) => admin::run(a),
         Command::LoadReport { file, compare, json } => {
             let load = |p: &PathBuf| gscip_sim::Scenario::from_file(p);
             let before = match load(&file) {

@@ -747,7 +747,8 @@ fn a_new_certificate_replaces_the_identity() {
     assert_eq!(l.engines[0].pit().len(), 1, "a renewal keeps the entries");
     let other = ca.issue(GeKind::Ges, Mode::Open, "b", &[GroupId(1)], pk, T0 / 1_000_000 + 86_400).unwrap();
     assert!(l.engines[0].set_identity(SigningIdentity::new(&s, other).unwrap()).is_err(), "another GE's name");
-    let regrouped = ca.issue(GeKind::Ges, Mode::Open, "a", &[GroupId(1), GroupId(2)], pk, T0 / 1_000_000 + 86_400).unwrap();
+    let regrouped =
+        ca.issue(GeKind::Ges, Mode::Open, "a", &[GroupId(1), GroupId(2)], pk, T0 / 1_000_000 + 86_400).unwrap();
     l.engines[0].set_identity(SigningIdentity::new(&s, regrouped).unwrap()).unwrap();
     assert!(l.engines[0].pit().is_empty(), "new groups: decisions are made again");
 }
