@@ -5,8 +5,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo bench --locked -p gscip-core --bench core -- --warm-up-time 2 --measurement-time ${BENCH_SECONDS:-5} "$@"
 python3 scripts/bench-report.py
-# The lab part (root): the A — R — B path, plain, the NFQUEUE floor, wireguard-go, GSCIP.
-./scripts/install-deps.sh ip iptables python3 iperf3 wireguard-go wg
+# The lab part (root): the A — R — B path, plain, the NFQUEUE floor, wireguard-go, boringtun,
+# strongSwan (kernel-libipsec), GSCIP.
+./scripts/install-deps.sh ip iptables python3 iperf3 unshare timeout wireguard-go wg swanctl \
+  /usr/lib/ipsec/charon /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so \
+  /usr/lib/ipsec/plugins/libstrongswan-openssl.so
+# boringtun-cli 0.7.1 from crates.io, built once (2-3 minutes) into target/tools.
+if [ -z "${BORINGTUN:-}" ]; then
+  BORINGTUN="$PWD/target/tools/bin/boringtun-cli"
+  if [ ! -x "$BORINGTUN" ]; then
+    env -u CARGO_TARGET_DIR cargo install --locked boringtun-cli --version 0.7.1 --root "$PWD/target/tools"
+  fi
+  export BORINGTUN
+fi
 cargo build --locked --release -p gscipd -p gscip-lab
 ./target/release/gscip-lab-bench
 python3 - <<'PY'
