@@ -21,21 +21,22 @@ demo-sim: build
 test: deps lint unit cli-check fuzz-smoke
 
 # Debian packages the tests need (the lab tests: iproute2, iptables, python3, iperf3; the
-# fuzzers: a C++ compiler).
+# fuzzers: a C++ compiler; the GMS tests: PostgreSQL).
 deps:
-	./scripts/install-deps.sh ip iptables python3 iperf3 c++
+	./scripts/install-deps.sh ip iptables python3 iperf3 c++ pg_ctlcluster
 
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
+# Under a private PostgreSQL server: the GMS tests run against it and SQLite.
 unit:
 	$(CARGO) build --locked --workspace --bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
-		$(CARGO) nextest run --locked --workspace --no-fail-fast; \
+		./scripts/with-postgres.sh $(CARGO) nextest run --locked --workspace --no-fail-fast; \
 	else \
 		echo "cargo-nextest not found: using cargo test"; \
-		$(CARGO) test --locked --workspace --no-fail-fast; \
+		./scripts/with-postgres.sh $(CARGO) test --locked --workspace --no-fail-fast; \
 	fi
 	$(CARGO) test --locked --workspace --doc
 

@@ -273,8 +273,8 @@ impl Lab {
     /// Adds the out-of-band management network the real GMS runs on: a namespace `PREFIX-gms`
     /// for `gmsd` and a bridge `mgmt` in `PREFIX-sw` to which every GE gets an interface `m0`
     /// (198.18.0.0/16; `gmsd` at 198.18.0.1). The administrator (the process building the lab)
-    /// reaches `gmsd` over one veth pair `PREFIX-gms` in this namespace (198.19.255.1/30 here,
-    /// .2 in `PREFIX-gms`); `PREFIX-gms` forwards nothing, so no lab node can reach this
+    /// reaches `gmsd` over one veth pair `PREFIX-gms` in this namespace (a /30 of
+    /// 198.19.0.0/16: .1 here, .2 in `PREFIX-gms`); `PREFIX-gms` forwards nothing, so no lab node can reach this
     /// namespace, and nothing is routed beyond the lab.
     pub fn add_management(&mut self, s: &Scenario) -> Result<Management, LabError> {
         let gms_ns = format!("{}-gms", self.prefix);
@@ -296,17 +296,29 @@ impl Lab {
             ip(&["-n", &ns, "addr", "add", &format!("{addr}/16"), "dev", "m0"])?;
             ge_addrs.insert(n.name.clone(), addr.parse().map_err(|_| LabError::Scenario("address".into()))?);
         }
+        // A /30 of 198.19.0.0/16 of its own (labs may run side by side): chosen from the
+        // prefix, skipping any already on an interface here.
+        let start = self.prefix.bytes().fold(2_166_136_261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16_777_619));
+        let subnet = (0..64u32)
+            .map(|k| (start.wrapping_add(k) % 16_384) * 4)
+            .find(|base| {
+                let net = format!("198.19.{}.{}/30", base / 256, base % 256);
+                run("ip", &["-o", "addr", "show", "to", &net]).map(|o| o.trim().is_empty()).unwrap_or(false)
+            })
+            .ok_or_else(|| LabError::Environment("no free /30 in 198.19.0.0/16 for the GMS admin link".into()))?;
+        let here_addr = format!("198.19.{}.{}", subnet / 256, subnet % 256 + 1);
+        let there_addr = format!("198.19.{}.{}", subnet / 256, subnet % 256 + 2);
         let here = format!("{}-gms", self.prefix);
         ip(&["link", "add", &here, "type", "veth", "peer", "name", "a0", "netns", &gms_ns])?;
-        ip(&["addr", "add", "198.19.255.1/30", "dev", &here])?;
+        ip(&["addr", "add", &format!("{here_addr}/30"), "dev", &here])?;
         ip(&["link", "set", &here, "up"])?;
-        ip(&["-n", &gms_ns, "addr", "add", "198.19.255.2/30", "dev", "a0"])?;
+        ip(&["-n", &gms_ns, "addr", "add", &format!("{there_addr}/30"), "dev", "a0"])?;
         ip(&["-n", &gms_ns, "link", "set", "a0", "up"])?;
         sysctl(&gms_ns, "net.ipv4.ip_forward", "0")?;
         Ok(Management {
             namespace: gms_ns,
             gms_address: "198.18.0.1".parse().map_err(|_| LabError::Scenario("address".into()))?,
-            admin_address: "198.19.255.2".parse().map_err(|_| LabError::Scenario("address".into()))?,
+            admin_address: there_addr.parse().map_err(|_| LabError::Scenario("address".into()))?,
             ge_addresses: ge_addrs,
         })
     }
