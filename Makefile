@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 FUZZ_SECONDS ?= 10
 
-.PHONY: all build demo demo-sim test deps bench fuzz lint unit cli-check fuzz-smoke fmt clean
+.PHONY: all build demo demo-sim test deps bench fuzz lint unit cli-check api-fuzz ui-test fuzz-smoke fmt clean
 
 all: build
 
@@ -18,7 +18,7 @@ demo: deps build
 demo-sim: build
 	./target/release/gscip sim examples/enterprise.toml
 
-test: deps lint unit cli-check fuzz-smoke
+test: deps lint unit cli-check api-fuzz ui-test fuzz-smoke
 
 # Debian packages the tests need (the lab tests: iproute2, iptables, python3, iperf3; the
 # fuzzers: a C++ compiler; the GMS tests: PostgreSQL).
@@ -43,6 +43,14 @@ unit:
 # The command-line contract on every example: exit codes and JSON.
 cli-check: build
 	./scripts/cli-check.sh ./target/release/gscip
+
+# gmsd's REST API fuzzed from its OpenAPI document (schemathesis from PyPI): never a 5xx.
+api-fuzz: build
+	./scripts/api-fuzz.sh ./target/release/gmsd ./target/release/gscip
+
+# The GMS web UI in headless Chromium (Debian's chromium; Playwright from PyPI).
+ui-test: build
+	./scripts/ui-test.sh ./target/release/gmsd ./target/release/gscip
 
 fuzz-smoke:
 	./scripts/fuzz-smoke.sh $(FUZZ_SECONDS)

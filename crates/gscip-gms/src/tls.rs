@@ -1,11 +1,12 @@
-//! The GMS's TLS: its own certificate authority (Ed25519, kept sealed in the database so that
-//! several GMS instances share it), the server certificate, and the X.509 client certificates
-//! GEs use for mutual TLS 1.3 with the Ed25519 key they generated at enrollment.
+//! The GMS's TLS: its own certificate authority (ECDSA P-256, kept sealed in the database so
+//! that several GMS instances share it), the server certificate (ECDSA P-256: browsers do not
+//! accept Ed25519 server certificates), and the X.509 client certificates GEs use for mutual
+//! TLS 1.3 with the Ed25519 key they generated at enrollment.
 
 use crate::error::{GmsError, Result};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose, PublicKeyData, SanType, SignatureAlgorithm, PKCS_ED25519,
+    KeyUsagePurpose, PublicKeyData, SanType, SignatureAlgorithm, PKCS_ECDSA_P256_SHA256, PKCS_ED25519,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -62,7 +63,7 @@ impl PublicKeyData for Ed25519Public<'_> {
 impl TlsAuthority {
     /// A new CA: returns it with its private key as PEM (to be sealed and stored).
     pub fn generate(now: u64) -> Result<(Self, zeroize::Zeroizing<String>)> {
-        let key = KeyPair::generate_for(&PKCS_ED25519).map_err(|e| tls_err("CA key", e))?;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| tls_err("CA key", e))?;
         let mut p = ca_params();
         p.not_before = at(now.saturating_sub(86_400));
         p.not_after = at(now + 20 * 365 * 86_400);
@@ -105,7 +106,7 @@ impl TlsAuthority {
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         p.not_before = at(now.saturating_sub(86_400));
         p.not_after = at(now + 2 * 365 * 86_400);
-        let key = KeyPair::generate_for(&PKCS_ED25519).map_err(|e| tls_err("server key", e))?;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| tls_err("server key", e))?;
         let cert = p.signed_by(&key, &self.issuer, &self.key).map_err(|e| tls_err("server certificate", e))?;
         let key_der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| tls_err("server key", e))?;
         Ok((vec![cert.der().clone()], key_der))

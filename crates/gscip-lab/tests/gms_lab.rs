@@ -210,6 +210,23 @@ fn ges_follow_the_real_gms_and_survive_its_absence() {
         lost_at.saturating_sub(removed_at)
     );
 
+    // No key material in any log: the group keys and identity seeds the GEs hold.
+    let mut secrets = Vec::new();
+    for ge in ["a", "b"] {
+        let dir = work.join(format!("{ge}.state"));
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("state.json")).unwrap()).unwrap();
+        secrets.extend(state["keys"].as_array().unwrap().iter().map(|k| k["key"].as_str().unwrap().to_owned()));
+        secrets.push(std::fs::read_to_string(dir.join("identity.seed")).unwrap().trim().to_owned());
+    }
+    assert!(secrets.len() >= 3);
+    for log in [work.join("gms/gmsd.log"), work.join("a.log"), work.join("b.log")] {
+        let text = std::fs::read_to_string(&log).unwrap();
+        for secret in &secrets {
+            assert!(!text.contains(secret.as_str()), "key material in {}", log.display());
+        }
+    }
+
     std::fs::write(&stop, "").unwrap();
     let _ = Command::new("kill").arg(ticker.id().to_string()).status();
     let _ = ticker.wait();
