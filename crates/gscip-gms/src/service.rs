@@ -20,6 +20,7 @@ use serde_json::json;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 use zeroize::Zeroizing;
 
@@ -73,7 +74,9 @@ pub struct Gms {
     ca: CertificateAuthority,
     pub tls: TlsAuthority,
     pub config: GmsConfig,
-    changed: tokio::sync::Notify,
+    /// The latest change revision known here: updated at once by this instance's changes and
+    /// every 250 ms from the database (changes by other instances). Long-polls wait on it.
+    revision: Arc<tokio::sync::watch::Sender<i64>>,
 }
 
 impl std::fmt::Debug for Gms {
@@ -165,7 +168,10 @@ impl Gms {
         sqlx::any::install_default_drivers();
         let backend = Backend::of_url(database_url)?;
         let pool = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            // SQLite has one writer: one connection serialises every statement here instead
+            // of failing with "database is locked" (nothing holds it while waiting: long-polls
+            // wait on a channel, argon2 runs after its query). PostgreSQL gets a pool.
+            .max_connections(if backend == Backend::Sqlite { 1 } else { 8 })
             .acquire_timeout(Duration::from_secs(10))
             .connect(database_url)
             .await
@@ -181,7 +187,22 @@ impl Gms {
         migrated.map_err(|e| GmsError::Configuration(format!("database migration: {e}")))?;
 
         let (ca, tls) = Self::load_or_create_authorities(&pool, &master, &config, now).await?;
-        Ok(Gms { pool, backend, master, ca, tls, config, changed: tokio::sync::Notify::new() })
+        let current: i64 = sqlx::query("SELECT revision FROM meta WHERE id = 1").fetch_one(&pool).await?.try_get(0)?;
+        let revision = Arc::new(tokio::sync::watch::channel(current).0);
+        // One poller for every waiter; it ends when the Gms is dropped.
+        let (weak, poll_pool) = (Arc::downgrade(&revision), pool.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let Some(tx) = weak.upgrade() else { return };
+                if let Ok(row) = sqlx::query("SELECT revision FROM meta WHERE id = 1").fetch_one(&poll_pool).await {
+                    if let Ok(r) = row.try_get::<i64, _>(0) {
+                        advance(&tx, r);
+                    }
+                }
+            }
+        });
+        Ok(Gms { pool, backend, master, ca, tls, config, revision })
     }
 
     async fn load_or_create_authorities(
@@ -300,7 +321,12 @@ impl Gms {
     /// Commits a change and wakes the GEs waiting on this instance.
     async fn commit(&self, tx: Tx<'_>) -> Result<()> {
         tx.commit().await?;
-        self.changed.notify_waiters();
+        self.publish().await
+    }
+
+    async fn publish(&self) -> Result<()> {
+        let r = self.revision().await?;
+        advance(&self.revision, r);
         Ok(())
     }
 
@@ -313,17 +339,16 @@ impl Gms {
     /// database are seen within a quarter of a second.
     pub async fn wait_for_change(&self, after: i64, timeout: Duration) -> Result<i64> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.revision.subscribe();
         loop {
-            let notified = self.changed.notified();
-            let rev = self.revision().await?;
-            if rev > after || tokio::time::Instant::now() >= deadline {
-                return Ok(rev);
+            let v = *rx.borrow_and_update();
+            if v > after {
+                return Ok(v);
             }
-            let _ = tokio::time::timeout_at(
-                deadline.min(tokio::time::Instant::now() + Duration::from_millis(250)),
-                notified,
-            )
-            .await;
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return Ok(v),
+            }
         }
     }
 
@@ -545,7 +570,7 @@ impl Gms {
         Self::bump(&mut tx).await?;
         match tx.commit().await {
             Ok(()) => {
-                self.changed.notify_waiters();
+                self.publish().await?;
                 Ok(Some(slot))
             }
             Err(sqlx::Error::Database(d)) if d.is_unique_violation() => Ok(None),
@@ -798,6 +823,15 @@ impl Gms {
         public_key.copy_from_slice(&pk);
         let mut sig = [0u8; 64];
         sig.copy_from_slice(&proof);
+        let refused = || {
+            GmsError::Unauthorized(format!(
+                "enrollment token for {:?} is unknown, used or expired; ask the administrator for a new one",
+                req.name
+            ))
+        };
+        // An unknown name is refused like a bad token: callers here are not authenticated yet.
+        let before =
+            self.ge(&req.name).await.map_err(|e| if matches!(e, GmsError::NotFound(_)) { refused() } else { e })?;
         let mut tx = self.pool.begin().await?;
         let used = sqlx::query("UPDATE enrollment_tokens SET used = $1 WHERE token_hash = $2 AND ge = $3 AND used IS NULL AND expires > $1")
             .bind(i(now))
@@ -806,16 +840,12 @@ impl Gms {
             .execute(&mut *tx)
             .await?;
         if used.rows_affected() != 1 {
-            return Err(GmsError::Unauthorized(format!(
-                "enrollment token for {:?} is unknown, used or expired; ask the administrator for a new one",
-                req.name
-            )));
+            return Err(refused());
         }
         if !verify_signature(&public_key, &[&enroll_message(&req.name, &req.token, &public_key)], &sig) {
             return Err(GmsError::BadRequest("the proof of possession does not verify for this public key".into()));
         }
         let (pem, der) = self.tls.issue_client(&req.name, &public_key, now)?;
-        let before = self.ge(&req.name).await?;
         sqlx::query("UPDATE ges SET status = 'active', public_key = $1, client_cert_hash = $2, enrolled = $3 WHERE name = $4 AND status <> 'revoked'")
             .bind(hex(&public_key))
             .bind(cert_hash(&der))
@@ -1148,6 +1178,17 @@ impl Gms {
         }
         Ok(out)
     }
+}
+
+/// Moves the published revision forward (never back).
+fn advance(tx: &tokio::sync::watch::Sender<i64>, r: i64) {
+    tx.send_if_modified(|v| {
+        let newer = r > *v;
+        if newer {
+            *v = r;
+        }
+        newer
+    });
 }
 
 /// A database URL with any password replaced, for messages.

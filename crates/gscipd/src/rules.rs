@@ -149,8 +149,8 @@ mod tests {
         let g0 = restore_script(&c, false, 0);
         let g5 = restore_script(&c, false, 5);
         assert!(g0.contains("-m connmark --mark 0x100000/0x3ff00000 -j RETURN"), "{g0}");
-        assert!(g5.contains("-m connmark --mark 0x1100000/0x3ff00000 -j RETURN"), "{g5}");
-        assert!(g5.contains("-m connmark --mark 0x1200000/0x3ff00000 -j DROP"));
+        assert!(g5.contains("-m connmark --mark 0x1500000/0x3ff00000 -j RETURN"), "{g5}");
+        assert!(g5.contains("-m connmark --mark 0x1600000/0x3ff00000 -j DROP"));
         assert!(g0.contains("-p tcp -d 192.0.2.9 --dport 4399 -j RETURN"));
         assert!(g0.contains("-p tcp -s 192.0.2.9 --sport 4399 -j RETURN"));
         assert!(!restore_script(&c, true, 0).contains("192.0.2.9"));
