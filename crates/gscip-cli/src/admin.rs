@@ -37,6 +37,9 @@ enum AdminCommand {
         #[arg(long)]
         password_file: Option<PathBuf>,
     },
+    /// Administrators.
+    #[command(subcommand)]
+    Admins(AdminsCommand),
     /// Communication groups.
     #[command(subcommand)]
     Groups(GroupsCommand),
@@ -57,6 +60,17 @@ enum AdminCommand {
     /// NAT access-control entries (for GNATs).
     #[command(subcommand)]
     NatAces(NatCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminsCommand {
+    List,
+    /// Add an administrator; the password is read from the file (or standard input).
+    Create {
+        name: String,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -210,20 +224,38 @@ fn list(v: &[u16]) -> String {
     v.iter().map(u16::to_string).collect::<Vec<_>>().join(",")
 }
 
+fn read_password(file: &Option<PathBuf>) -> Result<zeroize::Zeroizing<String>, Failure> {
+    let text = match file {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| Failure::Usage(format!("{}: {e}", p.display())))?,
+        None => {
+            let mut s = String::new();
+            std::io::stdin().read_line(&mut s).map_err(|e| Failure::Usage(e.to_string()))?;
+            s
+        }
+    };
+    Ok(zeroize::Zeroizing::new(text.trim().to_owned()))
+}
+
 fn execute(a: &AdminArgs) -> Result<(), Failure> {
     let j = a.json;
     match &a.command {
+        AdminCommand::Admins(c) => {
+            let client = client(a)?;
+            match c {
+                AdminsCommand::List => {
+                    let v = client.admins()?;
+                    let rows = v.iter().map(|n| vec![n.clone()]).collect();
+                    show(j, &v, &["name"], rows);
+                }
+                AdminsCommand::Create { name, password_file } => {
+                    client.create_admin(name, &read_password(password_file)?)?;
+                }
+            }
+        }
         AdminCommand::Login { user, password_file } => {
             let (server, pem) = target(a)?;
-            let password = match password_file {
-                Some(p) => std::fs::read_to_string(p).map_err(|e| Failure::Usage(format!("{}: {e}", p.display())))?,
-                None => {
-                    let mut s = String::new();
-                    std::io::stdin().read_line(&mut s).map_err(|e| Failure::Usage(e.to_string()))?;
-                    s
-                }
-            };
-            let (_, token) = AdminClient::login(&server, &pem, user, password.trim())?;
+            let password = read_password(password_file)?;
+            let (_, token) = AdminClient::login(&server, &pem, user, &password)?;
             if j {
                 println!("{}", serde_json::json!({"token": token.token, "expires": token.expires}));
             } else {

@@ -179,6 +179,13 @@ impl AdminClient {
         Ok((client, token))
     }
 
+    pub fn admins(&self) -> Result<Vec<String>, ClientError> {
+        self.http.call("GET", "/api/v1/admins", None)
+    }
+    /// Adds an administrator (password: at least 12 characters).
+    pub fn create_admin(&self, name: &str, password: &str) -> Result<(), ClientError> {
+        self.http.call_empty("POST", "/api/v1/admins", Some(&Login { name: name.into(), password: password.into() }))
+    }
     pub fn groups(&self) -> Result<Vec<Group>, ClientError> {
         self.http.call("GET", "/api/v1/groups", None)
     }

@@ -153,6 +153,15 @@ async fn login(State(app): State<AppState>, Body(l): Body<Login>) -> Result<Json
     Ok(Json(app.gms.login(&l.name, &l.password, now()).await?))
 }
 
+async fn create_admin(State(app): State<AppState>, Admin(a): Admin, Body(l): Body<Login>) -> Result<StatusCode> {
+    app.gms.create_admin(&a, &l.name, &l.password, now()).await?;
+    Ok(StatusCode::CREATED)
+}
+
+async fn list_admins(State(app): State<AppState>, _: Admin) -> Result<Json<Vec<String>>> {
+    Ok(Json(app.gms.admins().await?))
+}
+
 async fn list_groups(State(app): State<AppState>, _: Admin) -> Result<Json<Vec<Group>>> {
     Ok(Json(app.gms.groups().await?))
 }
@@ -314,6 +323,7 @@ pub fn router(app: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi))
         .route("/api/v1/login", post(login))
+        .route("/api/v1/admins", get(list_admins).post(create_admin))
         .route("/api/v1/groups", get(list_groups).post(create_group))
         .route("/api/v1/groups/{id}", get(get_group).delete(delete_group))
         .route("/api/v1/groups/{id}/rotate", post(rotate_group))

@@ -971,6 +971,12 @@ impl Gms {
         self.commit(tx).await
     }
 
+    /// The administrators' names.
+    pub async fn admins(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT name FROM admins ORDER BY name").fetch_all(&self.pool).await?;
+        rows.iter().map(|r| r.try_get(0).map_err(Into::into)).collect()
+    }
+
     /// Checks a name and password (argon2).
     pub async fn verify_password(&self, name: &str, password: &str) -> Result<()> {
         let wrong = || GmsError::Unauthorized("wrong administrator name or password".into());

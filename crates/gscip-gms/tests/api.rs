@@ -264,3 +264,23 @@ fn the_openapi_document_matches_the_router() {
         }
     }
 }
+
+/// Administrators add administrators; passwords are checked for length; names are unique; the
+/// new one can log in and its changes are audited under its name.
+#[test]
+fn administrators_add_administrators() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = databases(tmp.path()).remove(0).1;
+    let s = Server::start(&db, GmsConfig::default());
+    let admin = s.admin();
+    assert_eq!(admin.create_admin("bob", "short").unwrap_err().status(), Some(400));
+    admin.create_admin("bob", "a long enough password").unwrap();
+    assert_eq!(admin.create_admin("bob", "a long enough password").unwrap_err().status(), Some(409));
+    assert_eq!(admin.admins().unwrap(), vec!["admin".to_owned(), "bob".to_owned()]);
+    let (bob, _) = AdminClient::login(&s.url, &s.ca_pem, "bob", "a long enough password").unwrap();
+    bob.create_group(Some(5), "bobs").unwrap();
+    let audit = admin.audit(10).unwrap();
+    assert!(audit.iter().any(|e| e.actor == "bob" && e.action == "group.create"));
+    assert!(audit.iter().any(|e| e.actor == "admin" && e.action == "admin.create" && e.object == "admin/bob"));
+    assert!(!serde_json::to_string(&audit).unwrap().contains("long enough"), "no password in the audit log");
+}
