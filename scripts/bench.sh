@@ -22,7 +22,7 @@ cargo build --locked --release -p gscipd -p gscip-lab -p gscip-gms
 ./target/release/gscip-lab-bench
 # The GMS: enrollments and key fetches per second, a rotation reaching 1,000 simulated GEs
 # (two sockets each: raise the open-file limit).
-ulimit -n 65536 2>/dev/null || ulimit -n 8192 2>/dev/null || true
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 ./target/release/gms-bench
 python3 - <<'PY'
 import json
