@@ -72,3 +72,14 @@ GSCIP_GMS_URL="https://127.0.0.1:1" "$gscip" admin groups list >/dev/null 2>&1; 
 [ "$code" = 1 ] || fail "admin unreachable: exit $code, want 1"
 set -e
 echo "cli-check: gscip admin ok"
+
+# gmsd refuses to start on a database whose master key is missing (and creates none).
+kill $gmsd_pid; wait $gmsd_pid 2>/dev/null || true
+rm "$tmp/gms/master.key"
+set +e
+msg=$(timeout 10 "$gmsd" --data-dir "$tmp/gms" --listen "127.0.0.1:$port" 2>&1); code=$?
+set -e
+[ "$code" = 1 ] || fail "gmsd without its master key: exit $code, want 1"
+grep -q "restore the master key" <<<"$msg" || fail "gmsd without its master key: $msg"
+[ ! -e "$tmp/gms/master.key" ] || fail "gmsd created a master key for an existing database"
+echo "cli-check: gmsd master key ok"

@@ -74,6 +74,8 @@ pub struct Gms {
     ca: CertificateAuthority,
     pub tls: TlsAuthority,
     pub config: GmsConfig,
+    /// Whether this start created the GMS's secrets (a new database).
+    pub created_secrets: bool,
     /// The latest change revision known here: updated at once by this instance's changes and
     /// every 250 ms from the database (changes by other instances). Long-polls wait on it.
     revision: Arc<tokio::sync::watch::Sender<i64>>,
@@ -186,7 +188,7 @@ impl Gms {
         };
         migrated.map_err(|e| GmsError::Configuration(format!("database migration: {e}")))?;
 
-        let (ca, tls) = Self::load_or_create_authorities(&pool, &master, &config, now).await?;
+        let (ca, tls, created_secrets) = Self::load_or_create_authorities(&pool, &master, &config, now).await?;
         let current: i64 = sqlx::query("SELECT revision FROM meta WHERE id = 1").fetch_one(&pool).await?.try_get(0)?;
         let revision = Arc::new(tokio::sync::watch::channel(current).0);
         // One poller for every waiter; it ends when the Gms is dropped.
@@ -202,7 +204,7 @@ impl Gms {
                 }
             }
         });
-        Ok(Gms { pool, backend, master, ca, tls, config, revision })
+        Ok(Gms { pool, backend, master, ca, tls, config, created_secrets, revision })
     }
 
     async fn load_or_create_authorities(
@@ -210,7 +212,7 @@ impl Gms {
         master: &MasterKey,
         config: &GmsConfig,
         now: u64,
-    ) -> Result<(CertificateAuthority, TlsAuthority)> {
+    ) -> Result<(CertificateAuthority, TlsAuthority, bool)> {
         let mut tx = pool.begin().await?;
         let rows = sqlx::query("SELECT name, sealed FROM secrets").fetch_all(&mut *tx).await?;
         let get = |n: &str| -> Option<Vec<u8>> {
@@ -234,7 +236,7 @@ impl Gms {
                 String::from_utf8(key_pem.to_vec()).map_err(|_| GmsError::Internal("TLS CA key".into()))?,
             );
             let cert_pem = String::from_utf8(tls_cert).map_err(|_| GmsError::Internal("TLS CA certificate".into()))?;
-            return Ok((ca, TlsAuthority::load(&key_pem, cert_pem)?));
+            return Ok((ca, TlsAuthority::load(&key_pem, cert_pem)?, false));
         }
         if !rows.is_empty() {
             return Err(GmsError::Internal("the database holds only some of the GMS secrets".into()));
@@ -272,7 +274,7 @@ impl Gms {
         }
         .await;
         match written {
-            Ok(()) => Ok((ca, tls)),
+            Ok(()) => Ok((ca, tls, true)),
             // Another instance initialised the same database at the same moment: use its secrets.
             Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
                 Box::pin(Self::load_or_create_authorities(pool, master, config, now)).await

@@ -81,10 +81,34 @@ async fn run(args: Args) -> Result<(), GmsError> {
         grace_seconds: args.grace_seconds,
         ..GmsConfig::default()
     };
-    // Creating a master key is right only for a database that has no secrets yet; `Gms::open`
-    // refuses sealed data that does not open.
-    let master = MasterKey::load_or_create(&master_path, true)?;
-    let gms = Gms::open(&database, master, config, now()).await?;
+    // A new master key is right only for a database without secrets: it is written to a
+    // temporary file first and kept only if the database turns out to be new.
+    let gms = if master_path.exists() {
+        Gms::open(&database, MasterKey::load_or_create(&master_path, false)?, config, now()).await?
+    } else {
+        let pending = master_path.with_extension("new");
+        let _ = std::fs::remove_file(&pending);
+        let master = MasterKey::load_or_create(&pending, true)?;
+        match Gms::open(&database, master, config, now()).await {
+            Ok(gms) if gms.created_secrets => {
+                std::fs::rename(&pending, &master_path).map_err(|e| cfg_err("master key file", e))?;
+                tracing::info!(path = %master_path.display(), "created the master key; back it up apart from the database");
+                gms
+            }
+            Err(e) if !matches!(&e, GmsError::Internal(m) if m.contains("does not open")) => {
+                let _ = std::fs::remove_file(&pending);
+                return Err(e);
+            }
+            Ok(_) | Err(_) => {
+                let _ = std::fs::remove_file(&pending);
+                return Err(GmsError::Configuration(format!(
+                    "no master key file at {} but the database already holds sealed secrets: restore the master key \
+                     (--master-key-file) that goes with this database",
+                    master_path.display()
+                )));
+            }
+        }
+    };
     tracing::info!(database = %gscip_gms::service::redact_url(&database), "database ready");
 
     let ca_path = args.data_dir.join("ca.pem");
