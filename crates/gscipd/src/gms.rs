@@ -40,9 +40,18 @@ impl KeyUpdates {
     }
 }
 
-/// What decides whether the engine must hear of a new state.
-fn fingerprint(state: &GeState, c: &Credentials) -> (Vec<u16>, String, Vec<(u16, u32)>) {
+/// What decides whether the engine must hear of a new state: groups, mode, keys held (a mere
+/// re-issue of the certificate does not, until it is due for renewal).
+type Fingerprint = (Vec<u16>, String, Vec<(u16, u32)>);
+
+fn fingerprint(state: &GeState, c: &Credentials) -> Fingerprint {
     (state.groups.clone(), state.mode.clone(), c.key_ids())
+}
+
+/// Whether a certificate expiring at `not_after` should be renewed at `now`: in the last third
+/// of the GMS's 30-day validity (10 days before it ends).
+pub fn needs_renewal(not_after: u64, now: u64) -> bool {
+    not_after.saturating_sub(now) < 10 * 86_400
 }
 
 /// Enrolls if needed and returns the engine's first credentials and the key source.
@@ -111,7 +120,11 @@ fn follow_loop(
     };
     // A state from the cache has no trustworthy revision: ask for anything newer than nothing.
     let mut revision = if source.from_cache { -1 } else { state.revision };
-    let mut sent = credentials(&state, &seed, unix_now()).map(|c| fingerprint(&state, &c)).ok();
+    let first = credentials(&state, &seed, unix_now()).ok();
+    let mut sent: Option<Fingerprint> = first.as_ref().map(|c| fingerprint(&state, c));
+    // The expiry of the certificate the engine holds.
+    let mut engine_not_after = first.map(|c| c.identity.certificate().not_after).unwrap_or(0);
+    let mut last_renewal = None;
     let mut reachable = !source.from_cache;
     let mut backoff = Duration::from_secs(1);
     while !stop.load(Ordering::Relaxed) {
@@ -121,7 +134,15 @@ fn follow_loop(
         // After an error, first a plain request (no waiting) to learn at once that the GMS is
         // back; then long-polls.
         let wait = if reachable { until_expiry.min(25) } else { 0 };
-        match client.wait_for_change(revision, wait) {
+        // The GMS issues a fresh certificate with every state; fetch one before ours expires
+        // (nothing else may change for weeks).
+        let renew = needs_renewal(engine_not_after, now)
+            && last_renewal.is_none_or(|t: std::time::Instant| t.elapsed() > Duration::from_secs(60));
+        if renew {
+            last_renewal = Some(std::time::Instant::now());
+        }
+        let fetched = if renew { client.state().map(Some) } else { client.wait_for_change(revision, wait) };
+        match fetched {
             Ok(Some(new)) => {
                 if !reachable {
                     tracing::info!("the GMS is reachable again");
@@ -152,9 +173,12 @@ fn follow_loop(
         match credentials(&state, &seed, unix_now()) {
             Ok(c) => {
                 let fp = fingerprint(&state, &c);
-                if sent.as_ref() != Some(&fp) {
-                    tracing::info!(ge = %name, groups = ?fp.0, keys = ?fp.2, "new credentials from the GMS");
+                let not_after = c.identity.certificate().not_after;
+                let renewed = needs_renewal(engine_not_after, unix_now()) && not_after > engine_not_after;
+                if sent.as_ref() != Some(&fp) || renewed {
+                    tracing::info!(ge = %name, groups = ?fp.0, keys = ?fp.2, not_after, "new credentials from the GMS");
                     sent = Some(fp);
+                    engine_not_after = not_after;
                     if tx.send(c).is_err() {
                         return;
                     }
@@ -163,5 +187,19 @@ fn follow_loop(
             }
             Err(e) => tracing::error!("the GMS state is unusable: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_renewal;
+
+    #[test]
+    fn certificates_are_renewed_ten_days_before_they_expire() {
+        let day = 86_400;
+        assert!(!needs_renewal(100 * day, 70 * day));
+        assert!(!needs_renewal(100 * day, 90 * day));
+        assert!(needs_renewal(100 * day, 90 * day + 1));
+        assert!(needs_renewal(100 * day, 200 * day), "already expired");
     }
 }
