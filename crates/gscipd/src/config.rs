@@ -67,6 +67,10 @@ pub struct Config {
     /// The control socket (`gscip status`); default `/run/gscip/NAME.sock`.
     #[serde(default)]
     pub control_socket: Option<PathBuf>,
+    /// The GMS's addresses, resolved once at start ([`Config::resolve_gms`]): its connection is
+    /// exempt from the rules.
+    #[serde(skip)]
+    pub gms_addrs: Vec<std::net::SocketAddr>,
 }
 
 /// Where the GE finds its GMS.
@@ -87,26 +91,50 @@ pub struct GmsSettings {
 }
 
 impl GmsSettings {
-    /// The GMS's address and port, from the URL (an IP literal or a name resolved now).
-    pub fn socket_addrs(&self) -> Result<Vec<std::net::SocketAddr>, String> {
+    /// The host and port of the URL (port 443 when none is given), checked without resolving.
+    pub fn host_port(&self) -> Result<String, String> {
         let rest = self
             .url
             .strip_prefix("https://")
             .ok_or_else(|| format!("gms.url {:?} must start with https://", self.url))?;
         let hostport = rest.split('/').next().unwrap_or(rest);
-        if let Ok(a) = hostport.parse::<std::net::SocketAddr>() {
+        if hostport.parse::<std::net::SocketAddr>().is_ok() {
+            return Ok(hostport.to_owned());
+        }
+        let (host, port) = match hostport.rfind(']') {
+            Some(i) => match hostport[i..].find(':') {
+                Some(c) => (&hostport[..i + c], Some(&hostport[i + c + 1..])),
+                None => (hostport, None),
+            },
+            None => match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            },
+        };
+        let host_ok = !host.is_empty()
+            && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_[]:".contains(&b))
+            && !host.starts_with('-');
+        if !host_ok {
+            return Err(format!("gms.url {:?}: the host is not a name or an address", self.url));
+        }
+        match port {
+            Some(p) if p.parse::<u16>().is_ok_and(|p| p > 0) => Ok(format!("{host}:{p}")),
+            Some(_) => Err(format!("gms.url {:?}: the port must be 1 to 65535", self.url)),
+            None => Ok(format!("{host}:443")),
+        }
+    }
+
+    /// The GMS's addresses: an IP literal as it is, a name resolved now (the daemon does this
+    /// once at start, for its rules; parsing a configuration never resolves).
+    pub fn resolve(&self) -> Result<Vec<std::net::SocketAddr>, String> {
+        let hp = self.host_port()?;
+        if let Ok(a) = hp.parse::<std::net::SocketAddr>() {
             return Ok(vec![a]);
         }
-        let has_port = match hostport.rfind(']') {
-            Some(i) => hostport[i..].contains(':'),
-            None => hostport.contains(':'),
-        };
-        let with_port = if has_port { hostport.to_owned() } else { format!("{hostport}:443") };
         use std::net::ToSocketAddrs;
-        with_port
-            .to_socket_addrs()
+        hp.to_socket_addrs()
             .map(|a| a.collect())
-            .map_err(|e| format!("gms.url {:?}: cannot resolve {with_port}: {e}", self.url))
+            .map_err(|e| format!("gms.url {:?}: cannot resolve {hp}: {e}", self.url))
     }
 }
 
@@ -127,11 +155,19 @@ impl Config {
             (Some(_), Some(_)) => return Err("give either `key_file` or a `[gms]` table, not both".into()),
             (None, None) => return Err("give `key_file` or a `[gms]` table: where the GE gets its keys".into()),
             (None, Some(g)) => {
-                g.socket_addrs()?;
+                g.host_port()?;
             }
             (Some(_), None) => {}
         }
         Ok(c)
+    }
+
+    /// Resolves the GMS's address for the rules (the daemon calls this once at start).
+    pub fn resolve_gms(&mut self) -> Result<(), DaemonError> {
+        if let Some(g) = &self.gms {
+            self.gms_addrs = g.resolve().map_err(DaemonError::Configuration)?;
+        }
+        Ok(())
     }
 
     pub fn aead_algorithm(&self) -> Result<AeadAlgorithm, String> {
@@ -168,5 +204,25 @@ mod tests {
         assert!(Config::parse("key_file = \"k\"\nhooks = \"host\"\nlocal_addrs=[\"10.0.0.1\"]\naead=\"rot13\"\n")
             .unwrap_err()
             .contains("rot13"));
+    }
+
+    #[test]
+    fn gms_urls_are_checked_without_resolving() {
+        let g = |url: &str| GmsSettings {
+            url: url.into(),
+            ca_file: "ca".into(),
+            name: "g".into(),
+            state_dir: "s".into(),
+            token_file: None,
+        };
+        assert_eq!(g("https://192.0.2.9:4399").host_port().unwrap(), "192.0.2.9:4399");
+        assert_eq!(g("https://[fd00::1]:4399/x").host_port().unwrap(), "[fd00::1]:4399");
+        assert_eq!(g("https://[fd00::1]").host_port().unwrap(), "[fd00::1]:443");
+        assert_eq!(g("https://gms.example.org").host_port().unwrap(), "gms.example.org:443");
+        assert_eq!(g("https://gms.example.org:8443/").host_port().unwrap(), "gms.example.org:8443");
+        for bad in ["http://gms", "https://", "https://gms:0", "https://gms:99999", "https://g ms", "https://-x"] {
+            assert!(g(bad).host_port().is_err(), "{bad}");
+        }
+        assert_eq!(g("https://192.0.2.9:4399").resolve().unwrap(), vec!["192.0.2.9:4399".parse().unwrap()]);
     }
 }

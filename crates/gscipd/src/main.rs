@@ -64,6 +64,7 @@ fn run(args: &Args) -> Result<(), DaemonError> {
     if args.remove_rules {
         return rules::remove(&cfg);
     }
+    cfg.resolve_gms()?;
     if args.accept_only {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();

@@ -33,7 +33,7 @@ pub fn restore_script(c: &Config, v6: bool, generation: u8) -> String {
     s.push_str(&format!(":{CHAIN} - [0:0]\n"));
     s.push_str(&format!("-A {CHAIN} -m mark --mark {OWN_MARK:#x} -j RETURN\n"));
     // The GE's own connection to its GMS (TLS) is management traffic, not a GSCIP flow.
-    for a in c.gms.as_ref().and_then(|g| g.socket_addrs().ok()).unwrap_or_default() {
+    for a in &c.gms_addrs {
         if a.is_ipv6() == v6 {
             let (ip, port) = (a.ip(), a.port());
             s.push_str(&format!("-A {CHAIN} -p tcp -d {ip} --dport {port} -j RETURN\n"));
@@ -142,10 +142,12 @@ mod tests {
 
     #[test]
     fn fast_path_marks_count_only_in_their_generation_and_the_gms_is_exempt() {
-        let c = Config::parse(
+        let mut c = Config::parse(
             "hooks = \"host\"\nlocal_addrs = [\"10.0.0.1\"]\n[gms]\nurl = \"https://192.0.2.9:4399\"\nca_file = \"ca\"\nname = \"g\"\nstate_dir = \"s\"\n",
         )
         .unwrap();
+        assert!(c.gms_addrs.is_empty(), "parsing never resolves");
+        c.resolve_gms().unwrap();
         let g0 = restore_script(&c, false, 0);
         let g5 = restore_script(&c, false, 5);
         assert!(g0.contains("-m connmark --mark 0x100000/0x3ff00000 -j RETURN"), "{g0}");

@@ -386,3 +386,38 @@ pub fn engine_packet(data: &[u8]) {
         drain(&mut engine, &mut Vec::new());
     }
 }
+
+// ----- gms_state ------------------------------------------------------------------------------
+
+/// A GE's state as the GMS sends it (JSON), through `credentials`: hex, the DPRP certificate,
+/// key expiry. Never a panic, whatever the GMS (or a corrupted cache file) sends.
+pub fn gms_state(data: &[u8]) {
+    let Ok(state) = serde_json::from_slice::<gscip_gms_client::api::GeState>(data) else { return };
+    let seed = zeroize::Zeroizing::new([7u8; 32]);
+    for now in [0, 1_800_000_000, u64::MAX] {
+        if let Ok(c) = gscip_gms_client::ge::credentials(&state, &seed, now) {
+            // Only keys still valid at `now`, and never for a revoked GE.
+            assert!(state.status == gscip_gms_client::api::GeStatus::Active || c.keys.is_empty());
+            assert!(c.key_ids().iter().all(|(g, v)| state
+                .keys
+                .iter()
+                .any(|k| k.group == *g && k.version == *v && k.expires.is_none_or(|e| e > now))));
+        }
+    }
+}
+
+// ----- daemon_config --------------------------------------------------------------------------
+
+/// `gscipd`'s configuration file: parse errors, never panics; a configuration that parses has
+/// exactly one key source and something to protect.
+pub fn daemon_config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(c) = gscipd::config::Config::parse(text) {
+        assert!(c.key_file.is_some() != c.gms.is_some(), "exactly one key source");
+        assert!(!c.protected.is_empty() || !c.local_addrs.is_empty());
+        let _ = c.ge_config();
+        for v6 in [false, true] {
+            let _ = gscipd::rules::restore_script(&c, v6, 3);
+        }
+    }
+}

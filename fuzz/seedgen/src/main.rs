@@ -388,6 +388,8 @@ impl Writer {
             "pccom_trailer" => h::pccom_trailer(bytes),
             "scenario" => h::scenario(bytes),
             "engine_packet" => h::engine_packet(bytes),
+            "gms_state" => h::gms_state(bytes),
+            "daemon_config" => h::daemon_config(bytes),
             _ => unreachable!("unknown target {target}"),
         }
         let dir = self.root.join(target);
@@ -468,6 +470,20 @@ fn main() {
     for ((v, proto, data), p) in &dg_by_shape {
         w.put("datagram", &format!("v{v}-proto{proto}-{}", if *data { "data" } else { "empty" }), p);
     }
+    // A GE's state from the GMS: an active GE with a real certificate and keys (one in its
+    // grace period), and the same GE revoked.
+    for (name, state) in gms_states() {
+        w.put("gms_state", name, state.as_bytes());
+    }
+    // gscipd configurations: a key file, a GMS, a GEN, a GEA.
+    for (name, text) in [
+        ("key-file", "key_file = \"/etc/gscip/ges1.keys\"\nhooks = \"host\"\nlocal_addrs = [\"10.1.0.11\"]\nprotected = [\"10.1.0.11/32\"]\n"),
+        ("gms", "hooks = \"host\"\nlocal_addrs = [\"10.1.0.11\", \"fd00::11\"]\naead = \"chacha20-poly1305\"\n[gms]\nurl = \"https://198.18.0.1:4399\"\nca_file = \"ca.pem\"\nname = \"ges1\"\nstate_dir = \"/var/lib/gscip/ges1\"\ntoken_file = \"t\"\n"),
+        ("gen", "key_file = \"k\"\nhooks = \"router\"\nprotected = [\"10.1.0.0/24\", \"fd00:1::/64\"]\nqueue = 3\nfail_open = true\n"),
+        ("gea", "key_file = \"k\"\nhooks = \"bridge\"\nprotected = [\"10.0.1.20/32\"]\nbridges = [\"br0\", \"br1\"]\nevents_file = \"e\"\ncontrol_socket = \"s\"\n"),
+    ] {
+        w.put("daemon_config", name, text.as_bytes());
+    }
     // IPv4 options and UDP with no checksum.
     let mut opt = packet(L4Proto::Tcp, addr(false, A4), 1, addr(false, B4), 2, 0x02, Some(536), b"x");
     opt[0] = 0x46;
@@ -529,4 +545,31 @@ fn main() {
     for (t, c) in &w.counts {
         eprintln!("{t}: {c} seeds");
     }
+}
+
+/// GE states as the GMS would send them, built with the simulator's GMS stand-in.
+fn gms_states() -> Vec<(&'static str, String)> {
+    use gscip_core::group::GroupId;
+    let mut gms = gscip_sim::gms::BuiltinGms::new(7, &[1, 2], 1_800_000_000).expect("gms");
+    let e = gms.enroll("ges1", gscip_core::GeKind::Ges, gscip_core::Mode::Closed, &[1, 2]).expect("enroll");
+    let (_, cert, trust, keys) = e.parts();
+    let mut cert_bytes = Vec::new();
+    cert.emit(&mut cert_bytes);
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let key_list: Vec<serde_json::Value> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            serde_json::json!({"group": k.group.0, "version": k.version, "key": hex(k.secret_for_storage()),
+                               "expires": if i == 0 { serde_json::json!(1_900_000_000u64) } else { serde_json::Value::Null }})
+        })
+        .collect();
+    let _ = GroupId(1);
+    let state = |status: &str, keys: &[serde_json::Value]| {
+        serde_json::json!({"revision": 7, "name": "ges1", "kind": "ges", "mode": "closed", "status": status,
+                           "groups": [1, 2], "certificate": hex(&cert_bytes), "gms_public_key": hex(&trust.gms_public_key),
+                           "keys": keys})
+        .to_string()
+    };
+    vec![("active", state("active", &key_list)), ("revoked", state("revoked", &[]))]
 }
