@@ -22,7 +22,7 @@ printf 'correct horse battery staple' >"$tmp/pw"
 port=$((20000 + RANDOM % 20000))
 "$gmsd" --data-dir "$tmp/gms" --listen "127.0.0.1:$port" --admin-password-file "$tmp/pw" 2>"$tmp/gmsd.log" &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
 export GSCIP_GMS_URL="https://127.0.0.1:$port" GSCIP_GMS_CA="$tmp/gms/ca.pem"
 for _ in $(seq 100); do [ -s "$GSCIP_GMS_CA" ] && "$gscip" admin login --password-file "$tmp/pw" >/dev/null 2>&1 && break; sleep 0.1; done
 token=$("$gscip" admin login --password-file "$tmp/pw")

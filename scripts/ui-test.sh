@@ -20,7 +20,7 @@ printf '%s' "$password" >"$tmp/pw"
 port=$((20000 + RANDOM % 20000))
 "$gmsd" --data-dir "$tmp/gms" --listen "127.0.0.1:$port" --admin-password-file "$tmp/pw" 2>"$tmp/gmsd.log" &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
 export GSCIP_GMS_URL="https://127.0.0.1:$port" GSCIP_GMS_CA="$tmp/gms/ca.pem"
 for _ in $(seq 100); do [ -s "$GSCIP_GMS_CA" ] && "$gscip" admin login --password-file "$tmp/pw" >/dev/null 2>&1 && break; sleep 0.1; done
 GSCIP_GMS_TOKEN=$("$gscip" admin login --password-file "$tmp/pw")
