@@ -315,6 +315,17 @@ impl Gms {
         Ok(())
     }
 
+    async fn insert_memberships(tx: &mut Tx<'_>, ge: &str, groups: &[u16]) -> Result<()> {
+        for g in groups {
+            sqlx::query("INSERT INTO memberships (ge, group_id) VALUES ($1, $2)")
+                .bind(ge)
+                .bind(i64::from(*g))
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn bump(tx: &mut Tx<'_>) -> Result<()> {
         sqlx::query("UPDATE meta SET revision = revision + 1 WHERE id = 1").execute(&mut **tx).await?;
         Ok(())
@@ -665,13 +676,7 @@ impl Gms {
             .execute(&mut *tx)
             .await
             .map_err(|e| conflict_on_unique(e, || format!("a GE named {:?} exists already", new.name)))?;
-        for g in &groups {
-            sqlx::query("INSERT INTO memberships (ge, group_id) VALUES ($1, $2)")
-                .bind(&new.name)
-                .bind(i64::from(*g))
-                .execute(&mut *tx)
-                .await?;
-        }
+        Self::insert_memberships(&mut tx, &new.name, &groups).await?;
         Self::audit(
             &mut tx,
             now,
@@ -694,13 +699,7 @@ impl Gms {
         let groups = self.check_groups(groups).await?;
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM memberships WHERE ge = $1").bind(name).execute(&mut *tx).await?;
-        for g in &groups {
-            sqlx::query("INSERT INTO memberships (ge, group_id) VALUES ($1, $2)")
-                .bind(name)
-                .bind(i64::from(*g))
-                .execute(&mut *tx)
-                .await?;
-        }
+        Self::insert_memberships(&mut tx, name, &groups).await?;
         Self::audit(
             &mut tx,
             now,

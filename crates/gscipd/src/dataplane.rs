@@ -174,6 +174,9 @@ impl Dataplane {
                         let control = self.control.as_ref().map(|c| c.raw_fd());
                         let wake = self.updates.as_ref().map(|(u, _)| u.wake_fd());
                         wait_readable(fd, control, wake, ms);
+                        if let Some((u, _)) = &mut self.updates {
+                            u.drain_wake();
+                        }
                     }
                     None => std::thread::sleep(Duration::from_micros(100)),
                 }

@@ -28,10 +28,14 @@ impl KeyUpdates {
         use std::os::fd::AsRawFd;
         self.wake.as_raw_fd()
     }
-    /// The newest pending update, if any.
-    pub fn take(&mut self) -> Option<Credentials> {
+    /// Empties the wake-up socket (after `poll` said it is readable; not on the packet path).
+    pub fn drain_wake(&mut self) {
         let mut buf = [0u8; 64];
         while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
+    }
+
+    /// The newest pending update, if any (no system call: the packet loop asks often).
+    pub fn take(&mut self) -> Option<Credentials> {
         let mut last = None;
         while let Ok(c) = self.rx.try_recv() {
             last = Some(c);
