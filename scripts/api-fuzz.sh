@@ -18,16 +18,9 @@ if [ ! -x "$venv/bin/schemathesis" ]; then
   "$venv/bin/pip" install -q "schemathesis==4.32.5"
 fi
 tmp=$(mktemp -d)
-printf 'correct horse battery staple' >"$tmp/pw"
-port=$((20000 + RANDOM % 20000))
-"$gmsd" --data-dir "$tmp/gms" --listen "127.0.0.1:$port" --admin-password-file "$tmp/pw" 2>"$tmp/gmsd.log" &
-pid=$!
-trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
-export GSCIP_GMS_URL="https://127.0.0.1:$port" GSCIP_GMS_CA="$tmp/gms/ca.pem"
-for _ in $(seq 100); do [ -s "$GSCIP_GMS_CA" ] && "$gscip" admin login --password-file "$tmp/pw" >/dev/null 2>&1 && break; sleep 0.1; done
-token=$("$gscip" admin login --password-file "$tmp/pw")
+source scripts/gmsd-loopback.sh
 "$venv/bin/schemathesis" run "$GSCIP_GMS_URL/openapi.json" --tls-verify "$GSCIP_GMS_CA" \
-  -H "Authorization: Bearer $token" --request-timeout 10 --max-examples "$examples" --seed 1 \
+  -H "Authorization: Bearer $GSCIP_GMS_TOKEN" --request-timeout 10 --max-examples "$examples" --seed 1 \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance
 if grep -q "ERROR" "$tmp/gmsd.log"; then
   echo "api-fuzz: gmsd logged errors:" >&2; grep ERROR "$tmp/gmsd.log" >&2; exit 1

@@ -46,15 +46,7 @@ echo "cli-check: lab and status bad inputs ok"
 
 # `gscip admin` against a real gmsd on loopback: tables, JSON, and exit codes 0/1/2.
 gmsd="$(dirname "$gscip")/gmsd"
-printf 'correct horse battery staple' >"$tmp/pw"
-port=$((20000 + RANDOM % 20000))
-"$gmsd" --data-dir "$tmp/gms" --listen "127.0.0.1:$port" --admin-password-file "$tmp/pw" 2>"$tmp/gmsd.log" &
-gmsd_pid=$!
-trap 'kill $gmsd_pid 2>/dev/null || true; wait $gmsd_pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
-export GSCIP_GMS_URL="https://127.0.0.1:$port" GSCIP_GMS_CA="$tmp/gms/ca.pem"
-for _ in $(seq 100); do [ -s "$tmp/gms/ca.pem" ] && "$gscip" admin login --password-file "$tmp/pw" >/dev/null 2>&1 && break; sleep 0.1; done
-GSCIP_GMS_TOKEN=$("$gscip" admin login --password-file "$tmp/pw") || fail "admin login: $(cat "$tmp/gmsd.log")"
-export GSCIP_GMS_TOKEN
+source "$(dirname "$0")/gmsd-loopback.sh"
 "$gscip" admin groups create staff --id 1 >/dev/null || fail "groups create"
 "$gscip" admin ges create ges1 --kind ges --mode closed --groups 1 >/dev/null || fail "ges create"
 "$gscip" admin ges list | grep -q "ges1 *ges *closed *pending *1" || fail "ges list table"

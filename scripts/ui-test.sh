@@ -15,16 +15,7 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/python" -c 'import playwright' 2>/dev/null || "$venv/bin/pip" install -q "playwright==1.65.2"
 tmp=$(mktemp -d)
-password='correct horse battery staple'
-printf '%s' "$password" >"$tmp/pw"
-port=$((20000 + RANDOM % 20000))
-"$gmsd" --data-dir "$tmp/gms" --listen "127.0.0.1:$port" --admin-password-file "$tmp/pw" 2>"$tmp/gmsd.log" &
-pid=$!
-trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT
-export GSCIP_GMS_URL="https://127.0.0.1:$port" GSCIP_GMS_CA="$tmp/gms/ca.pem"
-for _ in $(seq 100); do [ -s "$GSCIP_GMS_CA" ] && "$gscip" admin login --password-file "$tmp/pw" >/dev/null 2>&1 && break; sleep 0.1; done
-GSCIP_GMS_TOKEN=$("$gscip" admin login --password-file "$tmp/pw")
-export GSCIP_GMS_TOKEN
+source scripts/gmsd-loopback.sh
 "$gscip" admin groups create engineering --id 1 >/dev/null
 "$gscip" admin groups create sales --id 2 >/dev/null
 "$gscip" admin ges create ges1 --kind ges --mode closed --groups 1 >/dev/null
@@ -32,6 +23,6 @@ export GSCIP_GMS_TOKEN
 "$gscip" admin ges create gen1 --kind gen --mode closed --groups 2 >/dev/null
 "$gscip" admin ges create ges3 --kind ges --mode open >/dev/null
 rm -rf target/ui-screenshots
-GMS_URL="$GSCIP_GMS_URL" GMS_PASSWORD="$password" SHOTS=target/ui-screenshots \
+GMS_URL="$GSCIP_GMS_URL" GMS_PASSWORD="$GMSD_PASSWORD" SHOTS=target/ui-screenshots \
   "$venv/bin/python" crates/gscip-gms/tests/ui/test_ui.py
 echo "ui-test: screenshots in target/ui-screenshots"

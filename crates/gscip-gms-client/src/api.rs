@@ -296,10 +296,18 @@ pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Parses hex of exactly `len` bytes.
-pub fn unhex(s: &str, len: usize) -> Option<Vec<u8>> {
-    if s.len() != len * 2 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+/// Parses hex of any even length.
+pub fn unhex_any(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
         return None;
     }
-    (0..len).map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()).collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
+}
+
+/// Parses hex of exactly `len` bytes.
+pub fn unhex(s: &str, len: usize) -> Option<Vec<u8>> {
+    if s.len() != len * 2 {
+        return None;
+    }
+    unhex_any(s)
 }

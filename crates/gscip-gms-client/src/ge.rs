@@ -150,7 +150,8 @@ impl Credentials {
 /// Builds credentials from a state; keys whose grace period has ended at `now_unix_s` are left
 /// out, and a revoked GE holds no keys.
 pub fn credentials(state: &GeState, seed: &Zeroizing<[u8; 32]>, now_unix_s: u64) -> Result<Credentials, Error> {
-    let cert_bytes = gscip_wire_hex(&state.certificate, "certificate")?;
+    let cert_bytes =
+        api::unhex_any(&state.certificate).ok_or_else(|| Error::Configuration("certificate: not hex".into()))?;
     let cert = CertificateRepr::parse(&cert_bytes).map_err(|e| config_err("GMS certificate", e))?;
     let gms_key = api::unhex(&state.gms_public_key, 32)
         .ok_or_else(|| Error::Configuration("GMS public key: not 32 bytes of hex".into()))?;
@@ -177,13 +178,6 @@ pub fn credentials(state: &GeState, seed: &Zeroizing<[u8; 32]>, now_unix_s: u64)
         }
     }
     Ok(Credentials { identity, trust, keys, next_expiry })
-}
-
-fn gscip_wire_hex(s: &str, what: &str) -> Result<Vec<u8>, Error> {
-    if !s.len().is_multiple_of(2) {
-        return Err(Error::Configuration(format!("{what}: not hex")));
-    }
-    api::unhex(s, s.len() / 2).ok_or_else(|| Error::Configuration(format!("{what}: not hex")))
 }
 
 /// The current Unix time in seconds.

@@ -76,6 +76,17 @@ pub fn check_environment() -> Result<(), LabError> {
     Ok(())
 }
 
+/// A binary of this workspace as built (`target/debug`, else `target/release`), for tests
+/// that run the daemons; panics with what to build when it is missing.
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
+    ["debug", "release"]
+        .iter()
+        .map(|profile| target.join(profile).join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| panic!("{name} is not built: run `cargo build --workspace --bins` (make test does)"))
+}
+
 /// Namespaces whose name starts with `PREFIX-`.
 pub fn namespaces_with_prefix(prefix: &str) -> Result<Vec<String>, LabError> {
     let out = run("ip", &["netns", "list"])?;

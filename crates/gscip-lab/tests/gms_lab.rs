@@ -5,10 +5,10 @@
 
 use gscip_lab::gms::LabGms;
 use gscip_lab::run::{start_daemons, RunOptions};
-use gscip_lab::Lab;
+use gscip_lab::{workspace_binary, Lab};
 use gscip_sim::topology::Topology;
 use gscip_sim::Scenario;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -83,17 +83,6 @@ except OSError as e:
     print("ERROR", type(e).__name__)
 "#;
 
-fn bin(name: &str) -> PathBuf {
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
-    for profile in ["debug", "release"] {
-        let p = target.join(profile).join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{name} is not built: run `cargo build --workspace --bins` (make test does)");
-}
-
 fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as u64
 }
@@ -124,9 +113,9 @@ fn ges_follow_the_real_gms_and_survive_its_absence() {
     let _ = gscip_lab::clean(prefix);
     let mut lab = Lab::build(&s, prefix).unwrap_or_else(|e| panic!("the lab must run here (root, iproute2): {e}"));
     let management = lab.add_management(&s).unwrap();
-    let mut gms = LabGms::start(&management, &bin("gmsd"), &work).unwrap();
+    let mut gms = LabGms::start(&management, &workspace_binary("gmsd"), &work).unwrap();
     gms.define(&s).unwrap();
-    let opts = RunOptions { gscipd: bin("gscipd"), work_dir: work.clone(), ..RunOptions::new(prefix) };
+    let opts = RunOptions { gscipd: workspace_binary("gscipd"), work_dir: work.clone(), ..RunOptions::new(prefix) };
     let topo = Topology::new(&s);
     let mut daemons = start_daemons(&s, &topo, &lab, &opts, Some(&gms)).unwrap();
     let admin = gms.admin().unwrap().clone();

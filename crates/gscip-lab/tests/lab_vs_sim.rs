@@ -3,28 +3,17 @@
 //! only; fails, never skips, when the lab cannot run.
 
 use gscip_lab::run::{run_scenario, RunOptions};
+use gscip_lab::workspace_binary;
 use gscip_sim::{Scenario, Simulation};
-use std::path::{Path, PathBuf};
-
-fn bin(name: &str) -> PathBuf {
-    // Built by the workspace (the lab test runs after `cargo build`); `make test` builds it.
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
-    for profile in ["debug", "release"] {
-        let p = target.join(profile).join(name);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{name} is not built: run `cargo build --workspace --bins` (make test does)");
-}
+use std::path::Path;
 
 fn compare(example: &str, prefix: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(example);
     let s = Scenario::from_file(&path).expect("example");
     let sim = Simulation::new(&s).expect("sim").run();
     let opts = RunOptions {
-        gscipd: bin("gscipd"),
-        gmsd: bin("gmsd"),
+        gscipd: workspace_binary("gscipd"),
+        gmsd: workspace_binary("gmsd"),
         work_dir: std::env::temp_dir().join(format!("gscip-lab-test-{prefix}")),
         ..RunOptions::new(prefix)
     };

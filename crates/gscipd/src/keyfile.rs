@@ -31,15 +31,10 @@ struct KeyFileText {
     group_key: Vec<GroupKeyEntry>,
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use gscip_gms_client::api::hex;
 
 fn unhex(s: &str, what: &str) -> Result<Vec<u8>, Error> {
-    if !s.len().is_multiple_of(2) || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
-        return Err(Error::Configuration(format!("key file: {what} is not hex")));
-    }
-    Ok((0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap_or(0)).collect())
+    gscip_gms_client::api::unhex_any(s).ok_or_else(|| Error::Configuration(format!("key file: {what} is not hex")))
 }
 
 fn arr32(s: &str, what: &str) -> Result<Zeroizing<[u8; 32]>, Error> {

@@ -549,13 +549,12 @@ fn main() {
 
 /// GE states as the GMS would send them, built with the simulator's GMS stand-in.
 fn gms_states() -> Vec<(&'static str, String)> {
-    use gscip_core::group::GroupId;
+    use gscip_gms_client::api::hex;
     let mut gms = gscip_sim::gms::BuiltinGms::new(7, &[1, 2], 1_800_000_000).expect("gms");
     let e = gms.enroll("ges1", gscip_core::GeKind::Ges, gscip_core::Mode::Closed, &[1, 2]).expect("enroll");
     let (_, cert, trust, keys) = e.parts();
     let mut cert_bytes = Vec::new();
     cert.emit(&mut cert_bytes);
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
     let key_list: Vec<serde_json::Value> = keys
         .iter()
         .enumerate()
@@ -564,7 +563,6 @@ fn gms_states() -> Vec<(&'static str, String)> {
                                "expires": if i == 0 { serde_json::json!(1_900_000_000u64) } else { serde_json::Value::Null }})
         })
         .collect();
-    let _ = GroupId(1);
     let state = |status: &str, keys: &[serde_json::Value]| {
         serde_json::json!({"revision": 7, "name": "ges1", "kind": "ges", "mode": "closed", "status": status,
                            "groups": [1, 2], "certificate": hex(&cert_bytes), "gms_public_key": hex(&trust.gms_public_key),
