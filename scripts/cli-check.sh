@@ -28,6 +28,22 @@ set -e
 [ "$code" = 1 ] || fail "unmet expectation: exit $code, want 1"
 echo "cli-check: exit codes 0/1/2 ok"
 
+# The management-load report reproduces seed 001's figures (docs/load-report.md).
+seed=crates/gscip-load/seed001
+load() { "$gscip" load-report "$@" --json | python3 -c 'import json,sys; r=json.load(sys.stdin); c=r.get("change", r); print(c["gscip"], c["ipsec_ike"])'; }
+[ "$(load $seed/fig6.toml)" = "38 174" ] || fail "load-report fig6: $(load $seed/fig6.toml)"
+[ "$(load $seed/fig6.toml --compare $seed/fig6-ges2-moved.toml)" = "0 20" ] || fail "load-report: GES2 moves"
+[ "$(load $seed/fig6.toml --compare $seed/fig6-ges4-seed.toml)" = "10 72" ] || fail "load-report: GES4 is added"
+[ "$(load $seed/fig6.toml --compare $seed/fig6-ges2-moved.toml --convention complete)" = "0 40" ] \
+  || fail "load-report: complete convention"
+set +e
+msg=$("$gscip" load-report $seed/fig6.toml --compare $seed/fig6.toml --convention nope 2>&1); code=$?
+[ "$code" = 2 ] && grep -q "expected seed | complete" <<<"$msg" || fail "load-report, bad convention: exit $code: $msg"
+msg=$("$gscip" load-report "$tmp/bad.toml" 2>&1); code=$?
+[ "$code" = 2 ] && grep -q "bad.toml:5" <<<"$msg" || fail "load-report, bad scenario: exit $code: $msg"
+set -e
+echo "cli-check: load-report 38/174, 0/20, 10/72 ok"
+
 # The lab's bad inputs: a clear message and exit 2, nothing left behind.
 set +e
 msg=$("$gscip" lab run "$tmp/bad.toml" 2>&1); code=$?

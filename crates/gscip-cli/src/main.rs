@@ -65,6 +65,11 @@ enum Command {
         /// Count the items to change to go from FILE's network to this one.
         #[arg(long)]
         compare: Option<PathBuf>,
+        /// With --compare: which changes count. `seed` (seed 001 §5.3-5.4): the items of the
+        /// GEs that join, leave or move, and the policies others add toward a GE that joins;
+        /// `complete`: every item at every element. Both totals are always shown.
+        #[arg(long, default_value = "seed", value_parser = |s: &str| s.parse::<gscip_load::Convention>())]
+        convention: gscip_load::Convention,
         #[arg(long)]
         json: bool,
     },
@@ -155,7 +160,7 @@ fn main() -> ExitCode {
         }
         Command::Status { socket, name, json } => status(socket, name, json),
         Command::Admin(a) => admin::run(a),
-        Command::LoadReport { file, compare, json } => {
+        Command::LoadReport { file, compare, convention, json } => {
             let load = |p: &PathBuf| gscip_sim::Scenario::from_file(p);
             let before = match load(&file) {
                 Ok(s) => s,
@@ -182,7 +187,7 @@ fn main() -> ExitCode {
                         }
                     };
                     let (b, a) = (gscip_load::count(&before), gscip_load::count(&after));
-                    let ch = gscip_load::compare(&before, &after);
+                    let ch = gscip_load::compare(&before, &after, convention);
                     if json {
                         serde_json::to_string_pretty(&gscip_load::compare_json(&b, &a, &ch)).unwrap_or_default() + "\n"
                     } else {

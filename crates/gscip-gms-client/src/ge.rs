@@ -13,7 +13,7 @@ use gscip_core::keysource::KeySource;
 use gscip_core::Error;
 use gscip_wire::dprp::CertificateRepr;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
@@ -83,7 +83,12 @@ impl StateDir {
         if self.is_enrolled() {
             return Ok(());
         }
-        std::fs::create_dir_all(&self.path).map_err(|e| EnrollError::Local(config_err("state directory", e)))?;
+        // Only the daemon's user may list the directory that holds its private key.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.path)
+            .map_err(|e| EnrollError::Local(config_err("state directory", e)))?;
         let mut seed = Zeroizing::new([0u8; 32]);
         aws_lc_rs::rand::fill(&mut seed[..])
             .map_err(|_| EnrollError::Local(Error::Configuration("no randomness".into())))?;

@@ -123,7 +123,7 @@ impl FromRequestParts<AppState> for Admin {
                 let (name, password) = decoded
                     .split_once(':')
                     .ok_or_else(|| GmsError::Unauthorized("Basic credentials lack a ':'".into()))?;
-                app.gms.verify_password(name, password).await?;
+                app.gms.verify_password(name, password, t).await?;
                 return Ok(Admin(name.to_owned()));
             }
             return Err(GmsError::Unauthorized("Authorization must be Bearer TOKEN or Basic".into()));

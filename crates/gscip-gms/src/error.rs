@@ -21,6 +21,9 @@ pub enum GmsError {
     /// The request conflicts with the current state (a name taken, a group in use).
     #[error("{0}")]
     Conflict(String),
+    /// Too many failed password checks for an administrator name: wait and retry.
+    #[error("{0}")]
+    TooManyRequests(String),
     /// Local configuration (master key, TLS names, database URL) is unusable.
     #[error("configuration error: {0}")]
     Configuration(String),
@@ -42,6 +45,7 @@ impl GmsError {
             GmsError::Forbidden(_) => StatusCode::FORBIDDEN,
             GmsError::NotFound(_) => StatusCode::NOT_FOUND,
             GmsError::Conflict(_) => StatusCode::CONFLICT,
+            GmsError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             GmsError::Configuration(_) | GmsError::Database(_) | GmsError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -50,7 +54,7 @@ impl GmsError {
     pub fn fault(&self) -> &'static str {
         match self {
             GmsError::BadRequest(_) => "client",
-            GmsError::Unauthorized(_) | GmsError::Forbidden(_) => "auth",
+            GmsError::Unauthorized(_) | GmsError::Forbidden(_) | GmsError::TooManyRequests(_) => "auth",
             GmsError::NotFound(_) => "not_found",
             GmsError::Conflict(_) => "conflict",
             GmsError::Configuration(_) | GmsError::Database(_) | GmsError::Internal(_) => "server",

@@ -19,7 +19,7 @@ use gscip_wire::dprp::{GeKind, Mode, Side, MAX_GROUPS, MAX_NAME_LEN};
 use serde_json::json;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use zeroize::Zeroizing;
@@ -79,6 +79,44 @@ pub struct Gms {
     /// The latest change revision known here: updated at once by this instance's changes and
     /// every 250 ms from the database (changes by other instances). Long-polls wait on it.
     revision: Arc<tokio::sync::watch::Sender<i64>>,
+    /// Password guessing: consecutive failed password checks per administrator name.
+    login_failures: std::sync::Mutex<LoginFailures>,
+}
+
+/// Consecutive failed password checks per administrator name (existing or not, so that the
+/// answer does not tell which names exist), in this instance's memory. After
+/// [`LoginFailures::FREE_TRIES`] failures a name is refused for [`LoginFailures::LOCK_SECONDS`]
+/// seconds, each further failure starts a new lock, and a success clears the count.
+#[derive(Debug, Default)]
+pub(crate) struct LoginFailures {
+    by_name: HashMap<String, (u32, u64)>,
+}
+
+impl LoginFailures {
+    pub const FREE_TRIES: u32 = 5;
+    pub const LOCK_SECONDS: u64 = 30;
+    /// Names tracked at most; beyond, the names without a running lock are forgotten.
+    const MAX_NAMES: usize = 10_000;
+
+    /// Seconds the name is still locked for, if it is.
+    fn locked_for(&self, name: &str, now: u64) -> Option<u64> {
+        self.by_name.get(name).map(|&(_, until)| until.saturating_sub(now)).filter(|&left| left > 0)
+    }
+
+    fn failed(&mut self, name: &str, now: u64) {
+        if self.by_name.len() >= Self::MAX_NAMES && !self.by_name.contains_key(name) {
+            self.by_name.retain(|_, &mut (_, until)| until > now);
+        }
+        let entry = self.by_name.entry(name.to_owned()).or_insert((0, 0));
+        entry.0 = entry.0.saturating_add(1);
+        if entry.0 >= Self::FREE_TRIES {
+            entry.1 = now + Self::LOCK_SECONDS;
+        }
+    }
+
+    fn succeeded(&mut self, name: &str) {
+        self.by_name.remove(name);
+    }
 }
 
 impl std::fmt::Debug for Gms {
@@ -204,7 +242,17 @@ impl Gms {
                 }
             }
         });
-        Ok(Gms { pool, backend, master, ca, tls, config, created_secrets, revision })
+        Ok(Gms {
+            pool,
+            backend,
+            master,
+            ca,
+            tls,
+            config,
+            created_secrets,
+            revision,
+            login_failures: std::sync::Mutex::new(LoginFailures::default()),
+        })
     }
 
     async fn load_or_create_authorities(
@@ -978,8 +1026,29 @@ impl Gms {
         rows.iter().map(|r| r.try_get(0).map_err(Into::into)).collect()
     }
 
-    /// Checks a name and password (argon2).
-    pub async fn verify_password(&self, name: &str, password: &str) -> Result<()> {
+    /// Checks a name and password (argon2). After [`LoginFailures::FREE_TRIES`] consecutive
+    /// failures for a name, refuses it for [`LoginFailures::LOCK_SECONDS`] seconds (429)
+    /// without checking the password.
+    pub async fn verify_password(&self, name: &str, password: &str, now: u64) -> Result<()> {
+        let failures = || self.login_failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(left) = failures().locked_for(name, now) {
+            return Err(GmsError::TooManyRequests(format!(
+                "too many failed logins for this administrator name; try again in {left} s"
+            )));
+        }
+        let checked = self.check_password(name, password).await;
+        match &checked {
+            Ok(()) => failures().succeeded(name),
+            Err(GmsError::Unauthorized(_)) => {
+                failures().failed(name, now);
+                tracing::warn!(admin = name, "failed administrator password check");
+            }
+            Err(_) => {}
+        }
+        checked
+    }
+
+    async fn check_password(&self, name: &str, password: &str) -> Result<()> {
         let wrong = || GmsError::Unauthorized("wrong administrator name or password".into());
         let row = sqlx::query("SELECT password_hash FROM admins WHERE name = $1")
             .bind(name)
@@ -1005,7 +1074,7 @@ impl Gms {
     }
 
     pub async fn login(&self, name: &str, password: &str, now: u64) -> Result<AdminToken> {
-        self.verify_password(name, password).await?;
+        self.verify_password(name, password, now).await?;
         let token = new_token("gsa_")?;
         let expires = now + self.config.admin_token_seconds;
         let mut tx = self.pool.begin().await?;

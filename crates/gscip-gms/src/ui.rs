@@ -2,7 +2,8 @@
 //! and password (a session cookie, HttpOnly, Secure, SameSite=Strict, holding an API token);
 //! pages for groups, GEs and memberships, key versions and the rotation schedule, the audit
 //! log, and the reachability matrix computed with the core's policy function. Changes are made
-//! with forms that post to the same origin (the SameSite=Strict cookie is the CSRF defence).
+//! with forms that post to the same origin. CSRF defence: the SameSite=Strict cookie, and every
+//! post whose browser says it comes from another site (`Sec-Fetch-Site`, `Origin`) is refused.
 
 use crate::api::{now, Admin, AppState, SESSION_COOKIE};
 use crate::error::{GmsError, Result};
@@ -397,11 +398,66 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/keys", get(keys))
         .route("/ui/audit", get(audit))
         .route("/ui/matrix", get(matrix))
+        .layer(axum::middleware::from_fn(same_origin_posts))
+}
+
+/// Whether a form post comes from this server's own pages, as far as the browser tells:
+/// `Sec-Fetch-Site` is `same-origin` or `none` (typed by the user), and `Origin`, when sent,
+/// is this server. Clients that send neither (scripts, curl) are not browsers under attack.
+fn same_origin(headers: &axum::http::HeaderMap, authority: Option<&str>) -> bool {
+    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let site_ok =
+        text(header::HeaderName::from_static("sec-fetch-site")).is_none_or(|v| v == "same-origin" || v == "none");
+    let host = authority.or_else(|| text(header::HOST));
+    let origin_ok = match text(header::ORIGIN) {
+        None => true,
+        Some(origin) => host.is_some_and(|h| origin.strip_prefix("https://") == Some(h)),
+    };
+    site_ok && origin_ok
+}
+
+async fn same_origin_posts(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if req.method() == axum::http::Method::POST
+        && !same_origin(req.headers(), req.uri().authority().map(|a| a.as_str()))
+    {
+        tracing::warn!(path = %req.uri().path(), "refused a cross-site form post");
+        return (
+            axum::http::StatusCode::FORBIDDEN,
+            page("Refused", None, "<p class=\"error\">cross-site form post refused: use the GMS's own pages</p>"),
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn posts_from_other_sites_are_told_apart() {
+        use axum::http::{HeaderMap, HeaderValue};
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        let host = ("host", "198.18.0.1:8443");
+        assert!(same_origin(&headers(&[host]), None), "no browser headers: a script");
+        assert!(same_origin(
+            &headers(&[host, ("origin", "https://198.18.0.1:8443"), ("sec-fetch-site", "same-origin")]),
+            None
+        ));
+        assert!(same_origin(&headers(&[("origin", "https://gms:8443")]), Some("gms:8443")), "HTTP/2 authority");
+        assert!(!same_origin(&headers(&[host, ("origin", "https://evil.example")]), None));
+        assert!(!same_origin(&headers(&[host, ("origin", "http://198.18.0.1:8443")]), None), "not over TLS");
+        assert!(!same_origin(&headers(&[host, ("origin", "null")]), None));
+        assert!(!same_origin(&headers(&[host, ("sec-fetch-site", "cross-site")]), None));
+        assert!(!same_origin(&headers(&[host, ("sec-fetch-site", "same-site")]), None));
+        assert!(!same_origin(&headers(&[("origin", "https://198.18.0.1:8443")]), None), "origin without a host");
+    }
 
     #[test]
     fn escaping_and_time() {

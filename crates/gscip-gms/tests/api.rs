@@ -22,6 +22,11 @@ fn enrolled(s: &Server, admin: &AdminClient, tmp: &std::path::Path, ge: NewGe) -
     let dir = StateDir::new(tmp.join(format!("{name}-{}", s.addr.port())));
     let gms = GmsEndpoint { url: s.url.clone(), ca_pem: s.ca_pem.clone() };
     dir.ensure_enrolled(&gms, &name, &token.token).unwrap();
+    // The private key's directory and files are the daemon user's alone.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.path), 0o700);
+    assert_eq!(mode(&dir.path.join("identity.seed")), 0o600);
     let client = dir.client(&gms).unwrap();
     (dir, client)
 }

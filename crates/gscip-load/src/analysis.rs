@@ -25,6 +25,9 @@ pub(crate) struct Protects {
 pub(crate) struct Analysis {
     /// Element pairs (lower node index first) that protect some host pair, with those pairs.
     pub sa: BTreeMap<(NodeId, NodeId), BTreeSet<Protects>>,
+    /// Element pairs SPEC section 3 needs but the scenario's `[load] ipsec_peers` design
+    /// leaves out (names, in node order), with the host pairs they would protect.
+    pub left_out: Vec<(String, String, BTreeSet<Protects>)>,
     /// Gateways (router GEs) that must pass traffic they do not protect themselves
     /// (SPEC `relay` or `plain`), with the host pairs concerned.
     pub passes: BTreeMap<NodeId, BTreeSet<(String, String)>>,
@@ -40,7 +43,8 @@ fn is_host(s: &Scenario, n: NodeId) -> bool {
 /// Applies SPEC section 3 to every unordered pair of hosts, for every IP family both have,
 /// along the path the simulator's routing gives (longest prefix, then gateway; through the
 /// GEA in front of a server). A pair that cannot reach each other in both directions cannot
-/// communicate and needs nothing.
+/// communicate and needs nothing. Element pairs outside the scenario's `[load] ipsec_peers`
+/// design get no IPsec policy; they are listed in `left_out`.
 pub(crate) fn analyse(s: &Scenario, topo: &Topology) -> Analysis {
     let mut out = Analysis::default();
     let hosts: Vec<NodeId> = (0..s.nodes.len()).filter(|&n| is_host(s, n)).collect();
@@ -74,6 +78,15 @@ pub(crate) fn analyse(s: &Scenario, topo: &Topology) -> Analysis {
                     }
                 }
             }
+        }
+    }
+    let sa = std::mem::take(&mut out.sa);
+    for ((x, y), pairs) in sa {
+        let (a, b) = (&s.nodes[x].name, &s.nodes[y].name);
+        if s.load.allows_ipsec(a, b) {
+            out.sa.insert((x, y), pairs);
+        } else {
+            out.left_out.push((a.clone(), b.clone(), pairs));
         }
     }
     out

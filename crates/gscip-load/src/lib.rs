@@ -23,7 +23,10 @@
 //! - IKE settings: 12 per element.
 //!
 //! A change between two networks is counted item by item: every item added, removed, or whose
-//! value differs (an address in a policy's source or destination, a mode, ...).
+//! value differs (an address in a policy's source or destination, a mode, ...). Two
+//! conventions say which elements' items count ([`Convention`]): seed 001's own (§5.3–5.4: the
+//! GEs that join, leave or move, and the policies others add toward a GE that joins), the
+//! default, and every element concerned.
 #![forbid(unsafe_code)]
 
 mod analysis;
@@ -67,15 +70,91 @@ pub struct LoadCount {
     pub ipsec_ike: u64,
     pub gscip_items: Vec<Item>,
     pub ipsec_items: Vec<Item>,
+    /// Element pairs that SPEC section 3 would protect but the scenario's `[load] ipsec_peers`
+    /// design gives no IPsec policy (empty without such a design).
+    pub ipsec_design_left_out: Vec<String>,
+}
+
+/// Which items to change are counted (docs/load-report.md, "Changes").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Convention {
+    /// Seed 001's own (§5.3 and §5.4): the items of the GEs that join, leave or move (the
+    /// subjects of the change) and, for a GE that joins or leaves, the IPsec policy each other
+    /// element adds toward it or removes. Items of other elements are reported, not counted.
+    /// With no subject (only memberships or modes change), every item counts.
+    #[default]
+    Seed,
+    /// Every item added, removed or changed, at every element concerned.
+    Complete,
+}
+
+impl Convention {
+    /// The name used on the command line and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Convention::Seed => "seed",
+            Convention::Complete => "complete",
+        }
+    }
+}
+
+impl std::str::FromStr for Convention {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "seed" => Ok(Convention::Seed),
+            "complete" => Ok(Convention::Complete),
+            _ => Err(format!("unknown convention {s:?} (expected seed | complete)")),
+        }
+    }
+}
+
+/// What happens to a GE between the two networks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubjectChange {
+    /// Only in the second network.
+    Joins,
+    /// Only in the first network.
+    Leaves,
+    /// In both, with other interfaces, routes or gateway (its name is what identifies it).
+    Moves,
+}
+
+/// A GE that joins, leaves or moves: the subject of a change in the seed's convention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Subject {
+    pub ge: String,
+    pub change: SubjectChange,
 }
 
 /// The items to change to go from one network to another.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ChangeCount {
+    /// The convention the totals and item lists follow.
+    pub convention: Convention,
+    /// The GEs that join, leave or move, in node order.
+    pub subjects: Vec<Subject>,
+    /// Items to change, counted.
     pub gscip: u64,
     pub ipsec_ike: u64,
     pub gscip_items: Vec<Item>,
     pub ipsec_items: Vec<Item>,
+    /// Items to change that the convention does not count (always empty for
+    /// [`Convention::Complete`]).
+    pub not_counted_gscip: Vec<Item>,
+    pub not_counted_ipsec: Vec<Item>,
+}
+
+impl ChangeCount {
+    /// The totals at every element concerned (the [`Convention::Complete`] figures):
+    /// `(gscip, ipsec_ike)`.
+    pub fn every_element(&self) -> (u64, u64) {
+        let sum = |v: &[Item]| v.iter().map(|i| i.count).sum::<u64>();
+        (self.gscip + sum(&self.not_counted_gscip), self.ipsec_ike + sum(&self.not_counted_ipsec))
+    }
 }
 
 fn n_items(e: &Entry) -> u64 {
@@ -92,18 +171,25 @@ fn to_items(entries: &[Entry]) -> Vec<Item> {
 /// Counts the configuration items of a network, for GSCIP and for IPsec/IKE.
 pub fn count(s: &Scenario) -> LoadCount {
     let g = model::gscip_entries(s);
-    let i = model::ipsec_entries(s);
+    let (i, ipsec_design_left_out) = model::ipsec_entries(s);
     LoadCount {
         gscip: g.iter().map(n_items).sum(),
         ipsec_ike: i.iter().map(n_items).sum(),
         gscip_items: to_items(&g),
         ipsec_items: to_items(&i),
+        ipsec_design_left_out,
     }
+}
+
+/// One changed entry: the explained item and the key of the entry it changes.
+struct Changed {
+    item: Item,
+    key: String,
 }
 
 /// Item-by-item difference of two configurations: entries are matched by element and entry
 /// (the same GE's GE information, the same element's policy toward the same peer, ...).
-fn diff(before: &[Entry], after: &[Entry]) -> Vec<Item> {
+fn diff(before: &[Entry], after: &[Entry]) -> Vec<Changed> {
     let key = |e: &Entry| (e.element.clone(), e.key.clone());
     let old: HashMap<(String, String), &Entry> = before.iter().map(|e| (key(e), e)).collect();
     let new: HashMap<(String, String), &Entry> = after.iter().map(|e| (key(e), e)).collect();
@@ -114,14 +200,13 @@ fn diff(before: &[Entry], after: &[Entry]) -> Vec<Item> {
             order.push(e.element.clone());
         }
     }
-    let mut out: Vec<Item> = Vec::new();
+    let mut out: Vec<Changed> = Vec::new();
+    let mut push = |e: &Entry, what: String, count: u64| {
+        out.push(Changed { item: Item { element: e.element.clone(), what, count }, key: e.key.clone() });
+    };
     for e in after {
         match old.get(&key(e)) {
-            None => out.push(Item {
-                element: e.element.clone(),
-                what: format!("{}: {}: added", e.section, e.label),
-                count: n_items(e),
-            }),
+            None => push(e, format!("{}: {}: added", e.section, e.label), n_items(e)),
             Some(b) => {
                 let bv: HashMap<&str, &str> = b.items.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
                 let av: HashMap<&str, &str> = e.items.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
@@ -139,39 +224,76 @@ fn diff(before: &[Entry], after: &[Entry]) -> Vec<Item> {
                     }
                 }
                 if !changed.is_empty() {
-                    out.push(Item {
-                        element: e.element.clone(),
-                        what: format!("{}: {}: {}", e.section, e.label, changed.join(", ")),
-                        count: changed.len() as u64,
-                    });
+                    push(e, format!("{}: {}: {}", e.section, e.label, changed.join(", ")), changed.len() as u64);
                 }
             }
         }
     }
     for b in before {
         if !new.contains_key(&key(b)) && n_items(b) > 0 {
-            out.push(Item {
-                element: b.element.clone(),
-                what: format!("{}: {}: removed", b.section, b.label),
-                count: n_items(b),
-            });
+            push(b, format!("{}: {}: removed", b.section, b.label), n_items(b));
         }
     }
-    out.retain(|i| i.count > 0);
-    out.sort_by_key(|i| order.iter().position(|x| *x == i.element).unwrap_or(usize::MAX));
+    out.retain(|c| c.item.count > 0);
+    out.sort_by_key(|c| order.iter().position(|x| *x == c.item.element).unwrap_or(usize::MAX));
     out
 }
 
-/// The items an administrator must add, remove or change to go from `before` to `after`.
-/// Elements are identified by node name: a GE that moves keeps its name.
-pub fn compare(before: &Scenario, after: &Scenario) -> ChangeCount {
+/// The GEs that join, leave or move between two networks, in node order (the second
+/// network's, then the GEs that leave). A node that becomes a GE joins; one that stops being a
+/// GE (a GES replaced by a plain terminal) leaves.
+fn subjects(before: &Scenario, after: &Scenario) -> Vec<Subject> {
+    let mut out = Vec::new();
+    for n in after.nodes.iter().filter(|n| n.kind.is_ge()) {
+        let change = match before.node(&n.name).filter(|b| b.kind.is_ge()) {
+            None => Some(SubjectChange::Joins),
+            Some(b) if b.interfaces != n.interfaces || b.routes != n.routes || b.gateway != n.gateway => {
+                Some(SubjectChange::Moves)
+            }
+            Some(_) => None,
+        };
+        if let Some(change) = change {
+            out.push(Subject { ge: n.name.clone(), change });
+        }
+    }
+    for n in before.nodes.iter().filter(|n| n.kind.is_ge() && !after.node(&n.name).is_some_and(|a| a.kind.is_ge())) {
+        out.push(Subject { ge: n.name.clone(), change: SubjectChange::Leaves });
+    }
+    out
+}
+
+/// Whether the seed's convention counts a changed entry: one of a subject's own, or another
+/// element's IPsec policy toward a GE that joins or leaves.
+fn seed_counts(c: &Changed, subjects: &[Subject]) -> bool {
+    subjects.iter().any(|s| {
+        c.item.element == s.ge || (s.change != SubjectChange::Moves && c.key == model::ipsec_policy_key(&s.ge))
+    })
+}
+
+/// The items an administrator must add, remove or change to go from `before` to `after`,
+/// counted by `convention`. Elements are identified by node name: a GE that moves keeps its
+/// name.
+pub fn compare(before: &Scenario, after: &Scenario, convention: Convention) -> ChangeCount {
+    let subjects = subjects(before, after);
     let g = diff(&model::gscip_entries(before), &model::gscip_entries(after));
-    let i = diff(&model::ipsec_entries(before), &model::ipsec_entries(after));
+    let i = diff(&model::ipsec_entries(before).0, &model::ipsec_entries(after).0);
+    let split = |changes: Vec<Changed>| -> (Vec<Item>, Vec<Item>) {
+        let (counted, not): (Vec<Changed>, Vec<Changed>) = changes
+            .into_iter()
+            .partition(|c| convention == Convention::Complete || subjects.is_empty() || seed_counts(c, &subjects));
+        (counted.into_iter().map(|c| c.item).collect(), not.into_iter().map(|c| c.item).collect())
+    };
+    let (gscip_items, not_counted_gscip) = split(g);
+    let (ipsec_items, not_counted_ipsec) = split(i);
     ChangeCount {
-        gscip: g.iter().map(|x| x.count).sum(),
-        ipsec_ike: i.iter().map(|x| x.count).sum(),
-        gscip_items: g,
-        ipsec_items: i,
+        convention,
+        gscip: gscip_items.iter().map(|x| x.count).sum(),
+        ipsec_ike: ipsec_items.iter().map(|x| x.count).sum(),
+        subjects,
+        gscip_items,
+        ipsec_items,
+        not_counted_gscip,
+        not_counted_ipsec,
     }
 }
 
@@ -231,20 +353,32 @@ pub fn report_json(file_count: &LoadCount) -> Value {
             "gscip": elements_json(&file_count.gscip_items, &GSCIP_SECTIONS),
             "ipsec_ike": elements_json(&file_count.ipsec_items, &IPSEC_SECTIONS),
         },
+        "ipsec_design_left_out": file_count.ipsec_design_left_out,
     })
 }
 
 /// The comparison of two networks:
-/// `{"change": {"gscip": N, "ipsec_ike": N}, "before": REPORT, "after": REPORT,
-///   "items": {"gscip": [...], "ipsec_ike": [...]}}` where REPORT is [`report_json`].
+/// `{"change": {"gscip": N, "ipsec_ike": N}, "convention": "seed" | "complete",
+///   "subjects": [{"ge", "change"}], "change_every_element": {"gscip": N, "ipsec_ike": N},
+///   "before": REPORT, "after": REPORT, "items": {"gscip": [...], "ipsec_ike": [...]},
+///   "items_not_counted": {"gscip": [...], "ipsec_ike": [...]}}` where REPORT is
+/// [`report_json`].
 pub fn compare_json(before: &LoadCount, after: &LoadCount, change: &ChangeCount) -> Value {
+    let (all_gscip, all_ipsec) = change.every_element();
     json!({
         "change": { "gscip": change.gscip, "ipsec_ike": change.ipsec_ike },
+        "convention": change.convention,
+        "subjects": change.subjects,
+        "change_every_element": { "gscip": all_gscip, "ipsec_ike": all_ipsec },
         "before": report_json(before),
         "after": report_json(after),
         "items": {
             "gscip": items_json(&change.gscip_items),
             "ipsec_ike": items_json(&change.ipsec_items),
+        },
+        "items_not_counted": {
+            "gscip": items_json(&change.not_counted_gscip),
+            "ipsec_ike": items_json(&change.not_counted_ipsec),
         },
     })
 }
@@ -333,23 +467,52 @@ pub fn report_table(file_count: &LoadCount) -> String {
     out.push_str(&item_lines("GSCIP/DPRP items:", &file_count.gscip_items));
     out.push('\n');
     out.push_str(&item_lines("IPsec/IKE items:", &file_count.ipsec_items));
+    if !file_count.ipsec_design_left_out.is_empty() {
+        out.push_str(
+            "\nIPsec design from the scenario's [load] ipsec_peers: no policy between these elements, \
+             which SPEC section 3 would protect:\n",
+        );
+        for p in &file_count.ipsec_design_left_out {
+            let _ = writeln!(out, "  {p}");
+        }
+    }
     out
 }
 
 /// The human comparison of two networks: totals before and after, the items to change, and
 /// each item explained.
 pub fn compare_table(before: &LoadCount, after: &LoadCount, change: &ChangeCount) -> String {
-    let header: Vec<String> = ["", "before", "after", "to change"].iter().map(|s| (*s).to_owned()).collect();
+    let (all_gscip, all_ipsec) = change.every_element();
+    let header: Vec<String> =
+        ["", "before", "after", "to change", "at every element"].iter().map(|s| (*s).to_owned()).collect();
+    let row = |system: &str, counts: [u64; 4]| {
+        std::iter::once(system.to_owned()).chain(counts.iter().map(u64::to_string)).collect::<Vec<_>>()
+    };
     let rows = vec![
-        vec!["GSCIP/DPRP".to_owned(), before.gscip.to_string(), after.gscip.to_string(), change.gscip.to_string()],
-        vec![
-            "IPsec/IKE".to_owned(),
-            before.ipsec_ike.to_string(),
-            after.ipsec_ike.to_string(),
-            change.ipsec_ike.to_string(),
-        ],
+        row("GSCIP/DPRP", [before.gscip, after.gscip, change.gscip, all_gscip]),
+        row("IPsec/IKE", [before.ipsec_ike, after.ipsec_ike, change.ipsec_ike, all_ipsec]),
     ];
-    let mut out = format!("management load of the change (configuration items)\n{}\n", table(&header, &rows));
+    let subjects = if change.subjects.is_empty() {
+        "none".to_owned()
+    } else {
+        let how = |c: SubjectChange| match c {
+            SubjectChange::Joins => "joins",
+            SubjectChange::Leaves => "leaves",
+            SubjectChange::Moves => "moves",
+        };
+        change.subjects.iter().map(|s| format!("{} {}", s.ge, how(s.change))).collect::<Vec<_>>().join(", ")
+    };
+    let rule = match change.convention {
+        Convention::Seed => {
+            "counted as seed 001 §5.3-5.4 does (--convention seed): the items of the GEs that join, leave or \
+             move, and the policies other elements add toward a GE that joins (or remove toward one that leaves)"
+        }
+        Convention::Complete => "counted at every element concerned (--convention complete)",
+    };
+    let mut out = format!(
+        "management load of the change (configuration items), {rule}\nGEs that join, leave or move: {subjects}\n\n{}\n",
+        table(&header, &rows)
+    );
     out.push_str(&section_table("GSCIP/DPRP items to change", &change.gscip_items, &GSCIP_SECTIONS));
     out.push('\n');
     out.push_str(&section_table("IPsec/IKE items to change", &change.ipsec_items, &IPSEC_SECTIONS));
@@ -357,5 +520,13 @@ pub fn compare_table(before: &LoadCount, after: &LoadCount, change: &ChangeCount
     out.push_str(&item_lines("GSCIP/DPRP changes:", &change.gscip_items));
     out.push('\n');
     out.push_str(&item_lines("IPsec/IKE changes:", &change.ipsec_items));
+    if !change.not_counted_gscip.is_empty() || !change.not_counted_ipsec.is_empty() {
+        out.push_str(
+            "\nchanges at other elements, not counted by this convention (--convention complete counts them):\n",
+        );
+        for i in change.not_counted_gscip.iter().chain(&change.not_counted_ipsec) {
+            let _ = writeln!(out, "  {}  {}  {}", i.element, i.count, i.what);
+        }
+    }
     out
 }

@@ -176,12 +176,22 @@ fn describe_pairs(p: &BTreeSet<Protects>) -> String {
     parts.join("; ")
 }
 
+/// The key of an element's IPsec policy entry toward `peer`.
+pub(crate) fn ipsec_policy_key(peer: &str) -> String {
+    format!("sp:ipsec:{peer}")
+}
+
 /// IPsec/IKE: what the administrator configures on every element to obtain the same
 /// protection (seed 001 §5.2, Tables 3 and 4). One IPsec element stands for each GE: a host
 /// (ST) for a GES, the server for a GEA, a security gateway (SGW) for a GEN, GNAT or GSRA.
-pub(crate) fn ipsec_entries(s: &Scenario) -> Vec<Entry> {
+///
+/// Also returns the element pairs SPEC section 3 would protect but the scenario's
+/// `[load] ipsec_peers` design leaves without a policy, described.
+pub(crate) fn ipsec_entries(s: &Scenario) -> (Vec<Entry>, Vec<String>) {
     let topo = Topology::new(s);
     let analysis = analyse(s, &topo);
+    let left_out =
+        analysis.left_out.iter().map(|(a, b, pairs)| format!("{a} <-> {b} (for {})", describe_pairs(pairs))).collect();
     let mut out = Vec::new();
     for (n, node) in s.nodes.iter().enumerate() {
         if !node.kind.is_ge() {
@@ -214,7 +224,7 @@ pub(crate) fn ipsec_entries(s: &Scenario) -> Vec<Entry> {
             let peer_name = &s.nodes[peer].name;
             let mut e = Entry::new(
                 &node.name,
-                format!("sp:ipsec:{peer_name}"),
+                ipsec_policy_key(peer_name),
                 SECURITY_POLICY,
                 format!("IPsec {mode} with {peer_name}, both directions (for {})", describe_pairs(pairs)),
             );
@@ -294,5 +304,5 @@ pub(crate) fn ipsec_entries(s: &Scenario) -> Vec<Entry> {
         }
         out.push(e);
     }
-    out
+    (out, left_out)
 }

@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use gscip_load::{
-    compare, compare_json, compare_table, count, report_json, report_table, Item, GE_INFO_FIXED_ITEMS, GROUP_KEY_ITEMS,
-    IKE_ITEMS, POLICY_PLAIN_ITEMS, POLICY_TRANSPORT_ITEMS, POLICY_TUNNEL_ITEMS, PSK_ITEMS,
+    compare, compare_json, compare_table, count, report_json, report_table, Convention, Item, SubjectChange,
+    GE_INFO_FIXED_ITEMS, GROUP_KEY_ITEMS, IKE_ITEMS, POLICY_PLAIN_ITEMS, POLICY_TRANSPORT_ITEMS, POLICY_TUNNEL_ITEMS,
+    PSK_ITEMS,
 };
 use gscip_sim::Scenario;
 
@@ -46,6 +47,11 @@ fn ges(name: &str, mode: &str, groups: &str, subnet: &str, addr: &str, extra: &s
         "[[node]]\nname = \"{name}\"\nkind = \"ges\"\nmode = \"{mode}\"\ngroups = [{groups}]\n\
          interfaces = [{{ subnet = \"{subnet}\", address = \"{addr}\" }}]\n{extra}\n"
     )
+}
+
+/// Two open GESs of group 1, `a` and `b`, on one subnet.
+fn two_ges() -> String {
+    format!("{HEAD}{}{}", ges("a", "open", "1", "net", "10.0.0.11", ""), ges("b", "open", "1", "net", "10.0.0.12", ""))
 }
 
 fn gen(mode: &str, groups: &str) -> String {
@@ -176,19 +182,15 @@ fn a_gea_in_front_of_two_servers_is_one_element() {
 
 #[test]
 fn changes_are_counted_item_by_item() {
-    let base = format!(
-        "{HEAD}{}{}",
-        ges("a", "open", "1", "net", "10.0.0.11", ""),
-        ges("b", "open", "1", "net", "10.0.0.12", "")
-    );
+    let base = two_ges();
     let s = parse(&base);
-    let same = compare(&s, &s);
+    let same = compare(&s, &s, Convention::Complete);
     assert_eq!((same.gscip, same.ipsec_ike), (0, 0));
     assert!(same.gscip_items.is_empty() && same.ipsec_items.is_empty());
 
     // a changes mode: one GSCIP item; IPsec hosts have no mode item (seed: no policy for it).
     let closed = parse(&base.replacen("mode = \"open\"", "mode = \"closed\"", 1));
-    let ch = compare(&s, &closed);
+    let ch = compare(&s, &closed, Convention::Complete);
     assert_eq!((ch.gscip, ch.ipsec_ike), (1, 0));
     assert!(ch.gscip_items[0].what.ends_with("mode changed"), "{:?}", ch.gscip_items);
 
@@ -198,22 +200,88 @@ fn changes_are_counted_item_by_item() {
         "groups = [1, 2]\ninterfaces = [{ subnet = \"net\", address = \"10.0.0.12\"",
         1,
     ));
-    let ch = compare(&s, &joined);
+    let ch = compare(&s, &joined, Convention::Complete);
     assert_eq!((ch.gscip, ch.ipsec_ike), (4, 2), "{ch:?}");
 
     // b changes address: nothing for GSCIP; both ends' policy selectors for IPsec (2 + 2).
     let moved = parse(&base.replace("10.0.0.12", "10.0.0.99"));
-    let ch = compare(&s, &moved);
+    let ch = compare(&s, &moved, Convention::Complete);
     assert_eq!((ch.gscip, ch.ipsec_ike), (0, 4), "{ch:?}");
 
     // Removing b removes its items and a's policy toward it.
     let removed = parse(&format!("{HEAD}{}", ges("a", "open", "1", "net", "10.0.0.11", "")));
-    let ch = compare(&s, &removed);
+    let ch = compare(&s, &removed, Convention::Complete);
     assert_eq!((ch.gscip, ch.ipsec_ike), (6, 2 + 14 + 12 + 14), "{ch:?}");
     assert!(ch.ipsec_items.iter().all(|i| i.what.ends_with("removed")));
     // and the way back is the same amount, as additions.
-    let back = compare(&removed, &s);
+    let back = compare(&removed, &s, Convention::Complete);
     assert_eq!((back.gscip, back.ipsec_ike), (ch.gscip, ch.ipsec_ike));
+}
+
+#[test]
+fn the_seed_convention_counts_the_ges_that_join_leave_or_move() {
+    let base = two_ges();
+    let s = parse(&base);
+    let seed = |x: &Scenario, y: &Scenario| compare(x, y, Convention::Seed);
+
+    // No GE joins, leaves or moves: nothing to single out, every item counts.
+    let closed = parse(&base.replacen("mode = \"open\"", "mode = \"closed\"", 1));
+    let ch = seed(&s, &closed);
+    assert!(ch.subjects.is_empty());
+    assert_eq!((ch.gscip, ch.ipsec_ike), (1, 0));
+    assert!(ch.not_counted_gscip.is_empty() && ch.not_counted_ipsec.is_empty());
+
+    // b moves: its own items only (its address in its policy: 2); a's side is not counted.
+    let moved = parse(&base.replace("10.0.0.12", "10.0.0.99"));
+    let ch = seed(&s, &moved);
+    assert_eq!(ch.subjects.len(), 1);
+    assert_eq!((ch.subjects[0].ge.as_str(), ch.subjects[0].change), ("b", SubjectChange::Moves));
+    assert_eq!((ch.gscip, ch.ipsec_ike), (0, 2), "{ch:?}");
+    assert!(ch.ipsec_items.iter().all(|i| i.element == "b"));
+    assert_eq!(ch.every_element(), (0, 4));
+    assert_eq!(total(&ch.not_counted_ipsec, "a"), 2);
+
+    // b leaves: its items and a's policy toward it, as with every element.
+    let removed = parse(&format!("{HEAD}{}", ges("a", "open", "1", "net", "10.0.0.11", "")));
+    let ch = seed(&s, &removed);
+    assert_eq!(ch.subjects[0].change, SubjectChange::Leaves);
+    assert_eq!((ch.gscip, ch.ipsec_ike), (6, 2 + 14 + 12 + 14), "{ch:?}");
+    // b joins: the same amount, as additions; a's new policy toward b is counted.
+    let ch = seed(&removed, &s);
+    assert_eq!(ch.subjects[0].change, SubjectChange::Joins);
+    assert_eq!((ch.gscip, ch.ipsec_ike), (6, 42), "{ch:?}");
+    assert!(ch.ipsec_items.iter().any(|i| i.element == "a" && i.what.contains("with b,")));
+
+    // A GES replaced by a plain terminal leaves.
+    let term = parse(&format!(
+        "{HEAD}{}[[node]]\nname = \"b\"\nkind = \"term\"\ninterfaces = [{{ subnet = \"net\", address = \"10.0.0.12\" }}]\n",
+        ges("a", "open", "1", "net", "10.0.0.11", "")
+    ));
+    let ch = seed(&s, &term);
+    assert_eq!(ch.subjects.len(), 1);
+    assert_eq!((ch.subjects[0].ge.as_str(), ch.subjects[0].change), ("b", SubjectChange::Leaves));
+}
+
+#[test]
+fn an_ipsec_design_leaves_pairs_out_at_both_ends_and_says_so() {
+    let base = format!(
+        "{HEAD}{}{}{}",
+        ges("a", "open", "1", "net", "10.0.0.11", ""),
+        ges("b", "open", "1", "net", "10.0.0.12", ""),
+        ges("c", "open", "1", "net", "10.0.0.13", "")
+    );
+    let full = count(&parse(&base));
+    assert_eq!(policies(&full.ipsec_items, "a").len(), 2);
+    assert!(full.ipsec_design_left_out.is_empty());
+    let designed = count(&parse(&format!("{base}[load]\nipsec_peers = {{ a = [\"b\"] }}\n")));
+    assert_eq!(policies(&designed.ipsec_items, "a").len(), 1);
+    assert_eq!(policies(&designed.ipsec_items, "c").len(), 1, "c keeps b, loses a");
+    assert_eq!(full.ipsec_ike - designed.ipsec_ike, 2 * 14);
+    assert_eq!(full.gscip, designed.gscip, "GSCIP needs no design");
+    assert_eq!(designed.ipsec_design_left_out.len(), 1);
+    assert!(designed.ipsec_design_left_out[0].starts_with("a <-> c"), "{:?}", designed.ipsec_design_left_out);
+    assert!(report_table(&designed).contains("a <-> c"));
+    assert_eq!(report_json(&designed)["ipsec_design_left_out"][0], designed.ipsec_design_left_out[0].as_str());
 }
 
 #[test]
@@ -237,7 +305,7 @@ fn a_ges_replaced_by_a_plain_terminal_turns_transport_into_tunnel() {
     assert!(policies(&c.ipsec_items, "ges-out")[0].contains("transport with ges-in"));
     let c = count(&after);
     assert!(policies(&c.ipsec_items, "ges-out")[0].contains("tunnel with gen"));
-    let ch = compare(&before, &after);
+    let ch = compare(&before, &after, Convention::Complete);
     // GSCIP: ges-in's record goes (6). IPsec: ges-in's element goes (2 + 14 + 12), ges-out
     // drops its transport policy (14) and adds a tunnel one (16), the GEN adds one (16).
     assert_eq!((ch.gscip, ch.ipsec_ike), (6, 28 + 30 + 16), "{ch:?}");
@@ -271,12 +339,17 @@ fn every_example_counts_and_compares_without_panicking() {
         assert!(!report_table(&c).is_empty());
         assert!(report_json(&c)["items"]["gscip"].is_array());
         for t in &scenarios {
-            let ch = compare(s, t);
+            let ch = compare(s, t, Convention::Complete);
             let _ = compare_table(&c, &count(t), &ch);
             let _ = compare_json(&c, &count(t), &ch);
             if s.name == t.name {
                 assert_eq!((ch.gscip, ch.ipsec_ike), (0, 0), "{}", s.name);
             }
+            // The seed's convention counts a part of the same changes.
+            let seed = compare(s, t, Convention::Seed);
+            assert_eq!(seed.every_element(), (ch.gscip, ch.ipsec_ike), "{} -> {}", s.name, t.name);
+            assert!(seed.gscip <= ch.gscip && seed.ipsec_ike <= ch.ipsec_ike);
+            let _ = compare_table(&c, &count(t), &seed);
         }
     }
 }
@@ -322,7 +395,7 @@ fn hand_edited_scenarios_never_panic() {
     variants.push(s);
     for v in &variants {
         let c = count(v);
-        let ch = compare(&base, v);
+        let ch = compare(&base, v, Convention::Complete);
         let _ = (report_table(&c), report_json(&c), compare_table(&count(&base), &c, &ch));
     }
 }

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use gscip_load::{
-    compare, compare_json, compare_table, count, report_json, report_table, ChangeCount, Item, LoadCount,
+    compare, compare_json, compare_table, count, report_json, report_table, ChangeCount, Convention, Item, LoadCount,
+    SubjectChange,
 };
 use gscip_sim::scenario::GroupDef;
 use gscip_sim::Scenario;
@@ -142,7 +143,7 @@ fn enterprise_file_as_a_whole_holds_two_more_ges() {
 fn ges2_moving_to_net1_changes_0_gscip_items_and_40_ipsec_items() {
     let (before, after) = (fig6(), fig6_moved());
     assert_eq!(before.nodes.iter().filter(|n| n.name.starts_with("ges2")).count(), 1);
-    let ch = compare(&before, &after);
+    let ch = compare(&before, &after, Convention::Complete);
     let table = compare_table(&count(&before), &count(&after), &ch);
     assert_eq!((ch.gscip, ch.ipsec_ike), (0, 40), "\n{table}");
     assert!(ch.gscip_items.is_empty());
@@ -173,7 +174,7 @@ fn ges2_moving_to_net1_changes_0_gscip_items_and_40_ipsec_items() {
 fn adding_enterprise_ges4_changes_6_gscip_items_and_102_ipsec_items() {
     let (before, after) = (fig6(), fig6_plus_ges4());
     assert!(before.node("ges4").is_none() && after.node("ges4").is_some());
-    let ch = compare(&before, &after);
+    let ch = compare(&before, &after, Convention::Complete);
     let table = compare_table(&count(&before), &count(&after), &ch);
     assert_eq!((ch.gscip, ch.ipsec_ike), (6, 102), "\n{table}");
     // GSCIP: only GES4's own record: user ID, mode, group 1 + group 1's key information.
@@ -190,7 +191,7 @@ fn adding_enterprise_ges4_changes_6_gscip_items_and_102_ipsec_items() {
 #[test]
 fn adding_the_seeds_ges4_with_server_access_changes_14_gscip_items_and_134_ipsec_items() {
     let (before, after) = (fig6(), fig6_plus_seed_ges4());
-    let ch = compare(&before, &after);
+    let ch = compare(&before, &after, Convention::Complete);
     let table = compare_table(&count(&before), &count(&after), &ch);
     assert_eq!((ch.gscip, ch.ipsec_ike), (14, 134), "\n{table}");
     // The seed's 10 is GES4's own record (GE information 4, two group keys 6); the GEA's new
@@ -216,9 +217,53 @@ fn adding_the_seeds_ges4_with_server_access_changes_14_gscip_items_and_134_ipsec
 }
 
 #[test]
+fn seed_convention_reproduces_0_against_20_when_ges2_moves() {
+    // The command's default: `gscip load-report fig6.toml --compare fig6-ges2-moved.toml`.
+    let (before, after) = (fixture("fig6.toml"), fixture("fig6-ges2-moved.toml"));
+    let ch = compare(&before, &after, Convention::default());
+    let table = compare_table(&count(&before), &count(&after), &ch);
+    assert_eq!(ch.convention, Convention::Seed);
+    assert_eq!((ch.gscip, ch.ipsec_ike), (0, 20), "\n{table}");
+    assert_eq!(ch.subjects.len(), 1);
+    assert_eq!((ch.subjects[0].ge.as_str(), ch.subjects[0].change), ("ges2", SubjectChange::Moves));
+    // Seed §5.3: ST2's identifiers (4) and its new tunnel-mode policy toward the SGW (16).
+    assert!(ch.ipsec_items.iter().all(|i| i.element == "ges2"), "\n{table}");
+    assert!(ch.ipsec_items.iter().any(|i| i.count == 16 && i.what.contains("IPsec tunnel with gen")));
+    // The other ends are reported, not counted.
+    assert_eq!(ch.every_element(), (0, 40));
+    assert!(table.contains("not counted by this convention"), "\n{table}");
+}
+
+#[test]
+fn seed_convention_reproduces_10_against_72_when_ges4_is_added() {
+    // Seed §5.4 with the seed's own IPsec design for ST4 (fig6-ges4-seed.toml's [load] table).
+    let (before, after) = (fixture("fig6.toml"), fixture("fig6-ges4-seed.toml"));
+    let ch = compare(&before, &after, Convention::Seed);
+    let (b, a) = (count(&before), count(&after));
+    let table = compare_table(&b, &a, &ch);
+    assert_eq!((ch.gscip, ch.ipsec_ike), (10, 72), "\n{table}");
+    assert_eq!((ch.subjects[0].ge.as_str(), ch.subjects[0].change), ("ges4", SubjectChange::Joins));
+    // GSCIP: GES4's GE information (ID, mode, groups 1 and 4) and its two group keys.
+    assert_eq!(element_total(&ch.gscip_items, "ges4"), 10);
+    // IPsec: ST4 (PSK 4, policies with ST2 and the server 28, IKE 12) = 44, and the policies
+    // ST2 and the server add toward it (28).
+    assert_eq!(element_total(&ch.ipsec_items, "ges4"), 44);
+    assert_eq!(element_total(&ch.ipsec_items, "ges2"), 14);
+    assert_eq!(element_total(&ch.ipsec_items, "gea"), 14);
+    // Not counted by the seed: the GEA's membership of the new group (4) and its PSK (2).
+    assert_eq!(ch.every_element(), (14, 74));
+    // The design leaves out what SPEC section 3 would protect too, and the report says so.
+    assert_eq!(a.ipsec_design_left_out.len(), 2, "{:?}", a.ipsec_design_left_out);
+    assert!(report_table(&a).contains("ges1 <-> ges4"));
+    // Without the seed's design, the same network costs ST4 its policies with ST1 and the SGW.
+    let full = compare(&before, &fixture("fig6-ges4-server.toml"), Convention::Seed);
+    assert_eq!((full.gscip, full.ipsec_ike), (10, 132));
+}
+
+#[test]
 fn the_seed001_files_are_the_networks_built_here() {
     let zero = |a: &Scenario, b: &Scenario| {
-        let ch = compare(a, b);
+        let ch = compare(a, b, Convention::Complete);
         assert_eq!((ch.gscip, ch.ipsec_ike), (0, 0), "{} vs {}:\n{:?}", a.name, b.name, ch);
         assert_eq!(count(a), count(b));
     };
@@ -233,7 +278,7 @@ fn the_seed001_files_run_as_expected_in_the_simulator() {
     // GSCIP needs no change for the move or the new member: the simulator runs the networks
     // as they are and every flow gets the SPEC section 3 outcome.
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("seed001");
-    for f in ["fig6.toml", "fig6-ges2-moved.toml", "fig6-ges4.toml", "fig6-ges4-server.toml"] {
+    for f in ["fig6.toml", "fig6-ges2-moved.toml", "fig6-ges4.toml", "fig6-ges4-server.toml", "fig6-ges4-seed.toml"] {
         let r = gscip_sim::run_file(&dir.join(f), &gscip_sim::Overrides::default()).expect("simulates");
         assert_eq!(r.summary.not_as_expected, 0, "{f}: {}", serde_json::to_string_pretty(&r).unwrap_or_default());
         assert_eq!(r.summary.plaintext_leaks, 0, "{f}");
@@ -262,12 +307,22 @@ fn json_shapes() {
     assert_eq!(r["elements"]["ipsec_ike"][0]["security policy"], 16);
 
     let after = count(&fig6_moved());
-    let ch: ChangeCount = compare(&fig6(), &fig6_moved());
+    let ch: ChangeCount = compare(&fig6(), &fig6_moved(), Convention::Complete);
     let c = compare_json(&before, &after, &ch);
-    assert_eq!(keys(&c)[..3], ["change", "before", "after"]);
+    assert_eq!(
+        keys(&c),
+        ["change", "convention", "subjects", "change_every_element", "before", "after", "items", "items_not_counted"]
+    );
     assert_eq!(keys(&c["change"]), ["gscip", "ipsec_ike"]);
     assert_eq!(c["change"]["gscip"], 0);
     assert_eq!(c["change"]["ipsec_ike"], 40);
+    assert_eq!(c["convention"], "complete");
+    assert_eq!(c["subjects"], serde_json::json!([{ "ge": "ges2", "change": "moves" }]));
+    assert_eq!(c["change_every_element"]["ipsec_ike"], 40);
+    let seed = compare_json(&before, &after, &compare(&fig6(), &fig6_moved(), Convention::Seed));
+    assert_eq!((seed["convention"].as_str(), seed["change"]["ipsec_ike"].as_u64()), (Some("seed"), Some(20)));
+    assert_eq!(seed["change_every_element"]["ipsec_ike"], 40);
+    assert_eq!(seed["items_not_counted"]["ipsec_ike"].as_array().map(Vec::len), Some(3));
     assert_eq!(c["before"], r);
     assert_eq!(c["after"]["ipsec_ike"], after.ipsec_ike);
     assert_eq!(c["items"]["ipsec_ike"].as_array().map(Vec::len), Some(ch.ipsec_items.len()));
@@ -283,10 +338,13 @@ fn tables_explain_every_item() {
     for i in c.gscip_items.iter().chain(&c.ipsec_items) {
         assert!(t.contains(&i.what), "{} missing", i.what);
     }
-    let ch = compare(&fig6(), &fig6_moved());
+    let ch = compare(&fig6(), &fig6_moved(), Convention::Complete);
     let t = compare_table(&c, &count(&fig6_moved()), &ch);
-    assert!(t.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["GSCIP/DPRP", "38", "38", "0"]), "{t}");
-    assert!(t.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["IPsec/IKE", "174", "206", "40"]), "{t}");
+    assert!(t.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["GSCIP/DPRP", "38", "38", "0", "0"]), "{t}");
+    assert!(
+        t.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["IPsec/IKE", "174", "206", "40", "40"]),
+        "{t}"
+    );
     assert!(t.contains("GSCIP/DPRP changes:\n  (none)\n"), "{t}");
     for i in &ch.ipsec_items {
         assert!(t.contains(&i.what), "{} missing", i.what);

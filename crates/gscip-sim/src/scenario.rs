@@ -49,6 +49,8 @@ pub struct Scenario {
     pub flows: Vec<FlowDef>,
     /// The optional `[sim]` table (our addition to SPEC 11.1), defaults filled in.
     pub sim: SimOptions,
+    /// The optional `[load]` table (our addition, read by `gscip load-report` only).
+    pub load: LoadOptions,
 }
 
 /// A communication group.
@@ -361,6 +363,27 @@ impl Default for SimOptions {
     }
 }
 
+/// Options of the management-load report: the optional `[load]` table (our addition to SPEC
+/// 11.1). The simulator and the lab ignore them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// `ipsec_peers = { ELEMENT = [PEER, ...] }`: an IPsec design to count instead of the
+    /// one SPEC section 3 requires. For each GE listed, the only other GEs its IPsec element
+    /// has security policies with (a policy toward any other peer is left out, at both ends).
+    /// Sorted by element name; peers in file order.
+    pub ipsec_peers: Vec<(String, Vec<String>)>,
+}
+
+impl LoadOptions {
+    /// Whether the design allows an IPsec policy between elements `a` and `b`.
+    pub fn allows_ipsec(&self, a: &str, b: &str) -> bool {
+        let allowed = |x: &str, y: &str| {
+            self.ipsec_peers.iter().find(|(e, _)| e == x).is_none_or(|(_, peers)| peers.iter().any(|p| p == y))
+        };
+        allowed(a, b) && allowed(b, a)
+    }
+}
+
 /// A bad scenario: which file, line (1-based) and field, and what is wrong.
 ///
 /// Displays as `FILE:LINE: FIELD: MESSAGE`, leaving out the parts that are `None`.
@@ -547,7 +570,7 @@ type Res<T> = Result<T, ScenarioError>;
 /// The entries of a TOML table, in file order.
 type Entries = [(String, Spanned<Val>)];
 
-const ROOT_FIELDS: &[&str] = &["name", "description", "group", "subnet", "node", "flow", "sim"];
+const ROOT_FIELDS: &[&str] = &["name", "description", "group", "subnet", "node", "flow", "sim", "load"];
 const GROUP_FIELDS: &[&str] = &["id", "name"];
 const SUBNET_FIELDS: &[&str] = &["name", "prefix"];
 const NODE_FIELDS: &[&str] = &["name", "kind", "mode", "groups", "interfaces", "routes", "gateway", "protects"];
@@ -555,6 +578,7 @@ const INTERFACE_FIELDS: &[&str] = &["subnet", "address", "inside"];
 const ROUTE_FIELDS: &[&str] = &["to", "via"];
 const FLOW_FIELDS: &[&str] = &["name", "from", "to", "proto", "port", "expect", "group"];
 const SIM_FIELDS: &[&str] = &["seed", "loss", "reorder", "delay_us", "jitter_us"];
+const LOAD_FIELDS: &[&str] = &["ipsec_peers"];
 
 const KINDS_TEXT: &str = "ges | gen | gea | gnat | gsra | term | router | nat";
 
@@ -805,8 +829,9 @@ impl Parser<'_> {
         let nodes = self.nodes(&top, &groups, &subnets)?;
         let flows = self.flows(&top, &groups, &nodes)?;
         let sim = self.sim(&top)?;
+        let load = self.load(&top, &nodes)?;
 
-        Ok(Scenario { name: name.to_owned(), description, groups, subnets, nodes, flows, sim })
+        Ok(Scenario { name: name.to_owned(), description, groups, subnets, nodes, flows, sim, load })
     }
 
     fn groups(&self, top: &Obj<'_>) -> Res<Vec<GroupDef>> {
@@ -1402,6 +1427,59 @@ impl Parser<'_> {
     }
 }
 
+impl Parser<'_> {
+    fn load(&self, top: &Obj<'_>, nodes: &[NodeDef]) -> Res<LoadOptions> {
+        let mut load = LoadOptions::default();
+        let Some((line, entries)) = top.table(self, "load")? else {
+            return Ok(load);
+        };
+        let o = Obj::new(self, "load".into(), line, entries, LOAD_FIELDS)?;
+        let Some((_, peers)) = o.table(self, "ipsec_peers")? else {
+            return Ok(load);
+        };
+        let field = o.field("ipsec_peers");
+        let ge = |name: &str| nodes.iter().find(|n| n.name == name).filter(|n| n.kind.is_ge());
+        for (element, list) in peers {
+            let at = self.line_of(list.span());
+            if ge(element).is_none() {
+                return Err(self.err(at, field.clone(), format!("{element:?} is not a GE of this scenario")));
+            }
+            let Val::Array(items) = list.get_ref() else {
+                return Err(self.err(
+                    at,
+                    field.clone(),
+                    format!("{element}: expected an array of GE names, found {}", list.get_ref().type_name()),
+                ));
+            };
+            let mut names: Vec<String> = Vec::new();
+            for item in items {
+                let at = self.line_of(item.span());
+                let Val::Str(peer) = item.get_ref() else {
+                    return Err(self.err(
+                        at,
+                        field.clone(),
+                        format!("{element}: expected a GE name, found {}", item.get_ref().type_name()),
+                    ));
+                };
+                if ge(peer).is_none() || peer == element {
+                    return Err(self.err(
+                        at,
+                        field.clone(),
+                        format!("{element}: {peer:?} is not another GE of this scenario"),
+                    ));
+                }
+                if names.contains(peer) {
+                    return Err(self.err(at, field.clone(), format!("{element}: {peer:?} is listed twice")));
+                }
+                names.push(peer.clone());
+            }
+            load.ipsec_peers.push((element.clone(), names));
+        }
+        load.ipsec_peers.sort();
+        Ok(load)
+    }
+}
+
 fn dedup(mut v: Vec<&str>) -> Vec<&str> {
     let mut seen = HashSet::new();
     v.retain(|x| seen.insert(*x));
@@ -1643,6 +1721,32 @@ interfaces = [{ subnet = "v6", address = "fd00:1::10" }]
             "node \"x\" field `groups`",
             "expected an array, found an integer",
         );
+    }
+
+    // --- the [load] table --------------------------------------------------------------
+
+    #[test]
+    fn load_table_names_an_ipsec_design_of_ges_only() {
+        assert_eq!(ok("").load, LoadOptions::default());
+        let s = ok("[load]\nipsec_peers = { gen = [\"a\"], a = [\"gen\"] }\n");
+        assert_eq!(s.load.ipsec_peers, vec![("a".into(), vec!["gen".into()]), ("gen".into(), vec!["a".into()])]);
+        let s = ok("[load]\nipsec_peers = { a = [] }\n");
+        assert!(!s.load.allows_ipsec("a", "gen"));
+        assert!(!s.load.allows_ipsec("gen", "a"), "a design holds at both ends");
+        assert!(LoadOptions::default().allows_ipsec("a", "gen"));
+
+        bad("[load]\nipsec_peer = {}\n", 2, "load field `ipsec_peer`", "unknown field (expected one of: ipsec_peers)");
+        for (peers, msg) in [
+            ("[\"a\"]", "expected a table, found an array"),
+            ("{ b = [\"gen\"] }", "\"b\" is not a GE of this scenario"),
+            ("{ a = \"gen\" }", "a: expected an array of GE names"),
+            ("{ a = [1] }", "a: expected a GE name, found an integer"),
+            ("{ a = [\"a\"] }", "a: \"a\" is not another GE"),
+            ("{ a = [\"c\"] }", "a: \"c\" is not another GE"),
+            ("{ a = [\"gen\", \"gen\"] }", "a: \"gen\" is listed twice"),
+        ] {
+            bad(&format!("[load]\nipsec_peers = {peers}\n"), 2, "load field `ipsec_peers`", msg);
+        }
     }
 
     // --- unknown fields everywhere --------------------------------------------------

@@ -140,7 +140,13 @@ pub fn pccom_trailer(data: &[u8]) {
 
 pub fn scenario(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let _ = gscip_sim::Scenario::parse(&text, "fuzz.toml");
+    // Any scenario that parses can be counted and compared (gscip load-report) without a panic.
+    if let Ok(s) = gscip_sim::Scenario::parse(&text, "fuzz.toml") {
+        let count = gscip_load::count(&s);
+        let change = gscip_load::compare(&s, &s, gscip_load::Convention::Seed);
+        assert_eq!((change.gscip, change.ipsec_ike), (0, 0), "a network compared with itself changes nothing");
+        let _ = gscip_load::compare_json(&count, &count, &change);
+    }
 }
 
 // ----- engine_packet --------------------------------------------------------------------------
