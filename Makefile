@@ -20,10 +20,10 @@ demo-sim: build
 
 test: deps lint unit cli-check api-fuzz ui-test fuzz-smoke
 
-# Debian packages the tests need (the lab tests: iproute2, iptables, python3, iperf3; the
+# Debian packages the tests need (the lab tests: iproute2, iptables, python3, iperf3, ethtool; the
 # fuzzers: a C++ compiler; the GMS tests: PostgreSQL).
 deps:
-	./scripts/install-deps.sh ip iptables python3 iperf3 c++ pg_ctlcluster
+	./scripts/install-deps.sh ip iptables python3 iperf3 ethtool c++ pg_ctlcluster
 
 lint:
 	$(CARGO) fmt --all --check

@@ -7,7 +7,7 @@ cargo bench --locked -p gscip-core --bench core -- --warm-up-time 2 --measuremen
 python3 scripts/bench-report.py
 # The lab part (root): the A — R — B path, plain, the NFQUEUE floor, wireguard-go, boringtun,
 # strongSwan (kernel-libipsec), GSCIP.
-./scripts/install-deps.sh ip iptables python3 iperf3 unshare timeout wireguard-go wg swanctl \
+./scripts/install-deps.sh ip iptables python3 iperf3 ethtool unshare timeout wireguard-go wg swanctl \
   /usr/lib/ipsec/charon /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so \
   /usr/lib/ipsec/plugins/libstrongswan-openssl.so
 # boringtun-cli 0.7.1 from crates.io, built once (2-3 minutes) into target/tools.

@@ -78,6 +78,9 @@ pub struct Dataplane {
     control: Option<crate::control::ControlSocket>,
     /// Discards logged in the current second, and when that second began (rate limit).
     discard_log: (u32, Timestamp),
+    /// When the control socket was last looked at: while packets keep coming it is checked
+    /// every [`CONTROL_CHECK_US`] rather than with a system call per packet.
+    control_checked: Timestamp,
     /// New credentials from the GMS, and the configuration to refresh the rules with.
     updates: Option<(crate::gms::KeyUpdates, crate::config::Config)>,
     /// The fast-path generation: marks of older generations no longer count.
@@ -86,6 +89,8 @@ pub struct Dataplane {
 
 /// At most this many discards are logged one by one per second; the rest are summed up.
 const DISCARD_LOGS_PER_SECOND: u32 = 10;
+/// How often the control socket (`gscip status`) is checked while packets keep the loop busy.
+const CONTROL_CHECK_US: u64 = 20_000;
 
 impl Dataplane {
     /// Binds the NFQUEUE (before the rules that feed it are installed).
@@ -100,6 +105,7 @@ impl Dataplane {
             events: None,
             control: None,
             discard_log: (0, Timestamp(0)),
+            control_checked: Timestamp(0),
             updates: None,
             generation: 0,
         })
@@ -162,7 +168,10 @@ impl Dataplane {
             self.apply_updates();
             self.flush()?;
             if let Some(c) = &self.control {
-                c.serve(&self.engine);
+                if !busy || t.0.saturating_sub(self.control_checked.0) >= CONTROL_CHECK_US {
+                    c.serve(&self.engine);
+                    self.control_checked = t;
+                }
             }
             if !busy {
                 match queue_fd {
