@@ -62,6 +62,11 @@ pub struct GeConfig {
     pub hold_total: usize,
     /// Bound on concurrent negotiations this GE takes part in.
     pub max_negotiations: usize,
+    /// Negotiations this GE has started (DDE sent, not yet ended) at most; newer ones wait,
+    /// their packets held, and start as others end. A burst of new flows then goes at the
+    /// pace the GEs on the path answer, instead of every DDE timing out in a retransmission
+    /// storm.
+    pub negotiation_window: usize,
 }
 
 impl Default for GeConfig {
@@ -80,6 +85,7 @@ impl Default for GeConfig {
             hold_per_flow: 64,
             hold_total: 16_384,
             max_negotiations: 65_536,
+            negotiation_window: 128,
         }
     }
 }
@@ -310,6 +316,11 @@ pub struct Engine {
     pit: Pit,
     negotiations: HashMap<NegKey, Negotiation>,
     by_flow: HashMap<Cid, NegKey>,
+    /// Initiator negotiations started (DDE sent) and not ended: at most
+    /// `cfg.negotiation_window`.
+    started: usize,
+    /// Initiator negotiations waiting for room in the window, oldest first.
+    waiting: VecDeque<NegKey>,
     restarts: HashMap<Cid, RestartWait>,
     restart_probes: HashMap<Cid, (Cid, Timestamp)>,
     restart_answered: HashMap<Cid, Timestamp>,
@@ -357,8 +368,10 @@ impl Engine {
                 identity.name()
             )));
         }
-        if cfg.hold_per_flow == 0 || cfg.hold_total == 0 || cfg.dprp_max_attempts == 0 {
-            return Err(Error::Configuration("hold queue sizes and DPRP attempts must be at least 1".into()));
+        if cfg.hold_per_flow == 0 || cfg.hold_total == 0 || cfg.dprp_max_attempts == 0 || cfg.negotiation_window == 0 {
+            return Err(Error::Configuration(
+                "hold queue sizes, DPRP attempts and the negotiation window must be at least 1".into(),
+            ));
         }
         if cfg.aead_supported & AeadAlgorithm::Aes256Gcm.bit() == 0 {
             return Err(Error::Configuration("every GE must accept AES-256-GCM".into()));
@@ -375,6 +388,8 @@ impl Engine {
             pit: Pit::default(),
             negotiations: HashMap::new(),
             by_flow: HashMap::new(),
+            started: 0,
+            waiting: VecDeque::new(),
             restarts: HashMap::new(),
             restart_probes: HashMap::new(),
             restart_answered: HashMap::new(),
@@ -410,6 +425,12 @@ impl Engine {
     }
     pub fn negotiations_in_progress(&self) -> usize {
         self.negotiations.len()
+    }
+
+    /// Negotiations this GE would start but that wait for room in its window
+    /// (`GeConfig::negotiation_window`); they are part of [`Engine::negotiations_in_progress`].
+    pub fn negotiations_waiting(&self) -> usize {
+        self.waiting.len()
     }
 
     /// Whether the rest of this packet's flow can be handled without the engine: a final PIT
@@ -546,6 +567,14 @@ impl Engine {
     /// kernel's packet queued while the engine holds it (rather than dropping and reinjecting
     /// it) uses the tag to find it again.
     pub fn handle_packet_tagged(&mut self, now: Timestamp, buf: &mut Vec<u8>, tag: u64) -> Verdict {
+        let verdict = self.handle_packet_inner(now, buf, tag);
+        if !self.waiting.is_empty() {
+            self.start_waiting(now);
+        }
+        verdict
+    }
+
+    fn handle_packet_inner(&mut self, now: Timestamp, buf: &mut Vec<u8>, tag: u64) -> Verdict {
         self.current_tag = tag;
         self.counters.packets += 1;
         let dg = match Datagram::parse(buf) {
@@ -617,7 +646,7 @@ impl Engine {
         if self.is_innermost_for(now, dg.cid.src) {
             let key = self.initiate(now, dg.cid);
             let v = self.hold_in_negotiation(key, buf, to_local);
-            self.start_or_finish(now, key);
+            self.start_when_room(now, key);
             v
         } else {
             self.request_restart(now, dg.cid);
@@ -820,6 +849,9 @@ impl Engine {
 
     fn remove_negotiation(&mut self, key: &NegKey) -> Option<Negotiation> {
         let n = self.negotiations.remove(key)?;
+        if n.initiator && n.attempts > 0 {
+            self.started = self.started.saturating_sub(1);
+        }
         if self.by_flow.get(&key.cid.canonical()) == Some(key) {
             self.by_flow.remove(&key.cid.canonical());
         }
@@ -856,8 +888,28 @@ impl Engine {
             n.last_sent = msg;
             n.attempts = 1;
             n.deadline = now + wait;
+            self.started += 1;
         }
         self.arm(now + wait, TimerKey::Negotiation(key));
+    }
+
+    /// Starts a new initiator negotiation now if the window has room, else queues it.
+    fn start_when_room(&mut self, now: Timestamp, key: NegKey) {
+        if self.started < self.cfg.negotiation_window && self.waiting.is_empty() {
+            self.start_or_finish(now, key);
+        } else {
+            self.waiting.push_back(key);
+        }
+    }
+
+    /// Starts waiting negotiations while the window has room.
+    fn start_waiting(&mut self, now: Timestamp) {
+        while self.started < self.cfg.negotiation_window {
+            let Some(key) = self.waiting.pop_front() else { break };
+            if self.negotiations.get(&key).is_some_and(|n| n.attempts == 0) {
+                self.start_or_finish(now, key);
+            }
+        }
     }
 
     /// Asks the GE nearest the flow's source to start a fresh negotiation.
@@ -1578,7 +1630,7 @@ impl Engine {
         if let Some(n) = self.negotiations.get_mut(&key) {
             n.held = r.held;
         }
-        self.start_or_finish(now, key);
+        self.start_when_room(now, key);
     }
 
     // ----- timers -------------------------------------------------------------------------
@@ -1611,6 +1663,9 @@ impl Engine {
                 }
                 TimerKey::Pit(flow) => self.pit_timer(now, flow),
             }
+        }
+        if !self.waiting.is_empty() {
+            self.start_waiting(now);
         }
     }
 

@@ -692,6 +692,18 @@ fn ten_thousand_new_flows_through_one_gen_lose_no_held_packet() {
         let payload = format!("flow-{k:05}-payload");
         l.send_from_a(udp(a_addr(), b_addr(), 20_000 + k, 53, payload.as_bytes()));
     }
+    // The GEN starts only a window's worth of negotiations at once; the others wait (no DDE,
+    // no retransmission timer) with their packets held.
+    let window = GeConfig::default().negotiation_window;
+    let (mut most_waiting, mut most_started) = (0, 0);
+    for _ in 0..2_000 {
+        l.run_for(LINK_US);
+        let gen = &l.engines[0];
+        most_waiting = most_waiting.max(gen.negotiations_waiting());
+        most_started = most_started.max(gen.negotiations_in_progress() - gen.negotiations_waiting());
+    }
+    assert_eq!(most_waiting, usize::from(FLOWS) - window);
+    assert_eq!(most_started, window);
     l.run_for(30_000_000);
     let c = *l.engines[0].counters();
     assert_eq!(c.hold_overflow, 0, "{c:?}");
@@ -704,6 +716,7 @@ fn ten_thousand_new_flows_through_one_gen_lose_no_held_packet() {
     assert_eq!(l.engines[0].held_packets(), 0);
     assert!(!seen_in_clear(&l.wire, 1..=2, b"-payload"), "a payload crossed beyond the GEN in clear");
     assert_eq!(c.negotiations_failed, 0, "{c:?}");
+    assert_eq!(l.engines[0].negotiations_waiting(), 0);
 }
 
 /// A GE that lost its state and got no answer to its restart request learns nothing from the

@@ -18,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod gms;
+pub mod load;
 pub mod run;
 
 use gscip_sim::scenario::{NodeKind, Scenario};
@@ -350,6 +351,33 @@ impl Lab {
         let mut full = vec!["netns", "exec", ns, program];
         full.extend_from_slice(args);
         run("ip", &full)
+    }
+
+    /// Turns segmentation offloads off (`tso`, `gso`, `gro` off: packets on the lab links are
+    /// then what a wire carries after a real NIC's TSO, at most one MTU each) or back to the
+    /// veth defaults (`tso`, `gso` on; `gro` off), on every link of every namespace of the lab
+    /// (the nodes' interfaces, the switch's ports and bridges). Returns how many devices.
+    pub fn set_offloads(&self, on: bool) -> Result<usize, LabError> {
+        let features: &[&str] =
+            if on { &["tso", "on", "gso", "on", "gro", "off"] } else { &["tso", "off", "gso", "off", "gro", "off"] };
+        let mut namespaces: Vec<&String> = self.namespaces.values().collect();
+        namespaces.push(&self.switch);
+        namespaces.sort();
+        namespaces.dedup();
+        let mut n = 0;
+        for ns in namespaces {
+            let links = run("ip", &["-n", ns, "-o", "link", "show"])?;
+            for name in links.lines().filter_map(|l| l.split(": ").nth(1)).map(|d| d.split('@').next().unwrap_or(d)) {
+                if name == "lo" {
+                    continue;
+                }
+                let mut args = vec!["netns", "exec", ns, "ethtool", "-K", name];
+                args.extend_from_slice(features);
+                run("ip", &args)?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// How to look around a kept lab, for `--keep`.

@@ -379,17 +379,56 @@ fn wait_readable(fd: i32, other: Option<i32>, third: Option<i32>, timeout_ms: i3
     }
 }
 
-/// Binds an NFQUEUE the daemon's way: fail-closed, 8192 packets deep, whole packets, without
-/// blocking.
+/// Packets the kernel keeps queued for the daemon at most: the engine's whole hold queue
+/// (`GeConfig::hold_total`, 16,384) plus packets on their way. Beyond it the kernel drops
+/// (fail-closed).
+const QUEUE_MAX_LEN: u32 = 16_384 + 8_192;
+
+/// The queue socket's receive buffer: a burst of new flows (10,000 first packets at once)
+/// must fit while the daemon works through it; a packet that does not fit is dropped by the
+/// kernel (fail-closed), never passed.
+const QUEUE_RCVBUF_BYTES: i32 = 64 << 20;
+
+/// Binds an NFQUEUE the daemon's way: fail-closed, [`QUEUE_MAX_LEN`] packets deep, whole
+/// packets, a [`QUEUE_RCVBUF_BYTES`] receive buffer, without blocking.
 fn open_queue(queue_num: u16) -> Result<nfq::Queue, DaemonError> {
     let nf = |e: std::io::Error| DaemonError::Netfilter(format!("NFQUEUE {queue_num}: {e}"));
     let mut queue = nfq::Queue::open().map_err(nf)?;
     queue.bind(queue_num).map_err(nf)?;
     queue.set_fail_open(queue_num, false).map_err(nf)?;
-    queue.set_queue_max_len(queue_num, 8192).map_err(nf)?;
+    queue.set_queue_max_len(queue_num, QUEUE_MAX_LEN).map_err(nf)?;
     queue.set_copy_range(queue_num, 0xffff).map_err(nf)?;
     queue.set_nonblocking(true);
+    match netfilter_netlink_fd() {
+        Some(fd) => {
+            if let Err(e) = set_receive_buffer(fd, QUEUE_RCVBUF_BYTES) {
+                tracing::warn!("NFQUEUE {queue_num}: cannot enlarge the receive buffer: {e}");
+            }
+        }
+        None => tracing::warn!("NFQUEUE {queue_num}: cannot find the queue's socket to enlarge its buffer"),
+    }
     Ok(queue)
+}
+
+/// `SO_RCVBUFFORCE` (root may exceed `net.core.rmem_max`).
+#[allow(unsafe_code)]
+fn set_receive_buffer(fd: i32, bytes: i32) -> std::io::Result<()> {
+    // SAFETY: `fd` is this process's open NFQUEUE socket; the option value is a live i32 whose
+    // size is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// The benchmark's floor: the same queue, rules and loop shape with no engine; every packet

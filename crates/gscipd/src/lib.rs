@@ -10,8 +10,8 @@
 //! * [`link`]: layer-2 injection for a GEA (a bridge without an address);
 //! * [`control`]: the local control socket behind `gscip status`.
 //!
-//! See `docs/gscipd.md`. The only `unsafe` code: building a `sockaddr_ll` in [`link`], and
-//! the `poll(2)` call of the loop in [`dataplane`].
+//! See `docs/gscipd.md`. The only `unsafe` code: building a `sockaddr_ll` in [`link`], the
+//! `poll(2)` call of the loop and the `setsockopt(2)` that enlarges the queue's buffer in [`dataplane`].
 #![deny(unsafe_code)]
 
 pub mod config;

@@ -1,0 +1,363 @@
+//! GSCIP under load on real Linux hosts, on the benchmark's path GES a — GEN r — GES b (all
+//! closed, group 1):
+//! - with segmentation offloads off on every lab link (how packets look on a wire after a real
+//!   NIC's TSO: one MTU at most), bulk TCP both ways arrives intact, UDP datagrams up to the
+//!   MTU and beyond (fragmented) echo intact, and nothing crosses any link in clear;
+//! - 10,000 new flows started at once through the GEN lose no held packet, and none crosses
+//!   beyond the GEN in clear.
+//!
+//! Nothing here asserts on time. Root only; fails, never skips, when the lab cannot run.
+
+use gscip_lab::run::{start_daemons, Processes, RunOptions};
+use gscip_lab::{workspace_binary, Lab};
+use gscip_sim::topology::Topology;
+use gscip_sim::Scenario;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn path_scenario(term: bool) -> Scenario {
+    let a = if term { "kind = \"term\"" } else { "kind = \"ges\"\nmode = \"closed\"\ngroups = [1]" };
+    let text = format!(
+        r#"
+name = "under-load"
+[[group]]
+id = 1
+[[subnet]]
+name = "left"
+prefix = "10.52.1.0/24"
+[[subnet]]
+name = "right"
+prefix = "10.52.2.0/24"
+[[node]]
+name = "a"
+{a}
+interfaces = [{{ subnet = "left", address = "10.52.1.2" }}]
+gateway = "10.52.1.1"
+[[node]]
+name = "r"
+kind = "gen"
+mode = "closed"
+groups = [1]
+interfaces = [{{ subnet = "left", address = "10.52.1.1", inside = true }}, {{ subnet = "right", address = "10.52.2.1" }}]
+[[node]]
+name = "b"
+kind = "ges"
+mode = "closed"
+groups = [1]
+interfaces = [{{ subnet = "right", address = "10.52.2.2" }}]
+gateway = "10.52.2.1"
+"#
+    );
+    Scenario::parse(&text, "under-load.toml").expect("scenario")
+}
+
+/// Counts the frames on every port of the switch namespace, the largest, and per port those
+/// that contain the marker, until the stop file appears; then writes them as JSON.
+const SNIFF: &str = r#"
+import socket, sys, os, json
+marker, stop, out = sys.argv[1].encode(), sys.argv[2], sys.argv[3]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(3))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
+s.settimeout(0.1)
+frames = largest = 0
+hits = {}
+open(out + ".ready", "w").close()
+while not os.path.exists(stop):
+    try:
+        data, addr = s.recvfrom(262144)
+    except socket.timeout:
+        continue
+    frames += 1
+    largest = max(largest, len(data))
+    if marker in data:
+        hits[addr[0]] = hits.get(addr[0], 0) + 1
+json.dump({"frames": frames, "largest": largest, "hits": hits}, open(out + ".tmp", "w"))
+os.rename(out + ".tmp", out)
+"#;
+
+/// What the sniffer saw.
+struct Seen {
+    frames: u64,
+    largest: u64,
+    /// Frames carrying the marker, per switch port.
+    hits: std::collections::HashMap<String, u64>,
+}
+
+/// The data of a bulk transfer: blocks of 1 KiB, each the marker, a direction tag and the
+/// block's number, then filler. Both ends generate it to check what they received.
+const BULK: &str = r#"
+import socket, sys, hashlib
+MARKER = sys.argv[2].encode()
+def blocks(tag, n):
+    for i in range(n):
+        b = MARKER + tag + i.to_bytes(4, "big")
+        yield b + bytes((i + k) & 0xff for k in range(1024 - len(b)))
+def expected(tag, n):
+    h = hashlib.sha256()
+    for b in blocks(tag, n):
+        h.update(b)
+    return h.hexdigest()
+def receive(c):
+    h, n = hashlib.sha256(), 0
+    while True:
+        d = c.recv(1 << 16)
+        if not d:
+            return n, h.hexdigest()
+        h.update(d); n += len(d)
+N = int(sys.argv[4])
+if sys.argv[1] == "server":
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((sys.argv[3], 9100)); s.listen(1); print("ready", flush=True)
+    c, _ = s.accept(); c.settimeout(120)
+    n, digest = receive(c)
+    for b in blocks(b"<", N):
+        c.sendall(b)
+    c.shutdown(socket.SHUT_WR)
+    print("server", "ok" if (n, digest) == (N * 1024, expected(b">", N)) else f"BAD {n}", flush=True)
+else:
+    c = socket.create_connection((sys.argv[3], 9100), timeout=10); c.settimeout(120)
+    for b in blocks(b">", N):
+        c.sendall(b)
+    c.shutdown(socket.SHUT_WR)
+    n, digest = receive(c)
+    print("client", "ok" if (n, digest) == (N * 1024, expected(b"<", N)) else f"BAD {n}", flush=True)
+"#;
+
+/// UDP echo: the client sends datagrams of the given sizes (marker, number, filler), each
+/// until its echo comes back (3 tries); prints how many came back intact.
+const UDP_ECHO: &str = r#"
+import socket, sys
+MARKER = sys.argv[2].encode()
+if sys.argv[1] == "server":
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[3], 9200)); print("ready", flush=True)
+    while True:
+        d, peer = s.recvfrom(65535); s.sendto(d, peer)
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)
+    sizes = [int(x) for x in sys.argv[4].split(",")]
+    ok = 0
+    for i, size in enumerate(sizes):
+        d = (MARKER + i.to_bytes(4, "big") + bytes(range(256)) * 300)[:size]
+        for _ in range(3):
+            s.sendto(d, (sys.argv[3], 9200))
+            try:
+                if s.recv(65535) == d:
+                    ok += 1; break
+            except socket.timeout:
+                pass
+    print(ok, len(sizes), flush=True)
+"#;
+
+struct Work(PathBuf);
+
+impl Work {
+    fn new(tag: &str) -> Work {
+        let dir = std::env::temp_dir().join(format!("gscip-under-load-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, text) in [("sniff.py", SNIFF), ("bulk.py", BULK), ("udp.py", UDP_ECHO)] {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
+        Work(dir)
+    }
+    fn file(&self, name: &str) -> String {
+        self.0.join(name).to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Work {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A random marker for this run: whatever carries it on a link is plaintext.
+fn marker() -> String {
+    let mut b = [0u8; 12];
+    std::fs::File::open("/dev/urandom").unwrap().read_exact(&mut b).unwrap();
+    format!("GSCIP-MARK-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+}
+
+/// A python3 program started in a node's namespace; waits for its "ready" line.
+fn serve(lab: &Lab, node: &str, args: &[&str]) -> std::process::Child {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", lab.namespace(node).unwrap(), "python3"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = [0u8; 6];
+    child.stdout.as_mut().unwrap().read_exact(&mut ready).unwrap();
+    assert_eq!(&ready, b"ready\n");
+    child
+}
+
+fn finish(mut child: std::process::Child) -> String {
+    let mut out = String::new();
+    child.stdout.as_mut().unwrap().read_to_string(&mut out).unwrap();
+    let _ = child.wait();
+    out
+}
+
+/// The sniffer in the switch namespace; `stop()` ends it and says what it saw.
+struct Sniffer {
+    stop: PathBuf,
+    out: PathBuf,
+    procs: Processes,
+}
+
+impl Sniffer {
+    fn start(lab: &Lab, work: &Work, marker: &str) -> Sniffer {
+        let (stop, out) = (work.0.join("sniff.stop"), work.0.join("sniff.out"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &format!("{}-sw", lab.prefix), "python3", &work.file("sniff.py"), marker])
+            .arg(&stop)
+            .arg(&out)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let ready = PathBuf::from(format!("{}.ready", out.display()));
+        let t0 = Instant::now();
+        while !ready.exists() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "the sniffer did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Sniffer { stop, out, procs: Processes::one("sniffer", child) }
+    }
+
+    fn stop(self) -> Seen {
+        std::fs::File::create(&self.stop).unwrap();
+        let t0 = Instant::now();
+        while !self.out.exists() && t0.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        drop(self.procs);
+        let text = std::fs::read_to_string(&self.out).expect("the sniffer's summary");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("the sniffer's JSON");
+        Seen {
+            frames: v["frames"].as_u64().unwrap(),
+            largest: v["largest"].as_u64().unwrap(),
+            hits: serde_json::from_value(v["hits"].clone()).unwrap(),
+        }
+    }
+}
+
+/// A GE's `gscip status` (its control socket).
+fn status(work: &Path, ge: &str) -> serde_json::Value {
+    let mut c = std::os::unix::net::UnixStream::connect(work.join(format!("{ge}.sock"))).expect("control socket");
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"status").unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    serde_json::from_str(&text).expect("status JSON")
+}
+
+fn up(s: &Scenario, prefix: &str, work: &Work) -> (Lab, Processes) {
+    let _ = gscip_lab::clean(prefix);
+    let lab = Lab::build(s, prefix).unwrap_or_else(|e| panic!("the lab must run here (root, iproute2): {e}"));
+    let opts = RunOptions {
+        gscipd: std::env::var_os("UNDER_LOAD_GSCIPD").map(PathBuf::from).unwrap_or_else(|| workspace_binary("gscipd")),
+        work_dir: work.0.clone(),
+        ..RunOptions::new(prefix)
+    };
+    let daemons = start_daemons(s, &Topology::new(s), &lab, &opts, None).expect("gscipd in every GE");
+    (lab, daemons)
+}
+
+#[test]
+fn with_offloads_off_bulk_tcp_and_udp_arrive_intact_and_never_in_clear() {
+    let work = Work::new("offloads");
+    let s = path_scenario(false);
+    let (lab, daemons) = up(&s, "ldoff", &work);
+    let devices = lab.set_offloads(false).expect("ethtool");
+    assert!(devices >= 6, "{devices} devices");
+    let features = lab.exec("a", "ethtool", &["-k", "eth0"]).unwrap();
+    for f in ["tcp-segmentation-offload: off", "generic-segmentation-offload: off", "generic-receive-offload: off"] {
+        assert!(features.contains(f), "{f}: {features}");
+    }
+    let marker = marker();
+    let sniffer = Sniffer::start(&lab, &work, &marker);
+
+    // 8 MiB each way over one TCP connection.
+    const BLOCKS: &str = "8192";
+    let server = serve(&lab, "b", &[&work.file("bulk.py"), "server", &marker, "10.52.2.2", BLOCKS]);
+    let client = lab.exec("a", "python3", &[&work.file("bulk.py"), "client", &marker, "10.52.2.2", BLOCKS]);
+    let server = finish(server);
+    let client = client.unwrap_or_else(|e| format!("ERROR {e}"));
+    assert_eq!(client.trim(), "client ok", "a received what b sent");
+    assert_eq!(server.trim(), "server ok", "b received what a sent");
+
+    // UDP echoes: small, one MTU (the largest that fits with PCCOM's trailer), and datagrams
+    // that IP fragments (reassembled before the GE's hook, sealed whole, fragmented again).
+    let echo = serve(&lab, "b", &[&work.file("udp.py"), "server", &marker, "10.52.2.2"]);
+    let sizes = "64,512,1200,1400,3000,8000,20000,64,1400,3000";
+    let out = lab.exec("a", "python3", &[&work.file("udp.py"), "client", &marker, "10.52.2.2", sizes]).unwrap();
+    drop(Processes::one("udp echo", echo));
+    assert_eq!(out.trim(), "10 10", "UDP echoes intact (sizes {sizes})");
+
+    let seen = sniffer.stop();
+    assert!(seen.frames > 10_000, "the sniffer saw {} frames", seen.frames);
+    assert!(seen.hits.is_empty(), "frames carried the data in clear: {:?}", seen.hits);
+    assert!(seen.largest <= 1514, "a {}-byte frame on a link with offloads off", seen.largest);
+
+    for ge in ["a", "b"] {
+        let st = status(&work.0, ge);
+        let c = &st["counters"];
+        assert!(c["sealed"].as_u64().unwrap() > 5_000, "{ge}: {c}");
+        assert!(c["opened"].as_u64().unwrap() > 5_000, "{ge}: {c}");
+        for bad in ["auth_failures", "malformed", "hold_overflow", "negotiations_failed"] {
+            assert_eq!(c[bad], 0, "{ge}: {bad}: {c}");
+        }
+    }
+    drop(daemons);
+    drop(lab);
+}
+
+#[test]
+fn ten_thousand_new_flows_through_one_gen_lose_no_held_packet() {
+    const FLOWS: u64 = 10_000;
+    let work = Work::new("flows");
+    // A plain terminal behind the closed GEN: the GEN negotiates every flow with b.
+    let s = path_scenario(true);
+    let (lab, daemons) = up(&s, "ldflows", &work);
+    let marker = marker();
+    let sniffer = Sniffer::start(&lab, &work, &marker);
+    let pid = gscip_lab::load::daemon_pid(&lab, "r").expect("the GEN's gscipd");
+    let before = gscip_lab::load::memory_kib(pid).expect("its memory");
+    let flows = gscip_lab::load::many_flows(&lab, &work.0, "a", "b", "10.52.2.2", FLOWS, &marker, 120).unwrap();
+    let received = flows.received;
+    let after = gscip_lab::load::memory_kib(pid).expect("its memory");
+    eprintln!(
+        "{FLOWS} flows in {:.2} s ({:.0}/s); the GEN's gscipd: {} KiB before, {} KiB after, peak {} KiB",
+        flows.seconds,
+        FLOWS as f64 / flows.seconds,
+        before.0,
+        after.0,
+        after.1
+    );
+    let gen = status(&work.0, "r");
+    let c = &gen["counters"];
+    assert_eq!(received, FLOWS, "held packets lost; the GEN: {c}");
+    assert_eq!(c["hold_overflow"], 0, "{c}");
+    assert_eq!(c["negotiations_failed"], 0, "{c}");
+    assert!(c["held"].as_u64().unwrap() >= FLOWS, "every first packet was held: {c}");
+    assert_eq!(gen["held_packets"], 0);
+    let encrypting = gen["pit"].as_array().unwrap().iter().filter(|e| e["action"] == "encrypt").count();
+    assert!(encrypting as u64 >= FLOWS, "{encrypting} encrypting PIT entries");
+
+    // Between the terminal and the GEN the datagrams are plaintext by design; beyond the GEN
+    // (the right link's ports), never.
+    let seen = sniffer.stop();
+    assert!(seen.frames >= 4 * FLOWS, "the sniffer saw {} frames", seen.frames);
+    let right = gscip_lab::run::ports_of_link(&s, "right");
+    assert_eq!(right.len(), 2);
+    let leaked: Vec<_> = seen.hits.iter().filter(|(port, _)| right.contains(port)).collect();
+    assert!(leaked.is_empty(), "payloads in clear beyond the GEN: {leaked:?}");
+    let left: u64 = gscip_lab::run::ports_of_link(&s, "left").iter().filter_map(|p| seen.hits.get(p)).sum();
+    assert!(left >= FLOWS, "the sniffer missed the left link's plaintext ({left}): it proves nothing");
+    drop(daemons);
+    drop(lab);
+}
