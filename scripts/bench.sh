@@ -5,8 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo bench --locked -p gscip-core --bench core -- --warm-up-time 2 --measurement-time ${BENCH_SECONDS:-5} "$@"
 python3 scripts/bench-report.py
-# The lab part (root): the A — R — B path, plain, the NFQUEUE floor, wireguard-go, boringtun,
-# strongSwan (kernel-libipsec), GSCIP.
+# The lab part (root): A — R — B with plain, the NFQUEUE floor, wireguard-go, boringtun,
+# strongSwan (kernel-libipsec), GSCIP; A — GA — GB — B with plain, the floor, GSCIP; 10,000 new
+# flows through one GEN; offloads on and off.
 ./scripts/install-deps.sh ip iptables python3 iperf3 ethtool unshare timeout wireguard-go wg swanctl \
   /usr/lib/ipsec/charon /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so \
   /usr/lib/ipsec/plugins/libstrongswan-openssl.so

@@ -1,4 +1,5 @@
-//! `make bench`, the lab part: the path A — R — B in network namespaces, measured in one run
+//! `make bench`, the lab part: two paths in network namespaces, A — R — B (GSCIP: GES — GEN —
+//! GES) and A — GA — GB — B (GSCIP: Term — GEN — GEN — Term), measured in one run. On A — R — B,
 //! for each of:
 //!
 //! * **plain**: kernel forwarding, no GSCIP (the limit);
@@ -12,7 +13,15 @@
 //! * **gscip-aes**, **gscip-chacha**: GES A and GES B protect the flow with PCCOM
 //!   (AES-256-GCM, ChaCha20-Poly1305), the GEN R relays it (kernel fast path).
 //!
-//! Figures: single-stream TCP throughput and UDP packet rate (iperf3), the time to the first
+//! On A — GA — GB — B: **gw-plain** (plain routers), **gw-nfqueue-floor** (accept-only loops on
+//! both gateways' FORWARD hooks), **gw-gscip-aes** and **gw-gscip-chacha** (the GENs protect
+//! what crosses between the sites). And 10,000 new UDP flows at once from a terminal through one
+//! GEN to a GES (and through a plain router, the baseline): setup rate, first packets lost, the
+//! GEN daemon's memory growth per flow.
+//!
+//! Figures: single-stream TCP throughput and UDP packet rate (iperf3), both also with
+//! segmentation offloads off on every lab link, CPU seconds of the whole machine per GB of TCP
+//! received, the time to the first
 //! byte of a new TCP connection (median of 20 connections; DPRP negotiation included for GSCIP,
 //! an established tunnel for the baselines), and for the tunnels the **flow start**: the first
 //! byte of the first TCP connection through a fresh tunnel (WireGuard: the handshake starts on
@@ -23,7 +32,7 @@
 //! (`[{"name", "value", "unit", "baseline", "baseline_value", "ratio"}]`).
 //!
 //! Environment: `BENCH_RUNS` (3), `BENCH_SECONDS` (5 per iperf3 run), `BENCH_LAB_PATHS` (a
-//! comma-separated subset of the path names above, for a quick check), `BORINGTUN` (the
+//! comma-separated subset of the path names above and `flows`, for a quick check), `BORINGTUN` (the
 //! `boringtun-cli` binary; else `target/tools/bin/boringtun-cli`, else `PATH`). Exits 1 when a
 //! path could not be measured (its figures are null), 2 when the lab cannot run at all.
 //! Everything it starts is stopped and everything it creates removed, also on failure.
@@ -70,10 +79,15 @@ gateway = "10.50.2.1"
 
 /// The path: GESs at the ends or plain hosts, a GEN or a plain router in the middle.
 fn scenario(ges: bool, gen: bool) -> Scenario {
+    scenario_with(ges, gen, ges)
+}
+
+/// The path with each end chosen: a GES (A open, B closed) or a plain host.
+fn scenario_with(ges_a: bool, gen: bool, ges_b: bool) -> Scenario {
     let ge = |kind: &str, mode: &str| (kind.to_owned(), format!("mode = \"{mode}\"\ngroups = [1]"));
-    let (ka, ma) = if ges { ge("ges", "open") } else { ("term".into(), String::new()) };
+    let (ka, ma) = if ges_a { ge("ges", "open") } else { ("term".into(), String::new()) };
     let (kr, mr) = if gen { ge("gen", "closed") } else { ("router".into(), String::new()) };
-    let (kb, mb) = if ges { ge("ges", "closed") } else { ("term".into(), String::new()) };
+    let (kb, mb) = if ges_b { ge("ges", "closed") } else { ("term".into(), String::new()) };
     let text = PATH
         .replace("KIND_A", &ka)
         .replace("MODE_A", &ma)
@@ -83,6 +97,68 @@ fn scenario(ges: bool, gen: bool) -> Scenario {
         .replace("MODE_B", &mb)
         .replace("INSIDE", if gen { "true" } else { "false" });
     Scenario::parse(&text, "bench.toml").expect("bench scenario")
+}
+
+/// Term A — GEN GA — GEN GB — Term B: two sites whose gateways protect what crosses between
+/// them (or plain routers).
+const GATEWAYS: &str = r#"
+name = "bench-gateways"
+[[group]]
+id = 1
+[[subnet]]
+name = "left"
+prefix = "10.51.1.0/24"
+[[subnet]]
+name = "middle"
+prefix = "10.51.2.0/24"
+[[subnet]]
+name = "right"
+prefix = "10.51.3.0/24"
+[[node]]
+name = "a"
+kind = "term"
+interfaces = [{ subnet = "left", address = "10.51.1.2" }]
+gateway = "10.51.1.1"
+[[node]]
+name = "ga"
+KIND
+interfaces = [{ subnet = "left", address = "10.51.1.1", inside = INSIDE }, { subnet = "middle", address = "10.51.2.1" }]
+routes = [{ to = "10.51.3.0/24", via = "10.51.2.2" }]
+[[node]]
+name = "gb"
+KIND
+interfaces = [{ subnet = "right", address = "10.51.3.1", inside = INSIDE }, { subnet = "middle", address = "10.51.2.2" }]
+routes = [{ to = "10.51.1.0/24", via = "10.51.2.1" }]
+[[node]]
+name = "b"
+kind = "term"
+interfaces = [{ subnet = "right", address = "10.51.3.2" }]
+gateway = "10.51.3.1"
+"#;
+
+/// The gateways path: GENs (closed, group 1) or plain routers.
+fn gateways(gen: bool) -> Scenario {
+    let kind = if gen { "kind = \"gen\"\nmode = \"closed\"\ngroups = [1]" } else { "kind = \"router\"" };
+    let text = GATEWAYS.replace("KIND", kind).replace("INSIDE", if gen { "true" } else { "false" });
+    Scenario::parse(&text, "bench-gateways.toml").expect("bench scenario")
+}
+
+/// Which lab path a figure is measured on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Topo {
+    /// A — R — B: GES — GEN — GES for GSCIP.
+    Hosts,
+    /// A — GA — GB — B: Term — GEN — GEN — Term for GSCIP.
+    Gateways,
+}
+
+impl Topo {
+    fn destination(self) -> &'static str {
+        match self {
+            Topo::Hosts => "10.50.2.2",
+            Topo::Gateways => "10.51.3.2",
+        }
+    }
 }
 
 type Res<T> = Result<T, String>;
@@ -488,12 +564,61 @@ impl Drop for Proc {
 struct Figures {
     tcp_gbps: Vec<f64>,
     udp_kpps: Vec<f64>,
+    /// The same with segmentation offloads off on every lab link.
+    tcp_gbps_off: Vec<f64>,
+    udp_kpps_off: Vec<f64>,
+    /// CPU time of the whole machine (both cores: iperf3, kernel, daemons) per GB received in
+    /// the TCP runs (offloads on).
+    cpu_s_per_gb: Vec<f64>,
     /// New TCP connection, median of 20 (an established tunnel for the baselines).
     first_byte_us: Vec<f64>,
     /// First TCP connection through a fresh tunnel (tunnels only).
     flow_start_us: Vec<f64>,
     /// strongSwan: IKEv2 on demand, from the dropped first packet to the SA up.
     setup_us: Vec<f64>,
+}
+
+/// CPU seconds the whole machine spent so far (user, nice, system, irq, softirq, steal).
+fn machine_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .map(|l| l.split_whitespace().skip(1).enumerate().filter(|(k, _)| matches!(k, 0 | 1 | 2 | 5 | 6 | 7)))
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .sum();
+    // USER_HZ is 100 on Linux (sysconf(_SC_CLK_TCK)).
+    ticks as f64 / 100.0
+}
+
+/// TCP and UDP runs through the path, into `tcp`, `udp` and (if given) `cpu`.
+fn throughput(
+    lab: &Lab,
+    dst: &str,
+    runs: usize,
+    secs: u32,
+    tcp: &mut Vec<f64>,
+    udp: &mut Vec<f64>,
+    mut cpu: Option<&mut Vec<f64>>,
+) {
+    let t = secs.to_string();
+    for _ in 0..runs {
+        let c0 = machine_cpu_seconds();
+        let r = iperf(lab, secs, &["-c", dst, "-t", &t, "-J"]);
+        let c1 = machine_cpu_seconds();
+        tcp.push(r["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(f64::NAN) / 1e9);
+        if let Some(cpu) = cpu.as_deref_mut() {
+            let gb = r["end"]["sum_received"]["bytes"].as_f64().unwrap_or(f64::NAN) / 1e9;
+            cpu.push(if gb > 0.0 { (c1 - c0) / gb } else { f64::NAN });
+        }
+        let r = iperf(lab, secs, &["-c", dst, "-t", &t, "-u", "-b", "0", "-l", "64", "-J"]);
+        let pk = r["end"]["sum"]["packets"].as_f64().unwrap_or(f64::NAN);
+        let lost = r["end"]["sum"]["lost_packets"].as_f64().unwrap_or(0.0);
+        let secs_f = r["end"]["sum"]["seconds"].as_f64().unwrap_or(1.0).max(0.001);
+        udp.push((pk - lost) / secs_f / 1e3);
+    }
 }
 
 fn iperf(lab: &Lab, secs: u32, args: &[&str]) -> serde_json::Value {
@@ -551,6 +676,7 @@ fn first_byte(lab: &Lab, work: &Path, dst: &str, n: usize, timeout_s: u32) -> Re
 /// One path of the benchmark.
 struct Spec {
     name: &'static str,
+    topo: Topo,
     /// Names the lab (`bn` + tag) and the tunnel interfaces.
     tag: &'static str,
     ges: bool,
@@ -560,12 +686,22 @@ struct Spec {
     tunnel: Option<Tunnel>,
 }
 
-const SPECS: [Spec; 7] = [
-    Spec { name: "plain", tag: "plain", ges: false, gen: false, extra_config: "", daemon_args: &[], tunnel: None },
+const SPECS: [Spec; 11] = [
+    Spec {
+        name: "plain",
+        topo: Topo::Hosts,
+        tag: "plain",
+        ges: false,
+        gen: false,
+        extra_config: "",
+        daemon_args: &[],
+        tunnel: None,
+    },
     // The floor: accept-only loops on the hooks a protected flow uses in steady state (A's and
     // B's OUTPUT/INPUT); R forwards in the kernel, as a GEN's fast path does.
     Spec {
         name: "nfqueue-floor",
+        topo: Topo::Hosts,
         tag: "floor",
         ges: true,
         gen: false,
@@ -575,6 +711,7 @@ const SPECS: [Spec; 7] = [
     },
     Spec {
         name: "wireguard-go",
+        topo: Topo::Hosts,
         tag: "wg",
         ges: false,
         gen: false,
@@ -584,6 +721,7 @@ const SPECS: [Spec; 7] = [
     },
     Spec {
         name: "boringtun",
+        topo: Topo::Hosts,
         tag: "bt",
         ges: false,
         gen: false,
@@ -593,6 +731,7 @@ const SPECS: [Spec; 7] = [
     },
     Spec {
         name: "strongswan",
+        topo: Topo::Hosts,
         tag: "swan",
         ges: false,
         gen: false,
@@ -602,6 +741,7 @@ const SPECS: [Spec; 7] = [
     },
     Spec {
         name: "gscip-aes",
+        topo: Topo::Hosts,
         tag: "aes",
         ges: true,
         gen: true,
@@ -611,8 +751,50 @@ const SPECS: [Spec; 7] = [
     },
     Spec {
         name: "gscip-chacha",
+        topo: Topo::Hosts,
         tag: "chacha",
         ges: true,
+        gen: true,
+        extra_config: "aead = \"chacha20-poly1305\"",
+        daemon_args: &[],
+        tunnel: None,
+    },
+    Spec {
+        name: "gw-plain",
+        topo: Topo::Gateways,
+        tag: "gwpln",
+        ges: false,
+        gen: false,
+        extra_config: "",
+        daemon_args: &[],
+        tunnel: None,
+    },
+    // The gateways' floor: accept-only loops on both GENs' FORWARD hooks.
+    Spec {
+        name: "gw-nfqueue-floor",
+        topo: Topo::Gateways,
+        tag: "gwflr",
+        ges: false,
+        gen: true,
+        extra_config: "",
+        daemon_args: &["--accept-only"],
+        tunnel: None,
+    },
+    Spec {
+        name: "gw-gscip-aes",
+        topo: Topo::Gateways,
+        tag: "gwaes",
+        ges: false,
+        gen: true,
+        extra_config: "aead = \"aes-256-gcm\"",
+        daemon_args: &[],
+        tunnel: None,
+    },
+    Spec {
+        name: "gw-gscip-chacha",
+        topo: Topo::Gateways,
+        tag: "gwcha",
+        ges: false,
         gen: true,
         extra_config: "aead = \"chacha20-poly1305\"",
         daemon_args: &[],
@@ -621,7 +803,11 @@ const SPECS: [Spec; 7] = [
 ];
 
 fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
-    let s = scenario(spec.ges, spec.gen);
+    let s = match spec.topo {
+        Topo::Hosts => scenario(spec.ges, spec.gen),
+        Topo::Gateways => gateways(spec.gen),
+    };
+    let daemons_needed = spec.ges || (spec.topo == Topo::Gateways && spec.gen);
     let prefix = format!("bn{}", spec.tag);
     let _ = clean(&prefix);
     let mut opts = RunOptions::new(&prefix);
@@ -635,10 +821,13 @@ fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
     // Dropped in reverse order: the tunnel and daemons before the lab, the work dir last.
     let lab = Lab::build(&s, &prefix).map_err(|e| e.to_string())?;
     let topo = Topology::new(&s);
-    let _daemons =
-        if spec.ges { Some(start_daemons(&s, &topo, &lab, &opts, None).map_err(|e| e.to_string())?) } else { None };
+    let _daemons = if daemons_needed {
+        Some(start_daemons(&s, &topo, &lab, &opts, None).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
     let ns_b = namespace(&lab, "b")?.to_owned();
-    let dst = spec.tunnel.map_or("10.50.2.2", Tunnel::destination);
+    let dst = spec.tunnel.map_or(spec.topo.destination(), Tunnel::destination);
     let mut f = Figures::default();
 
     // Established: the tunnel up (strongSwan: its SA initiated), then throughput, packet rate
@@ -658,16 +847,12 @@ fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
         .spawn()
         .map_err(|e| format!("iperf3: {e}"))?]);
     std::thread::sleep(Duration::from_millis(300));
-    let t = secs.to_string();
-    for _ in 0..runs {
-        let tcp = iperf(&lab, secs, &["-c", dst, "-t", &t, "-J"]);
-        f.tcp_gbps.push(tcp["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(f64::NAN) / 1e9);
-        let udp = iperf(&lab, secs, &["-c", dst, "-t", &t, "-u", "-b", "0", "-l", "64", "-J"]);
-        let pk = udp["end"]["sum"]["packets"].as_f64().unwrap_or(f64::NAN);
-        let lost = udp["end"]["sum"]["lost_packets"].as_f64().unwrap_or(0.0);
-        let secs_f = udp["end"]["sum"]["seconds"].as_f64().unwrap_or(1.0).max(0.001);
-        f.udp_kpps.push((pk - lost) / secs_f / 1e3);
-    }
+    throughput(&lab, dst, runs, secs, &mut f.tcp_gbps, &mut f.udp_kpps, Some(&mut f.cpu_s_per_gb));
+    // The same with segmentation offloads off on every lab link: packets as a wire carries
+    // them after a real NIC's TSO (one MTU each), then back to the veth defaults.
+    lab.set_offloads(false).map_err(|e| e.to_string())?;
+    throughput(&lab, dst, runs, secs, &mut f.tcp_gbps_off, &mut f.udp_kpps_off, None);
+    lab.set_offloads(true).map_err(|e| e.to_string())?;
     drop(server);
     // The echo server listens on every address: a tunnel's address comes and goes with it.
     let bind = if spec.tunnel.is_some() { "0.0.0.0" } else { dst };
@@ -715,11 +900,72 @@ fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
     Ok(f)
 }
 
+/// New flows at once through one GEN.
+const MANY_FLOWS: u64 = 10_000;
+
+#[derive(Default)]
+struct ManyFlowFigures {
+    /// Flows per second from the first sent to the last delivered: GSCIP (Term — GEN — GES,
+    /// DPRP for every flow) and plain (Term — router — Term).
+    rate: Vec<f64>,
+    plain_rate: Vec<f64>,
+    /// First packets that never arrived (held and lost, or dropped).
+    lost: Vec<f64>,
+    /// Growth of the GEN daemon's resident memory per flow, KiB (its PIT entries, and what
+    /// the allocator kept of the held packets' buffers).
+    kib_per_flow: Vec<f64>,
+    /// The GEN daemon's peak resident memory, MiB.
+    peak_mib: Vec<f64>,
+}
+
+/// [`MANY_FLOWS`] new UDP flows at once from A, `runs` times, each in a fresh lab.
+fn measure_many_flows(runs: usize) -> Res<ManyFlowFigures> {
+    let mut f = ManyFlowFigures::default();
+    for gscip in [true, false] {
+        let s = scenario_with(false, gscip, gscip);
+        let prefix = if gscip { "bnflows" } else { "bnflowsp" };
+        for _ in 0..runs {
+            let _ = clean(prefix);
+            let opts = RunOptions::new(prefix);
+            let _ = std::fs::remove_dir_all(&opts.work_dir);
+            std::fs::create_dir_all(&opts.work_dir).map_err(|e| e.to_string())?;
+            let work = WorkDir(opts.work_dir.clone());
+            let lab = Lab::build(&s, prefix).map_err(|e| e.to_string())?;
+            let daemons = if gscip {
+                Some(start_daemons(&s, &Topology::new(&s), &lab, &opts, None).map_err(|e| e.to_string())?)
+            } else {
+                None
+            };
+            let pid = if gscip { gscip_lab::load::daemon_pid(&lab, "r") } else { None };
+            let before = pid.and_then(gscip_lab::load::memory_kib);
+            let r = gscip_lab::load::many_flows(&lab, &work.0, "a", "b", "10.50.2.2", MANY_FLOWS, "bench-flow", 120)
+                .map_err(|e| e.to_string())?;
+            let after = pid.and_then(gscip_lab::load::memory_kib);
+            let rate = r.received as f64 / r.seconds;
+            if gscip {
+                f.rate.push(rate);
+                f.lost.push((MANY_FLOWS - r.received.min(MANY_FLOWS)) as f64);
+                if let (Some(b), Some(a)) = (before, after) {
+                    f.kib_per_flow.push(a.0.saturating_sub(b.0) as f64 / MANY_FLOWS as f64);
+                    f.peak_mib.push(a.1 as f64 / 1024.0);
+                }
+            } else {
+                f.plain_rate.push(rate);
+            }
+            drop(daemons);
+            drop(lab);
+            drop(work);
+        }
+    }
+    Ok(f)
+}
+
 impl Figures {
     /// Whether every run gave a figure.
     fn complete(&self, tunnel: Option<Tunnel>) -> bool {
         let all = |v: &[f64]| v.iter().all(|x| x.is_finite());
         let mut ok = all(&self.tcp_gbps) && all(&self.udp_kpps) && all(&self.first_byte_us);
+        ok &= all(&self.tcp_gbps_off) && all(&self.udp_kpps_off) && all(&self.cpu_s_per_gb);
         if tunnel.is_some() {
             ok &= all(&self.flow_start_us);
         }
@@ -744,13 +990,16 @@ fn stats(v: &[f64]) -> (f64, f64, f64) {
 enum Metric {
     Tcp,
     Udp,
+    TcpOffloadsOff,
+    UdpOffloadsOff,
+    CpuPerGb,
     FirstByte,
     FlowStart,
 }
 
 impl Metric {
     fn higher_is_better(self) -> bool {
-        matches!(self, Metric::Tcp | Metric::Udp)
+        matches!(self, Metric::Tcp | Metric::Udp | Metric::TcpOffloadsOff | Metric::UdpOffloadsOff)
     }
 }
 
@@ -761,6 +1010,9 @@ fn value(name: &str, f: &Figures, m: Metric) -> f64 {
     match m {
         Metric::Tcp => stats(&f.tcp_gbps).1,
         Metric::Udp => stats(&f.udp_kpps).1,
+        Metric::TcpOffloadsOff => stats(&f.tcp_gbps_off).1,
+        Metric::UdpOffloadsOff => stats(&f.udp_kpps_off).1,
+        Metric::CpuPerGb => stats(&f.cpu_s_per_gb).1,
         Metric::FirstByte => stats(&f.first_byte_us).1,
         Metric::FlowStart if tunnel => stats(&f.flow_start_us).1,
         Metric::FlowStart => stats(&f.first_byte_us).1,
@@ -800,30 +1052,60 @@ fn main() {
         }
     }
     let get = |name: &str| paths.iter().find(|(n, _)| *n == name).map(|(_, f)| f);
+    let many = if only.as_ref().is_none_or(|o| o.iter().any(|n| n == "flows")) {
+        eprintln!("gscip-lab-bench: {MANY_FLOWS} new flows ({} s so far)", started.elapsed().as_secs());
+        match measure_many_flows(runs) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                eprintln!("gscip-lab-bench: many flows: not measured: {e}");
+                failed = true;
+                None
+            }
+        }
+    } else {
+        None
+    };
 
-    println!("\nA — R — B, {runs} runs of {secs} s each (min / median / max)\n");
-    println!(
-        "{:<14} {:>26} {:>26} {:>26} {:>32}",
-        "path", "TCP 1 stream, Gbit/s", "UDP 64 B, kpps", "first byte, new TCP, µs", "flow start, fresh tunnel, µs"
-    );
     let num = |x: f64, prec: usize| if x.is_finite() { format!("{x:.prec$}") } else { "-".into() };
-    for (name, f) in &paths {
-        let (t, u, b, s) = (stats(&f.tcp_gbps), stats(&f.udp_kpps), stats(&f.first_byte_us), stats(&f.flow_start_us));
+    let three = |v: &[f64], prec: usize| {
+        let (a, b, c) = stats(v);
+        format!("{:>8} {:>8} {:>8}", num(a, prec), num(b, prec), num(c, prec))
+    };
+    for (topo, title) in [
+        (Topo::Hosts, "A — R — B (GSCIP: GES — GEN — GES)"),
+        (Topo::Gateways, "A — GA — GB — B (GSCIP: Term — GEN — GEN — Term)"),
+    ] {
+        let on_path: Vec<&(&str, Figures)> =
+            paths.iter().filter(|(n, _)| SPECS.iter().any(|s| s.name == *n && s.topo == topo)).collect();
+        if on_path.is_empty() {
+            continue;
+        }
+        println!("\n{title}, {runs} runs of {secs} s each (min / median / max)\n");
         println!(
-            "{name:<14} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10}",
-            num(t.0, 2),
-            num(t.1, 2),
-            num(t.2, 2),
-            num(u.0, 0),
-            num(u.1, 0),
-            num(u.2, 0),
-            num(b.0, 0),
-            num(b.1, 0),
-            num(b.2, 0),
-            num(s.0, 0),
-            num(s.1, 0),
-            num(s.2, 0)
+            "{:<17} {:>26} {:>26} {:>26} {:>26}",
+            "path", "TCP 1 stream, Gbit/s", "UDP 64 B, kpps", "first byte, new TCP, µs", "flow start, fresh tunnel, µs"
         );
+        for (name, f) in &on_path {
+            println!(
+                "{name:<17} {} {} {} {}",
+                three(&f.tcp_gbps, 2),
+                three(&f.udp_kpps, 0),
+                three(&f.first_byte_us, 0),
+                three(&f.flow_start_us, 0)
+            );
+        }
+        println!(
+            "\n{:<17} {:>26} {:>26} {:>26}",
+            "offloads off", "TCP 1 stream, Gbit/s", "UDP 64 B, kpps", "CPU s per GB (TCP, on)"
+        );
+        for (name, f) in &on_path {
+            println!(
+                "{name:<17} {} {} {}",
+                three(&f.tcp_gbps_off, 2),
+                three(&f.udp_kpps_off, 0),
+                three(&f.cpu_s_per_gb, 1)
+            );
+        }
     }
     println!(
         "\nfirst byte: median of 20 new connections; through the tunnels' established tunnel or SA.\n\
@@ -832,6 +1114,16 @@ fn main() {
          GSCIP have no tunnel: each new connection is a fresh flow, their flow start is their first\n\
          byte (DPRP included for GSCIP)."
     );
+    if let Some(m) = &many {
+        println!(
+            "\n{MANY_FLOWS} new UDP flows at once from A through one GEN (Term — GEN — GES; plain: Term — router — Term)\n"
+        );
+        println!("{:<44} {}", "setup rate, GSCIP (DPRP per flow), flows/s", three(&m.rate, 0));
+        println!("{:<44} {}", "setup rate, plain forwarding, flows/s", three(&m.plain_rate, 0));
+        println!("{:<44} {}", "first packets lost", three(&m.lost, 0));
+        println!("{:<44} {}", "GEN gscipd memory growth per flow, KiB", three(&m.kib_per_flow, 1));
+        println!("{:<44} {}", "GEN gscipd peak memory, MiB", three(&m.peak_mib, 0));
+    }
     if let Some(f) = get("strongswan") {
         let s = stats(&f.setup_us);
         println!(
@@ -857,6 +1149,9 @@ fn main() {
     for (metric, unit, m) in [
         ("TCP single-stream throughput", "Gbit/s", Metric::Tcp),
         ("UDP packet rate (64-byte datagrams)", "kpps", Metric::Udp),
+        ("TCP single-stream throughput, segmentation offloads off", "Gbit/s", Metric::TcpOffloadsOff),
+        ("UDP packet rate (64-byte datagrams), segmentation offloads off", "kpps", Metric::UdpOffloadsOff),
+        ("CPU seconds per GB transferred (whole machine, TCP)", "s/GB", Metric::CpuPerGb),
         ("time to first byte of a new TCP connection", "us", Metric::FirstByte),
         (
             "flow start: time to first byte of the first TCP connection through a fresh tunnel (handshake included)",
@@ -871,33 +1166,61 @@ fn main() {
             .map(|n| (n, val(n)))
             .filter(|(_, v)| v.is_finite())
             .reduce(|x, y| if (y.1 > x.1) == m.higher_is_better() && y.1 != x.1 { y } else { x });
-        for name in ["nfqueue-floor", "wireguard-go", "boringtun", "strongswan", "gscip-aes", "gscip-chacha"] {
-            if m == Metric::FlowStart && name == "nfqueue-floor" {
-                continue; // the same figure as its first byte
-            }
-            let v = val(name);
-            if !v.is_finite() {
-                continue;
-            }
-            let gscip = name.starts_with("gscip");
-            let mut bases: Vec<(String, f64)> = Vec::new();
-            for base in ["plain", "nfqueue-floor"] {
-                if base != name {
-                    bases.push((base.to_owned(), val(base)));
+        let hosts = ["nfqueue-floor", "wireguard-go", "boringtun", "strongswan", "gscip-aes", "gscip-chacha"];
+        let gateways = ["gw-nfqueue-floor", "gw-gscip-aes", "gw-gscip-chacha"];
+        for (names, plain, floor) in
+            [(&hosts[..], "plain", "nfqueue-floor"), (&gateways[..], "gw-plain", "gw-nfqueue-floor")]
+        {
+            for &name in names {
+                if m == Metric::FlowStart && name == floor {
+                    continue; // the same figure as its first byte
+                }
+                let v = val(name);
+                if !v.is_finite() {
+                    continue;
+                }
+                let mut bases: Vec<(String, f64)> = Vec::new();
+                for base in [plain, floor] {
+                    if base != name {
+                        bases.push((base.to_owned(), val(base)));
+                    }
+                }
+                // The tunnels run on the hosts path only: GSCIP's hosts figures face them.
+                let vs_tunnels = plain == "plain" && (name.starts_with("gscip") || name == floor);
+                if vs_tunnels {
+                    if let Some((w, b)) = wireguard {
+                        bases.push((format!("{w} (the faster of wireguard-go and boringtun)"), b));
+                    }
+                }
+                if vs_tunnels && name != floor {
+                    bases.push(("strongswan".to_owned(), val("strongswan")));
+                }
+                for (base, b) in bases {
+                    if b.is_finite() {
+                        row(metric, unit, name, v, &base, b);
+                    }
                 }
             }
-            if gscip || name == "nfqueue-floor" {
-                if let Some((w, b)) = wireguard {
-                    bases.push((format!("{w} (the faster of wireguard-go and boringtun)"), b));
-                }
-            }
-            if gscip {
-                bases.push(("strongswan".to_owned(), val("strongswan")));
-            }
-            for (base, b) in bases {
-                if b.is_finite() {
-                    row(metric, unit, name, v, &base, b);
-                }
+        }
+    }
+    if let Some(m) = &many {
+        let (rate, plain) = (stats(&m.rate).1, stats(&m.plain_rate).1);
+        if rate.is_finite() && plain.is_finite() {
+            row("new flows through one GEN (10,000 at once): setup rate", "flows/s", "gscip-aes", rate, "plain", plain);
+        }
+        for (name, unit, v) in [
+            ("new flows through one GEN (10,000 at once): first packets lost, gscip-aes", "packets", stats(&m.lost).1),
+            (
+                "new flows through one GEN (10,000 at once): GEN gscipd memory growth per flow, gscip-aes",
+                "KiB",
+                stats(&m.kib_per_flow).1,
+            ),
+        ] {
+            if v.is_finite() {
+                println!("{name}: {v:.1} {unit}");
+                rows.push(serde_json::json!({
+                    "name": name, "value": v, "unit": unit, "baseline": null, "baseline_value": null, "ratio": null,
+                }));
             }
         }
     }
