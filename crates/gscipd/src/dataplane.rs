@@ -2,20 +2,20 @@
 //! own packets out through raw sockets.
 //!
 //! A held packet stays queued in the kernel (no verdict yet) until the engine releases it; its
-//! NFQUEUE message is found again by the tag passed to `handle_packet_tagged`. Dropping and
+//! packet id is found again by the tag passed to `handle_packet_tagged`. Dropping and
 //! re-injecting it instead would fail an application's `sendto` on OUTPUT with EPERM.
 //!
 //! The daemon's own packets (DPRP messages, ICMP rejects) go out through raw sockets
 //! (`IPPROTO_RAW`: the IP header is ours, whatever the source address) marked with
 //! [`OWN_MARK`], which the daemon's rules let pass.
 //!
-//! The loop blocks in `poll()` on the queue's netlink socket and the control socket until
-//! the engine's next timer. The `nfq` crate does not expose its socket, so the daemon finds
-//! it: the process's one NETLINK_NETFILTER socket, matched by inode between `/proc/self/fd`
-//! and `/proc/self/net/netlink`. If that ever fails, the loop falls back to sleeping 100 µs
-//! when idle.
+//! Each turn of the loop takes up to [`crate::nfqueue::BATCH`] packets in one receive, hands
+//! them to the engine one by one (into one reused buffer), and sends all their verdicts in one
+//! datagram. When nothing is queued it blocks in `poll()` on the queue's socket, the control
+//! socket and the GMS link's wake-up socket until the engine's next timer.
 
 use crate::link::LinkSender;
+use crate::nfqueue::{Queue, Verdict as NfVerdict};
 use crate::{fast_bits, DaemonError, FAST_DROP, FAST_MASK, FAST_PASS, OWN_MARK};
 use gscip_core::engine::FastPath;
 use gscip_core::engine::{Event, TransmitKind, Verdict};
@@ -24,7 +24,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The caller's clock, as the core wants it: microseconds since the Unix epoch.
 pub fn now() -> Timestamp {
@@ -67,12 +67,15 @@ pub enum Injector {
 }
 
 /// The daemon's loop state.
-#[allow(missing_debug_implementations)] // nfq's types have no Debug
+#[allow(missing_debug_implementations)] // the engine has no Debug
 pub struct Dataplane {
     pub engine: Engine,
-    queue: nfq::Queue,
+    queue: Queue,
     raw: Injector,
-    held: HashMap<u64, nfq::Message>,
+    /// Packets the engine holds: tag -> the kernel's packet id (the packet stays queued).
+    held: HashMap<u64, u32>,
+    /// The packet being handled (reused: no allocation per packet).
+    buf: Vec<u8>,
     next_tag: u64,
     events: Option<std::fs::File>,
     control: Option<crate::control::ControlSocket>,
@@ -101,6 +104,7 @@ impl Dataplane {
             queue,
             raw,
             held: HashMap::new(),
+            buf: Vec::with_capacity(65_536),
             next_tag: 1,
             events: None,
             control: None,
@@ -145,19 +149,21 @@ impl Dataplane {
 
     /// Runs until `stop` is set.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), DaemonError> {
-        let queue_fd = netfilter_netlink_fd();
-        if queue_fd.is_none() {
-            tracing::warn!("cannot find the NFQUEUE socket; polling every 100 µs instead");
-        }
+        let queue_fd = self.queue.raw_fd();
         while !stop.load(Ordering::Relaxed) {
             let mut busy = false;
-            match self.queue.recv() {
-                Ok(msg) => {
+            match self.queue.recv_batch() {
+                Ok(_) => {
                     busy = true;
-                    self.handle(msg)?;
+                    for k in 0..self.queue.packets().len() {
+                        let p = self.queue.packets()[k];
+                        self.handle(&p)?;
+                    }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.raw_os_error() == Some(105) => {} // ENOBUFS: the kernel dropped some
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    tracing::warn!("the NFQUEUE socket overflowed: the kernel dropped packets (fail-closed)");
+                }
                 Err(e) => return Err(DaemonError::Netfilter(format!("receiving from NFQUEUE: {e}"))),
             }
             let t = now();
@@ -167,6 +173,11 @@ impl Dataplane {
             }
             self.apply_updates();
             self.flush()?;
+            self.queue.flush().map_err(|e| DaemonError::Netfilter(format!("verdicts: {e}")))?;
+            let refused = self.queue.take_errors();
+            if refused > 0 {
+                tracing::warn!(refused, "the kernel refused verdicts");
+            }
             if let Some(c) = &self.control {
                 if !busy || t.0.saturating_sub(self.control_checked.0) >= CONTROL_CHECK_US {
                     c.serve(&self.engine);
@@ -174,79 +185,72 @@ impl Dataplane {
                 }
             }
             if !busy {
-                match queue_fd {
-                    Some(fd) => {
-                        // Sleep until a packet, a status request, the next timer, or (to notice
-                        // `stop`) a quarter of a second.
-                        let until = self.engine.poll_timeout().map(|at| at.0.saturating_sub(now().0) / 1000);
-                        let ms = until.unwrap_or(250).clamp(0, 250) as i32;
-                        let control = self.control.as_ref().map(|c| c.raw_fd());
-                        let wake = self.updates.as_ref().map(|(u, _)| u.wake_fd());
-                        wait_readable(fd, control, wake, ms);
-                        if let Some((u, _)) = &mut self.updates {
-                            u.drain_wake();
-                        }
-                    }
-                    None => std::thread::sleep(Duration::from_micros(100)),
+                // Sleep until a packet, a status request, the next timer, or (to notice
+                // `stop`) a quarter of a second.
+                let until = self.engine.poll_timeout().map(|at| at.0.saturating_sub(now().0) / 1000);
+                let ms = until.unwrap_or(250).clamp(0, 250) as i32;
+                let control = self.control.as_ref().map(|c| c.raw_fd());
+                let wake = self.updates.as_ref().map(|(u, _)| u.wake_fd());
+                wait_readable(queue_fd, control, wake, ms);
+                if let Some((u, _)) = &mut self.updates {
+                    u.drain_wake();
                 }
             }
         }
         // Whatever is still held goes out as dropped rather than stuck in the kernel queue.
-        for (_, mut msg) in self.held.drain() {
-            msg.set_verdict(nfq::Verdict::Drop);
-            let _ = self.queue.verdict(msg);
+        for (_, id) in self.held.drain() {
+            let _ = self.queue.verdict(id, NfVerdict::Drop, None, None);
         }
+        let _ = self.queue.flush();
         Ok(())
     }
 
-    fn handle(&mut self, mut msg: nfq::Message) -> Result<(), DaemonError> {
+    fn handle(&mut self, p: &crate::nfqueue::Packet) -> Result<(), DaemonError> {
+        let original = self.queue.payload(p);
         if let Injector::Link(l) = &mut self.raw {
-            l.learn(msg.get_payload(), msg.get_hw_addr(), msg.get_indev());
+            l.learn(original, p.hw_addr(), p.indev);
         }
-        let mut buf = msg.get_payload().to_vec();
-        let len_before = buf.len();
+        self.buf.clear();
+        self.buf.extend_from_slice(original);
+        let len_before = self.buf.len();
         let tag = self.next_tag;
         self.next_tag += 1;
-        let verdict = self.engine.handle_packet_tagged(now(), &mut buf, tag);
-        if verdict == Verdict::Drop(gscip_core::DropReason::Discarded) {
-            self.log_discard(msg.get_payload());
+        let verdict = self.engine.handle_packet_tagged(now(), &mut self.buf, tag);
+        let discarded = verdict == Verdict::Drop(gscip_core::DropReason::Discarded);
+        if discarded {
+            self.log_discard(p);
         }
         // Decided without cryptography: hand the rest of the flow to the kernel (the packet
         // goes through the hook again with the fast-path bits, which the rules save). A sealed
         // or opened packet changed length and never qualifies: skip the lookup for it.
-        let unchanged = buf.len() == len_before;
-        if (verdict == Verdict::Accept && unchanged) || verdict == Verdict::Drop(gscip_core::DropReason::Discarded) {
-            let packet = if verdict == Verdict::Accept { buf.as_slice() } else { msg.get_payload() };
+        let unchanged = self.buf.len() == len_before;
+        if (verdict == Verdict::Accept && unchanged) || discarded {
+            let packet = if verdict == Verdict::Accept { self.buf.as_slice() } else { self.queue.payload(p) };
             if let Some(fast) = self.engine.fast_path(packet) {
                 let bits = fast_bits(if fast == FastPath::Pass { FAST_PASS } else { FAST_DROP }, self.generation);
-                let mark = (msg.get_nfmark() & !FAST_MASK) | bits;
-                msg.set_nfmark(mark);
-                msg.set_verdict(nfq::Verdict::Repeat);
-                return self.verdict(msg);
+                let mark = (p.mark & !FAST_MASK) | bits;
+                return self.verdict(p.id, NfVerdict::Repeat, Some(mark), None);
             }
         }
         match verdict {
             Verdict::Accept => {
-                if buf.len() != len_before || buf.as_slice() != msg.get_payload() {
-                    msg.set_payload(buf);
-                }
-                msg.set_verdict(nfq::Verdict::Accept);
-                self.verdict(msg)
+                let changed = self.buf.len() != len_before || self.buf.as_slice() != self.queue.payload(p);
+                let payload = changed.then_some(self.buf.as_slice());
+                self.queue
+                    .verdict(p.id, NfVerdict::Accept, None, payload)
+                    .map_err(|e| DaemonError::Netfilter(format!("verdict: {e}")))
             }
             Verdict::Held => {
-                self.held.insert(tag, msg);
+                self.held.insert(tag, p.id);
                 Ok(())
             }
-            Verdict::Drop(_) | Verdict::Consumed => {
-                msg.set_verdict(nfq::Verdict::Drop);
-                self.verdict(msg)
-            }
+            Verdict::Drop(_) | Verdict::Consumed => self.verdict(p.id, NfVerdict::Drop, None, None),
         }
     }
 
     /// Every discard is counted by the engine; the log shows them one by one up to
     /// [`DISCARD_LOGS_PER_SECOND`], then how many were not shown.
-    fn log_discard(&mut self, packet: &[u8]) {
+    fn log_discard(&mut self, p: &crate::nfqueue::Packet) {
         let t = now();
         let (n, since) = self.discard_log;
         if t.0.saturating_sub(since.0) >= 1_000_000 {
@@ -257,13 +261,14 @@ impl Dataplane {
         }
         self.discard_log.0 += 1;
         if self.discard_log.0 <= DISCARD_LOGS_PER_SECOND {
+            let packet = self.queue.payload(p);
             let flow = gscip_wire::ip::Datagram::parse(packet).map(|d| d.cid.to_string()).unwrap_or_default();
             tracing::warn!(ge = self.engine.name(), %flow, "discarded");
         }
     }
 
-    fn verdict(&mut self, msg: nfq::Message) -> Result<(), DaemonError> {
-        self.queue.verdict(msg).map_err(|e| DaemonError::Netfilter(format!("verdict: {e}")))
+    fn verdict(&mut self, id: u32, v: NfVerdict, mark: Option<u32>, payload: Option<&[u8]>) -> Result<(), DaemonError> {
+        self.queue.verdict(id, v, mark, payload).map_err(|e| DaemonError::Netfilter(format!("verdict: {e}")))
     }
 
     /// Sends what the engine wants sent and logs what happened.
@@ -271,16 +276,13 @@ impl Dataplane {
         while let Some(t) = self.engine.poll_transmit() {
             match t.kind {
                 TransmitKind::Released => {
-                    if let Some(mut msg) = self.held.remove(&t.tag) {
-                        msg.set_payload(t.packet);
-                        msg.set_verdict(nfq::Verdict::Accept);
-                        self.verdict(msg)?;
+                    if let Some(id) = self.held.remove(&t.tag) {
+                        self.verdict(id, NfVerdict::Accept, None, Some(&t.packet))?;
                     }
                 }
                 TransmitKind::Dropped => {
-                    if let Some(mut msg) = self.held.remove(&t.tag) {
-                        msg.set_verdict(nfq::Verdict::Drop);
-                        self.verdict(msg)?;
+                    if let Some(id) = self.held.remove(&t.tag) {
+                        self.verdict(id, NfVerdict::Drop, None, None)?;
                     }
                 }
                 TransmitKind::Control | TransmitKind::Reject => {
@@ -338,30 +340,6 @@ impl Dataplane {
     }
 }
 
-/// The process's NETLINK_NETFILTER socket (the NFQUEUE's): its inode from
-/// `/proc/self/net/netlink` (protocol 12), matched against the links in `/proc/self/fd`.
-fn netfilter_netlink_fd() -> Option<i32> {
-    let table = std::fs::read_to_string("/proc/self/net/netlink").ok()?;
-    let inodes: Vec<String> = table
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.get(1) == Some(&"12")).then(|| f.get(9).map(|s| s.to_string())).flatten()
-        })
-        .collect();
-    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
-        let Ok(target) = std::fs::read_link(entry.path()) else { continue };
-        let t = target.to_string_lossy();
-        if let Some(inode) = t.strip_prefix("socket:[").and_then(|x| x.strip_suffix(']')) {
-            if inodes.iter().any(|i| i == inode) {
-                return entry.file_name().to_str()?.parse().ok();
-            }
-        }
-    }
-    None
-}
-
 /// Waits until `fd` (or `other`, or `third`) is readable, or `timeout_ms` passes.
 #[allow(unsafe_code)]
 fn wait_readable(fd: i32, other: Option<i32>, third: Option<i32>, timeout_ms: i32) {
@@ -391,44 +369,9 @@ const QUEUE_RCVBUF_BYTES: i32 = 64 << 20;
 
 /// Binds an NFQUEUE the daemon's way: fail-closed, [`QUEUE_MAX_LEN`] packets deep, whole
 /// packets, a [`QUEUE_RCVBUF_BYTES`] receive buffer, without blocking.
-fn open_queue(queue_num: u16) -> Result<nfq::Queue, DaemonError> {
-    let nf = |e: std::io::Error| DaemonError::Netfilter(format!("NFQUEUE {queue_num}: {e}"));
-    let mut queue = nfq::Queue::open().map_err(nf)?;
-    queue.bind(queue_num).map_err(nf)?;
-    queue.set_fail_open(queue_num, false).map_err(nf)?;
-    queue.set_queue_max_len(queue_num, QUEUE_MAX_LEN).map_err(nf)?;
-    queue.set_copy_range(queue_num, 0xffff).map_err(nf)?;
-    queue.set_nonblocking(true);
-    match netfilter_netlink_fd() {
-        Some(fd) => {
-            if let Err(e) = set_receive_buffer(fd, QUEUE_RCVBUF_BYTES) {
-                tracing::warn!("NFQUEUE {queue_num}: cannot enlarge the receive buffer: {e}");
-            }
-        }
-        None => tracing::warn!("NFQUEUE {queue_num}: cannot find the queue's socket to enlarge its buffer"),
-    }
-    Ok(queue)
-}
-
-/// `SO_RCVBUFFORCE` (root may exceed `net.core.rmem_max`).
-#[allow(unsafe_code)]
-fn set_receive_buffer(fd: i32, bytes: i32) -> std::io::Result<()> {
-    // SAFETY: `fd` is this process's open NFQUEUE socket; the option value is a live i32 whose
-    // size is passed with it.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&bytes as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+fn open_queue(queue_num: u16) -> Result<Queue, DaemonError> {
+    Queue::open(queue_num, QUEUE_MAX_LEN, QUEUE_RCVBUF_BYTES)
+        .map_err(|e| DaemonError::Netfilter(format!("NFQUEUE {queue_num}: {e}")))
 }
 
 /// The benchmark's floor: the same queue, rules and loop shape with no engine; every packet
@@ -436,18 +379,17 @@ fn set_receive_buffer(fd: i32, bytes: i32) -> std::io::Result<()> {
 pub fn run_accept_only(queue_num: u16, stop: &AtomicBool) -> Result<(), DaemonError> {
     let nf = |e: std::io::Error| DaemonError::Netfilter(format!("NFQUEUE {queue_num}: {e}"));
     let mut queue = open_queue(queue_num)?;
-    let fd = netfilter_netlink_fd();
     while !stop.load(Ordering::Relaxed) {
-        match queue.recv() {
-            Ok(mut msg) => {
-                msg.set_verdict(nfq::Verdict::Accept);
-                queue.verdict(msg).map_err(nf)?;
+        match queue.recv_batch() {
+            Ok(_) => {
+                for k in 0..queue.packets().len() {
+                    let id = queue.packets()[k].id;
+                    queue.verdict(id, NfVerdict::Accept, None, None).map_err(nf)?;
+                }
+                queue.flush().map_err(nf)?;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => match fd {
-                Some(fd) => wait_readable(fd, None, None, 250),
-                None => std::thread::sleep(Duration::from_micros(100)),
-            },
-            Err(e) if e.raw_os_error() == Some(105) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wait_readable(queue.raw_fd(), None, None, 250),
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
             Err(e) => return Err(nf(e)),
         }
     }

@@ -7,11 +7,12 @@
 //! * [`rules`]: the daemon's own netfilter chain, installed and removed atomically with
 //!   `iptables-restore`;
 //! * [`dataplane`]: the NFQUEUE loop and raw-socket injection;
+//! * [`nfqueue`]: NFQUEUE over our own netlink socket (batched receive and verdicts);
 //! * [`link`]: layer-2 injection for a GEA (a bridge without an address);
 //! * [`control`]: the local control socket behind `gscip status`.
 //!
 //! See `docs/gscipd.md`. The only `unsafe` code: building a `sockaddr_ll` in [`link`], the
-//! `poll(2)` call of the loop and the `setsockopt(2)` that enlarges the queue's buffer in [`dataplane`].
+//! `poll(2)` call of the loop in [`dataplane`], and the netlink system calls of [`nfqueue`].
 #![deny(unsafe_code)]
 
 pub mod config;
@@ -20,6 +21,7 @@ pub mod dataplane;
 pub mod gms;
 pub mod keyfile;
 pub mod link;
+pub mod nfqueue;
 pub mod rules;
 
 /// Packets the daemon sends itself carry this netfilter mark, so its own rules let them pass

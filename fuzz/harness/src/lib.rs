@@ -136,6 +136,32 @@ pub fn pccom_trailer(data: &[u8]) {
     assert_eq!(buf, packet, "seal + open did not give back the packet");
 }
 
+// ----- nfqueue_message ------------------------------------------------------------------------
+
+/// What the daemon reads from its NFQUEUE socket: every message of a datagram parses or is
+/// refused without a panic, and a packet message re-encoded parses to the same packet.
+pub fn nfqueue_message(data: &[u8]) {
+    use gscipd::nfqueue::{encode_packet, parse_message, split_messages, Message};
+    for r in split_messages(data) {
+        let Ok((at, len)) = r else { break };
+        let msg = &data[at..at + len];
+        if let Ok(Message::Packet { id, mark, indev, hw_addr, hw_len, start, end }) = parse_message(msg) {
+            assert!(start <= end && end <= msg.len());
+            let hw = (hw_len > 0).then(|| &hw_addr[..usize::from(hw_len)]);
+            let mut again = Vec::new();
+            encode_packet(&mut again, 0, id, mark, indev, hw, &msg[start..end]);
+            match parse_message(&again) {
+                Ok(Message::Packet { id: i, mark: m, indev: d, hw_addr: a, hw_len: l, start: s, end: e }) => {
+                    assert_eq!((i, m, d, l), (id, mark, indev, hw_len));
+                    assert_eq!(a[..usize::from(l)], hw_addr[..usize::from(hw_len)]);
+                    assert_eq!(&again[s..e], &msg[start..end]);
+                }
+                other => panic!("a re-encoded packet does not parse: {other:?}"),
+            }
+        }
+    }
+}
+
 // ----- scenario -------------------------------------------------------------------------------
 
 pub fn scenario(data: &[u8]) {

@@ -390,6 +390,7 @@ impl Writer {
             "engine_packet" => h::engine_packet(bytes),
             "gms_state" => h::gms_state(bytes),
             "daemon_config" => h::daemon_config(bytes),
+            "nfqueue_message" => h::nfqueue_message(bytes),
             _ => unreachable!("unknown target {target}"),
         }
         let dir = self.root.join(target);
@@ -484,6 +485,17 @@ fn main() {
     ] {
         w.put("daemon_config", name, text.as_bytes());
     }
+    // What the daemon reads from its NFQUEUE socket: a packet with a link-layer address, one
+    // without, two messages in one datagram.
+    let syn = packet(L4Proto::Tcp, addr(false, A4), 40000, addr(false, B4), 22, 0x02, Some(1460), b"");
+    let mut with_hw = Vec::new();
+    gscipd::nfqueue::encode_packet(&mut with_hw, 0, 1, 0x100000, 3, Some(&[2, 0, 0, 0, 0, 7]), &syn);
+    w.put("nfqueue_message", "packet-hw", &with_hw);
+    let mut two = Vec::new();
+    gscipd::nfqueue::encode_packet(&mut two, 0, 2, 0, 0, None, &syn);
+    w.put("nfqueue_message", "packet", &two);
+    two.extend_from_slice(&with_hw);
+    w.put("nfqueue_message", "two-packets", &two);
     // IPv4 options and UDP with no checksum.
     let mut opt = packet(L4Proto::Tcp, addr(false, A4), 1, addr(false, B4), 2, 0x02, Some(536), b"x");
     opt[0] = 0x46;
