@@ -1,0 +1,115 @@
+//! The per-packet path allocates nothing: once a flow is negotiated, sealing a packet at one
+//! GES and opening it at the other (TCP and UDP, both AEADs) makes no heap allocation, given a
+//! buffer with room for the trailer (the daemon reuses one). A counting global allocator
+//! checks it; this file is its own test binary so nothing else runs alongside. (It lives in
+//! `gscipd`, whose per-packet path it is, because `gscip-core` forbids the `unsafe` a global
+//! allocator needs.)
+
+use gscip_core::engine::{Engine, GeConfig, Verdict};
+use gscip_core::group::{GroupId, GroupKey, GroupKeyring};
+use gscip_core::identity::{CertificateAuthority, SigningIdentity};
+use gscip_core::pccom::AeadAlgorithm;
+use gscip_core::{GeKind, Mode, Timestamp};
+use gscip_wire::ip::{tcp_flags, DatagramRepr};
+use gscip_wire::{Cid, L4Proto};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use zeroize::Zeroizing;
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is forwarded to the system allocator unchanged; only a counter is added.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: as above.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: as above.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn engine(ca: &CertificateAuthority, name: &str, mode: Mode, addr: IpAddr, seed: u8, aead: AeadAlgorithm) -> Engine {
+    let s = Zeroizing::new([seed; 32]);
+    let pk = SigningIdentity::public_key_for_seed(&s).unwrap();
+    let cert = ca.issue(GeKind::Ges, mode, name, &[GroupId(1)], pk, 4_000_000_000).unwrap();
+    let mut keys = GroupKeyring::new();
+    keys.insert(GroupKey::new(GroupId(1), 1, [1; 32]));
+    let cfg = GeConfig { local_addrs: vec![addr], aead, ..GeConfig::default() };
+    Engine::new(cfg, SigningIdentity::new(&s, cert).unwrap(), ca.trust_anchor(), keys, Box::new(rand_core::OsRng))
+        .unwrap()
+}
+
+fn packet(proto: L4Proto, src: IpAddr, sport: u16, dst: IpAddr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    DatagramRepr {
+        cid: Cid { proto, src, src_port: sport, dst, dst_port: dport },
+        ttl: 64,
+        tcp_flags: if proto == L4Proto::Tcp { tcp_flags::ACK | tcp_flags::PSH } else { 0 },
+        tcp_seq: 1,
+        tcp_ack: 1,
+        tcp_mss: None,
+        payload,
+    }
+    .emit()
+    .unwrap()
+}
+
+#[test]
+fn sealing_and_opening_an_established_flow_allocate_nothing() {
+    let ca = CertificateAuthority::from_seed(&Zeroizing::new([42; 32])).unwrap();
+    let (a_addr, b_addr): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+    let now = Timestamp(1_800_000_000 * 1_000_000);
+    for aead in [AeadAlgorithm::Aes256Gcm, AeadAlgorithm::ChaCha20Poly1305] {
+        let mut a = engine(&ca, "a", Mode::Open, a_addr, 1, aead);
+        let mut b = engine(&ca, "b", Mode::Closed, b_addr, 2, aead);
+        for proto in [L4Proto::Udp, L4Proto::Tcp] {
+            // Negotiate: the first packet is held; messages go back and forth until quiet.
+            let mut first = packet(proto, a_addr, 40_000, b_addr, 5_000, b"first");
+            assert_eq!(a.handle_packet(now, &mut first), Verdict::Held);
+            for _ in 0..8 {
+                let mut moved = false;
+                while let Some(mut t) = a.poll_transmit() {
+                    moved = true;
+                    b.handle_packet(now, &mut t.packet);
+                }
+                while let Some(mut t) = b.poll_transmit() {
+                    moved = true;
+                    a.handle_packet(now, &mut t.packet);
+                }
+                while a.poll_event().is_some() {}
+                while b.poll_event().is_some() {}
+                if !moved {
+                    break;
+                }
+            }
+            // Steady state: one reused buffer with room for the trailer, as in the daemon.
+            let data = packet(proto, a_addr, 40_000, b_addr, 5_000, &[0x5a; 1400]);
+            let mut buf: Vec<u8> = Vec::with_capacity(65_536);
+            let before = ALLOCATIONS.load(Ordering::Relaxed);
+            for _ in 0..1_000 {
+                buf.clear();
+                buf.extend_from_slice(&data);
+                assert_eq!(a.handle_packet(now, &mut buf), Verdict::Accept, "{aead:?} {proto:?}: sealed");
+                assert!(buf.len() > data.len());
+                assert_eq!(b.handle_packet(now, &mut buf), Verdict::Accept, "{aead:?} {proto:?}: opened");
+                assert_eq!(buf, data);
+            }
+            let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+            assert_eq!(allocations, 0, "{aead:?} {proto:?}: {allocations} allocations for 1,000 packets");
+        }
+    }
+}
