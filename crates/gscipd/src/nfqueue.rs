@@ -157,7 +157,8 @@ pub fn parse_message(msg: &[u8]) -> Result<Message, ParseError> {
         let errno = u32_ne(msg, NLMSG_HDRLEN).ok_or(ParseError::Truncated)? as i32;
         // The original message's header follows the error code.
         let seq = u32_ne(msg, NLMSG_HDRLEN + 4 + 8).unwrap_or(0);
-        return Ok(Message::Error { errno: -errno, seq });
+        // The kernel sends a negative errno; anything can arrive in a fuzzed or corrupt buffer.
+        return Ok(Message::Error { errno: errno.saturating_neg(), seq });
     }
     if kind != (NFNL_SUBSYS_QUEUE << 8 | NFQNL_MSG_PACKET) {
         return Ok(Message::Other);
@@ -394,12 +395,25 @@ impl Queue {
                 }
                 Err(e) => return Err(e),
             };
+            let mut drops = Vec::new();
+            let mut answer = None;
             for (at, len) in split_messages(&self.bufs[0][..n]).flatten() {
-                if let Ok(Message::Error { errno, seq: s }) = parse_message(&self.bufs[0][at..at + len]) {
-                    if s == seq {
-                        return if errno == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(errno)) };
+                match parse_message(&self.bufs[0][at..at + len]) {
+                    Ok(Message::Error { errno, seq: s }) if s == seq => answer = Some(errno),
+                    // The rules of a previous run may queue packets before the queue is set up
+                    // (they stay when a daemon dies, so that the boundary stays closed): drop
+                    // them (fail-closed) rather than leave them without a verdict.
+                    Ok(Message::Packet { id, .. }) => {
+                        encode_verdict(&mut drops, self.queue_num, id, Verdict::Drop, None, None)
                     }
+                    _ => {}
                 }
+            }
+            if !drops.is_empty() {
+                self.send_all(&drops)?;
+            }
+            if let Some(errno) = answer {
+                return if errno == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(errno)) };
             }
         }
     }
@@ -590,5 +604,8 @@ mod tests {
         m.extend_from_slice(&77u32.to_ne_bytes());
         m.extend_from_slice(&[0; 4]);
         assert_eq!(parse_message(&m), Ok(Message::Error { errno: 2, seq: 77 }));
+        // Found by the fuzzer: the most negative error code.
+        m[16..20].copy_from_slice(&i32::MIN.to_ne_bytes());
+        assert_eq!(parse_message(&m), Ok(Message::Error { errno: i32::MAX, seq: 77 }));
     }
 }

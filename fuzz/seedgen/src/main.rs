@@ -496,6 +496,14 @@ fn main() {
     w.put("nfqueue_message", "packet", &two);
     two.extend_from_slice(&with_hw);
     w.put("nfqueue_message", "two-packets", &two);
+    // A regression the fuzzer found: an error report with the most negative error code.
+    let mut error = Vec::new();
+    error.extend_from_slice(&36u32.to_ne_bytes());
+    error.extend_from_slice(&2u16.to_ne_bytes()); // NLMSG_ERROR
+    error.extend_from_slice(&[0; 10]);
+    error.extend_from_slice(&i32::MIN.to_ne_bytes());
+    error.extend_from_slice(&[0; 16]);
+    w.put("nfqueue_message", "error-errno-min", &error);
     // IPv4 options and UDP with no checksum.
     let mut opt = packet(L4Proto::Tcp, addr(false, A4), 1, addr(false, B4), 2, 0x02, Some(536), b"x");
     opt[0] = 0x46;
