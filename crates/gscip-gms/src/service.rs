@@ -1041,7 +1041,7 @@ impl Gms {
             Ok(()) => failures().succeeded(name),
             Err(GmsError::Unauthorized(_)) => {
                 failures().failed(name, now);
-                tracing::warn!(admin = name, "failed administrator password check");
+                tracing::warn!(admin = ?name, "failed administrator password check");
             }
             Err(_) => {}
         }
