@@ -68,12 +68,19 @@ fn keys_for(groups: &[u16]) -> GroupKeyring {
 }
 
 fn build(spec: &GeSpec, ca: &CertificateAuthority, seed: u8) -> Engine {
+    build_with(spec, ca, seed, &|_| {})
+}
+
+/// As [`build`], with the engine's configuration adjusted by `tweak`.
+fn build_with(spec: &GeSpec, ca: &CertificateAuthority, seed: u8, tweak: &dyn Fn(&mut GeConfig)) -> Engine {
     let s = Zeroizing::new([seed; 32]);
     let pk = SigningIdentity::public_key_for_seed(&s).unwrap();
     let gids: Vec<GroupId> = spec.groups.iter().map(|&g| GroupId(g)).collect();
     let cert = ca.issue(spec.kind, spec.mode, spec.name, &gids, pk, T0 / 1_000_000 + 86_400).unwrap();
     let id = SigningIdentity::new(&s, cert).unwrap();
-    let cfg = GeConfig { protected: spec.protected.clone(), local_addrs: spec.local.clone(), ..GeConfig::default() };
+    let mut cfg =
+        GeConfig { protected: spec.protected.clone(), local_addrs: spec.local.clone(), ..GeConfig::default() };
+    tweak(&mut cfg);
     Engine::new(cfg, id, ca.trust_anchor(), keys_for(&spec.groups), Box::new(ChaCha20Rng::seed_from_u64(seed as u64)))
         .unwrap()
 }
@@ -102,8 +109,13 @@ struct Line {
 
 impl Line {
     fn new(specs: Vec<GeSpec>) -> Line {
+        Self::new_with(specs, &|_| {})
+    }
+
+    /// A line whose engines' configuration `tweak` adjusts.
+    fn new_with(specs: Vec<GeSpec>, tweak: &dyn Fn(&mut GeConfig)) -> Line {
         let ca = CertificateAuthority::from_seed(&Zeroizing::new([99; 32])).unwrap();
-        let engines = specs.iter().enumerate().map(|(i, s)| build(s, &ca, i as u8 + 1)).collect();
+        let engines = specs.iter().enumerate().map(|(i, s)| build_with(s, &ca, i as u8 + 1, tweak)).collect();
         Line {
             specs,
             engines,
@@ -410,7 +422,43 @@ fn arb_groups() -> impl Strategy<Value = Vec<u16>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Reference model of the negotiation window: a queue served by `window` servers. Flows
+    /// arrive at the GEN at random times; at every moment at most `window` of its negotiations
+    /// are started, none stays waiting while a place is free, and in the end every flow's held
+    /// packet is delivered and nothing waits.
+    #[test]
+    fn the_negotiation_window_is_a_work_conserving_bounded_queue(
+        window in 1usize..6,
+        gaps in proptest::collection::vec(prop_oneof![Just(0u64), 1u64..300], 1..40),
+    ) {
+        let mut l = Line::new_with(vec![gen_a(Mode::Closed, &[1]), ges_b(Mode::Open, &[1])], &|c| {
+            c.negotiation_window = window
+        });
+        let check = |l: &Line| -> Result<(), TestCaseError> {
+            let gen = &l.engines[0];
+            let (waiting, started) = (gen.negotiations_waiting(), gen.negotiations_in_progress() - gen.negotiations_waiting());
+            prop_assert!(started <= window, "{started} started, window {window}");
+            prop_assert!(waiting == 0 || started == window, "{waiting} waiting with {started} of {window} started");
+            Ok(())
+        };
+        for (k, gap) in gaps.iter().enumerate() {
+            let payload = format!("flow-{k:03}");
+            l.send_from_a(udp(a_addr(), b_addr(), 30_000 + k as u16, 53, payload.as_bytes()));
+            l.run_for(*gap);
+            check(&l)?;
+        }
+        for _ in 0..400 {
+            l.run_for(LINK_US);
+            check(&l)?;
+        }
+        l.run_for(5_000_000);
+        let c = *l.engines[0].counters();
+        prop_assert_eq!(l.app_b.len(), gaps.len(), "{:?}", c);
+        prop_assert_eq!(l.engines[0].negotiations_waiting(), 0);
+        prop_assert_eq!(c.hold_overflow + c.negotiations_failed, 0, "{:?}", c);
+    }
 
     /// Reference model: the policy function over the GEs of the line. Whatever messages are
     /// lost, the flow ends in the policy's outcome or in a safe fallback: a closed GE never
