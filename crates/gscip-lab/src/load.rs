@@ -1,11 +1,75 @@
 //! Load on a lab network, shared by the tests (`tests/under_load.rs`) and the benchmark
-//! (`gscip-lab-bench`): many new flows at once, and what a GE's daemon holds in memory.
+//! (`gscip-lab-bench`): their path A — R — B, many new flows at once, and what a GE's daemon
+//! holds in memory.
 
 use crate::{Lab, LabError};
+use gscip_sim::Scenario;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
+
+/// A's and B's addresses on the path A — R — B of [`path`].
+pub const PATH_A: &str = "10.50.1.2";
+pub const PATH_B: &str = "10.50.2.2";
+
+const PATH: &str = r#"
+name = "path"
+[[group]]
+id = 1
+[[subnet]]
+name = "left"
+prefix = "10.50.1.0/24"
+[[subnet]]
+name = "right"
+prefix = "10.50.2.0/24"
+[[node]]
+name = "a"
+END_A
+interfaces = [{ subnet = "left", address = "10.50.1.2" }]
+gateway = "10.50.1.1"
+[[node]]
+name = "r"
+ROUTER
+interfaces = [{ subnet = "left", address = "10.50.1.1", inside = INSIDE }, { subnet = "right", address = "10.50.2.1" }]
+[[node]]
+name = "b"
+END_B
+interfaces = [{ subnet = "right", address = "10.50.2.2" }]
+gateway = "10.50.2.1"
+"#;
+
+/// What stands at one end of [`path`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathEnd {
+    /// A plain host.
+    Term,
+    /// A GES (group 1) in open mode.
+    OpenGes,
+    /// A GES (group 1) in closed mode.
+    ClosedGes,
+}
+
+impl PathEnd {
+    fn toml(self) -> &'static str {
+        match self {
+            PathEnd::Term => "kind = \"term\"",
+            PathEnd::OpenGes => "kind = \"ges\"\nmode = \"open\"\ngroups = [1]",
+            PathEnd::ClosedGes => "kind = \"ges\"\nmode = \"closed\"\ngroups = [1]",
+        }
+    }
+}
+
+/// The path A — R — B over two subnets: R a closed GEN of group 1 (`gen`) or a plain router.
+pub fn path(a: PathEnd, gen: bool, b: PathEnd) -> Scenario {
+    let router = if gen { "kind = \"gen\"\nmode = \"closed\"\ngroups = [1]" } else { "kind = \"router\"" };
+    let text = PATH
+        .replace("END_A", a.toml())
+        .replace("END_B", b.toml())
+        .replace("ROUTER", router)
+        .replace("INSIDE", if gen { "true" } else { "false" });
+    Scenario::parse(&text, "path.toml").expect("the lab path is a valid scenario")
+}
 
 /// New UDP flows at once: one datagram each (`MARKER-NNNNN`) from its own source port
 /// (20000 + k), to port 53.

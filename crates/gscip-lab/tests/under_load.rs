@@ -8,6 +8,7 @@
 //!
 //! Nothing here asserts on time. Root only; fails, never skips, when the lab cannot run.
 
+use gscip_lab::load::{path, PathEnd, PATH_B};
 use gscip_lab::run::{start_daemons, Processes, RunOptions};
 use gscip_lab::{workspace_binary, Lab};
 use gscip_sim::topology::Topology;
@@ -17,40 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// GES a — GEN r — GES b, all closed in group 1; with `term`, a plain terminal as a.
 fn path_scenario(term: bool) -> Scenario {
-    let a = if term { "kind = \"term\"" } else { "kind = \"ges\"\nmode = \"closed\"\ngroups = [1]" };
-    let text = format!(
-        r#"
-name = "under-load"
-[[group]]
-id = 1
-[[subnet]]
-name = "left"
-prefix = "10.52.1.0/24"
-[[subnet]]
-name = "right"
-prefix = "10.52.2.0/24"
-[[node]]
-name = "a"
-{a}
-interfaces = [{{ subnet = "left", address = "10.52.1.2" }}]
-gateway = "10.52.1.1"
-[[node]]
-name = "r"
-kind = "gen"
-mode = "closed"
-groups = [1]
-interfaces = [{{ subnet = "left", address = "10.52.1.1", inside = true }}, {{ subnet = "right", address = "10.52.2.1" }}]
-[[node]]
-name = "b"
-kind = "ges"
-mode = "closed"
-groups = [1]
-interfaces = [{{ subnet = "right", address = "10.52.2.2" }}]
-gateway = "10.52.2.1"
-"#
-    );
-    Scenario::parse(&text, "under-load.toml").expect("scenario")
+    path(if term { PathEnd::Term } else { PathEnd::ClosedGes }, true, PathEnd::ClosedGes)
 }
 
 /// Counts the frames on every port of the switch namespace, the largest, and per port those
@@ -283,8 +253,8 @@ fn with_offloads_off_bulk_tcp_and_udp_arrive_intact_and_never_in_clear() {
 
     // 8 MiB each way over one TCP connection.
     const BLOCKS: &str = "8192";
-    let server = serve(&lab, "b", &[&work.file("bulk.py"), "server", &marker, "10.52.2.2", BLOCKS]);
-    let client = lab.exec("a", "python3", &[&work.file("bulk.py"), "client", &marker, "10.52.2.2", BLOCKS]);
+    let server = serve(&lab, "b", &[&work.file("bulk.py"), "server", &marker, PATH_B, BLOCKS]);
+    let client = lab.exec("a", "python3", &[&work.file("bulk.py"), "client", &marker, PATH_B, BLOCKS]);
     let server = finish(server);
     let client = client.unwrap_or_else(|e| format!("ERROR {e}"));
     assert_eq!(client.trim(), "client ok", "a received what b sent");
@@ -292,9 +262,9 @@ fn with_offloads_off_bulk_tcp_and_udp_arrive_intact_and_never_in_clear() {
 
     // UDP echoes: small, one MTU (the largest that fits with PCCOM's trailer), and datagrams
     // that IP fragments (reassembled before the GE's hook, sealed whole, fragmented again).
-    let echo = serve(&lab, "b", &[&work.file("udp.py"), "server", &marker, "10.52.2.2"]);
+    let echo = serve(&lab, "b", &[&work.file("udp.py"), "server", &marker, PATH_B]);
     let sizes = "64,512,1200,1400,3000,8000,20000,64,1400,3000";
-    let out = lab.exec("a", "python3", &[&work.file("udp.py"), "client", &marker, "10.52.2.2", sizes]).unwrap();
+    let out = lab.exec("a", "python3", &[&work.file("udp.py"), "client", &marker, PATH_B, sizes]).unwrap();
     drop(Processes::one("udp echo", echo));
     assert_eq!(out.trim(), "10 10", "UDP echoes intact (sizes {sizes})");
 
@@ -327,7 +297,7 @@ fn ten_thousand_new_flows_through_one_gen_lose_no_held_packet() {
     let sniffer = Sniffer::start(&lab, &work, &marker);
     let pid = gscip_lab::load::daemon_pid(&lab, "r").expect("the GEN's gscipd");
     let before = gscip_lab::load::memory_kib(pid).expect("its memory");
-    let flows = gscip_lab::load::many_flows(&lab, &work.0, "a", "b", "10.52.2.2", FLOWS, &marker, 120).unwrap();
+    let flows = gscip_lab::load::many_flows(&lab, &work.0, "a", "b", PATH_B, FLOWS, &marker, 120).unwrap();
     let received = flows.received;
     let after = gscip_lab::load::memory_kib(pid).expect("its memory");
     eprintln!(

@@ -6,16 +6,18 @@
 //! allocator needs.)
 
 use gscip_core::engine::{Engine, GeConfig, Verdict};
-use gscip_core::group::{GroupId, GroupKey, GroupKeyring};
-use gscip_core::identity::{CertificateAuthority, SigningIdentity};
+use gscip_core::keysource::KeySource;
 use gscip_core::pccom::AeadAlgorithm;
 use gscip_core::{GeKind, Mode, Timestamp};
+use gscip_sim::gms::BuiltinGms;
 use gscip_wire::ip::{tcp_flags, DatagramRepr};
 use gscip_wire::{Cid, L4Proto};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use zeroize::Zeroizing;
+
+/// The engines' clock (Unix seconds): their certificates are issued from it.
+const EPOCH_S: u64 = 1_800_000_000;
 
 struct Counting;
 
@@ -43,15 +45,12 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn engine(ca: &CertificateAuthority, name: &str, mode: Mode, addr: IpAddr, seed: u8, aead: AeadAlgorithm) -> Engine {
-    let s = Zeroizing::new([seed; 32]);
-    let pk = SigningIdentity::public_key_for_seed(&s).unwrap();
-    let cert = ca.issue(GeKind::Ges, mode, name, &[GroupId(1)], pk, 4_000_000_000).unwrap();
-    let mut keys = GroupKeyring::new();
-    keys.insert(GroupKey::new(GroupId(1), 1, [1; 32]));
+/// A GES of group 1 enrolled with the stand-in GMS the simulator and the lab use.
+fn engine(gms: &mut BuiltinGms, name: &str, mode: Mode, addr: IpAddr, aead: AeadAlgorithm) -> Engine {
+    let mut enrolled = gms.enroll(name, GeKind::Ges, mode, &[1]).unwrap();
+    let (identity, trust) = enrolled.identity().unwrap();
     let cfg = GeConfig { local_addrs: vec![addr], aead, ..GeConfig::default() };
-    Engine::new(cfg, SigningIdentity::new(&s, cert).unwrap(), ca.trust_anchor(), keys, Box::new(rand_core::OsRng))
-        .unwrap()
+    Engine::new(cfg, identity, trust, enrolled.group_keys().unwrap(), Box::new(rand_core::OsRng)).unwrap()
 }
 
 fn packet(proto: L4Proto, src: IpAddr, sport: u16, dst: IpAddr, dport: u16, payload: &[u8]) -> Vec<u8> {
@@ -70,12 +69,12 @@ fn packet(proto: L4Proto, src: IpAddr, sport: u16, dst: IpAddr, dport: u16, payl
 
 #[test]
 fn sealing_and_opening_an_established_flow_allocate_nothing() {
-    let ca = CertificateAuthority::from_seed(&Zeroizing::new([42; 32])).unwrap();
+    let mut gms = BuiltinGms::new(1, &[1], EPOCH_S).unwrap();
     let (a_addr, b_addr): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-    let now = Timestamp(1_800_000_000 * 1_000_000);
+    let now = Timestamp(EPOCH_S * 1_000_000);
     for aead in [AeadAlgorithm::Aes256Gcm, AeadAlgorithm::ChaCha20Poly1305] {
-        let mut a = engine(&ca, "a", Mode::Open, a_addr, 1, aead);
-        let mut b = engine(&ca, "b", Mode::Closed, b_addr, 2, aead);
+        let mut a = engine(&mut gms, "a", Mode::Open, a_addr, aead);
+        let mut b = engine(&mut gms, "b", Mode::Closed, b_addr, aead);
         for proto in [L4Proto::Udp, L4Proto::Tcp] {
             // Negotiate: the first packet is held; messages go back and forth until quiet.
             let mut first = packet(proto, a_addr, 40_000, b_addr, 5_000, b"first");

@@ -37,6 +37,7 @@
 //! path could not be measured (its figures are null), 2 when the lab cannot run at all.
 //! Everything it starts is stopped and everything it creates removed, also on failure.
 
+use gscip_lab::load::{path, PathEnd, PATH_A, PATH_B};
 use gscip_lab::run::{start_daemons, RunOptions};
 use gscip_lab::{clean, Lab};
 use gscip_sim::topology::Topology;
@@ -48,55 +49,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PATH: &str = r#"
-name = "bench"
-[[group]]
-id = 1
-[[subnet]]
-name = "left"
-prefix = "10.50.1.0/24"
-[[subnet]]
-name = "right"
-prefix = "10.50.2.0/24"
-[[node]]
-name = "a"
-kind = "KIND_A"
-MODE_A
-interfaces = [{ subnet = "left", address = "10.50.1.2" }]
-gateway = "10.50.1.1"
-[[node]]
-name = "r"
-kind = "KIND_R"
-MODE_R
-interfaces = [{ subnet = "left", address = "10.50.1.1", inside = INSIDE }, { subnet = "right", address = "10.50.2.1" }]
-[[node]]
-name = "b"
-kind = "KIND_B"
-MODE_B
-interfaces = [{ subnet = "right", address = "10.50.2.2" }]
-gateway = "10.50.2.1"
-"#;
-
-/// The path: GESs at the ends or plain hosts, a GEN or a plain router in the middle.
+/// The path: GESs at the ends (A open, B closed) or plain hosts, a GEN or a plain router in
+/// the middle.
 fn scenario(ges: bool, gen: bool) -> Scenario {
     scenario_with(ges, gen, ges)
 }
 
 /// The path with each end chosen: a GES (A open, B closed) or a plain host.
 fn scenario_with(ges_a: bool, gen: bool, ges_b: bool) -> Scenario {
-    let ge = |kind: &str, mode: &str| (kind.to_owned(), format!("mode = \"{mode}\"\ngroups = [1]"));
-    let (ka, ma) = if ges_a { ge("ges", "open") } else { ("term".into(), String::new()) };
-    let (kr, mr) = if gen { ge("gen", "closed") } else { ("router".into(), String::new()) };
-    let (kb, mb) = if ges_b { ge("ges", "closed") } else { ("term".into(), String::new()) };
-    let text = PATH
-        .replace("KIND_A", &ka)
-        .replace("MODE_A", &ma)
-        .replace("KIND_R", &kr)
-        .replace("MODE_R", &mr)
-        .replace("KIND_B", &kb)
-        .replace("MODE_B", &mb)
-        .replace("INSIDE", if gen { "true" } else { "false" });
-    Scenario::parse(&text, "bench.toml").expect("bench scenario")
+    let a = if ges_a { PathEnd::OpenGes } else { PathEnd::Term };
+    let b = if ges_b { PathEnd::ClosedGes } else { PathEnd::Term };
+    path(a, gen, b)
 }
 
 /// Term A — GEN GA — GEN GB — Term B: two sites whose gateways protect what crosses between
@@ -155,7 +118,7 @@ enum Topo {
 impl Topo {
     fn destination(self) -> &'static str {
         match self {
-            Topo::Hosts => "10.50.2.2",
+            Topo::Hosts => PATH_B,
             Topo::Gateways => "10.51.3.2",
         }
     }
@@ -281,7 +244,7 @@ struct WireGuard {
 
 impl WireGuard {
     fn up(lab: &Lab, prefix: &str, imp: Tunnel, work: &Path) -> Res<WireGuard> {
-        let ends = [("a", "wa", "10.60.0.1", "10.50.1.2"), ("b", "wb", "10.60.0.2", "10.50.2.2")];
+        let ends = [("a", "wa", "10.60.0.1", PATH_A), ("b", "wb", "10.60.0.2", PATH_B)];
         let mut wg = WireGuard {
             children: Vec::new(),
             sockets: Vec::new(),
@@ -424,8 +387,8 @@ impl StrongSwan {
         let mut psk = [0u8; 32];
         OsRng.fill_bytes(&mut psk);
         let ends = [
-            ("a", "b", "10.50.1.2", "10.50.2.2", "10.61.0.1", "10.61.0.2", "trap"),
-            ("b", "a", "10.50.2.2", "10.50.1.2", "10.61.0.2", "10.61.0.1", "none"),
+            ("a", "b", PATH_A, PATH_B, "10.61.0.1", "10.61.0.2", "trap"),
+            ("b", "a", PATH_B, PATH_A, "10.61.0.2", "10.61.0.1", "none"),
         ];
         for (node, peer, me, them, inner, peer_inner, start) in ends {
             let ns = namespace(lab, node)?;
@@ -807,7 +770,6 @@ fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
         Topo::Hosts => scenario(spec.ges, spec.gen),
         Topo::Gateways => gateways(spec.gen),
     };
-    let daemons_needed = spec.ges || (spec.topo == Topo::Gateways && spec.gen);
     let prefix = format!("bn{}", spec.tag);
     let _ = clean(&prefix);
     let mut opts = RunOptions::new(&prefix);
@@ -821,7 +783,8 @@ fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
     // Dropped in reverse order: the tunnel and daemons before the lab, the work dir last.
     let lab = Lab::build(&s, &prefix).map_err(|e| e.to_string())?;
     let topo = Topology::new(&s);
-    let _daemons = if daemons_needed {
+    // Every GE on the path (GESs at the ends, GENs in the middle) runs a daemon.
+    let _daemons = if spec.ges || spec.gen {
         Some(start_daemons(&s, &topo, &lab, &opts, None).map_err(|e| e.to_string())?)
     } else {
         None
@@ -938,7 +901,7 @@ fn measure_many_flows(runs: usize) -> Res<ManyFlowFigures> {
             };
             let pid = if gscip { gscip_lab::load::daemon_pid(&lab, "r") } else { None };
             let before = pid.and_then(gscip_lab::load::memory_kib);
-            let r = gscip_lab::load::many_flows(&lab, &work.0, "a", "b", "10.50.2.2", MANY_FLOWS, "bench-flow", 120)
+            let r = gscip_lab::load::many_flows(&lab, &work.0, "a", "b", PATH_B, MANY_FLOWS, "bench-flow", 120)
                 .map_err(|e| e.to_string())?;
             let after = pid.and_then(gscip_lab::load::memory_kib);
             let rate = r.received as f64 / r.seconds;
