@@ -92,6 +92,8 @@ pub struct Dataplane {
 
 /// At most this many discards are logged one by one per second; the rest are summed up.
 const DISCARD_LOGS_PER_SECOND: u32 = 10;
+/// The longest wait for a packet: `stop` is noticed within it.
+const IDLE_WAIT_US: u64 = 250_000;
 /// How often the control socket (`gscip status`) is checked while packets keep the loop busy.
 const CONTROL_CHECK_US: u64 = 20_000;
 
@@ -172,26 +174,41 @@ impl Dataplane {
                 busy = true;
             }
             self.apply_updates();
-            self.flush()?;
+            // What the engine sends and the verdicts first, the log after: a held packet's
+            // release does not wait for a log line.
+            self.transmit()?;
             self.queue.flush().map_err(|e| DaemonError::Netfilter(format!("verdicts: {e}")))?;
             let refused = self.queue.take_errors();
             if refused > 0 {
                 tracing::warn!(refused, "the kernel refused verdicts");
             }
-            if let Some(c) = &self.control {
-                if !busy || t.0.saturating_sub(self.control_checked.0) >= CONTROL_CHECK_US {
+            self.report();
+            if busy {
+                // While packets keep coming, a status request is looked for now and then.
+                if let Some(c) = &self.control {
+                    if t.0.saturating_sub(self.control_checked.0) >= CONTROL_CHECK_US {
+                        if readable(&[c.raw_fd()], 0)[0] {
+                            c.serve(&self.engine);
+                        }
+                        self.control_checked = t;
+                    }
+                }
+                continue;
+            }
+            // Sleep until a packet, a status request, new credentials, the next timer, or (to
+            // notice `stop`) a quarter of a second. Only what poll() found ready is served: an
+            // accept() that finds nobody still costs the kernel a socket's allocation.
+            let until = self.engine.poll_timeout().map(|at| at.0.saturating_sub(now().0));
+            let us = until.unwrap_or(IDLE_WAIT_US).min(IDLE_WAIT_US);
+            let control = self.control.as_ref().map_or(-1, |c| c.raw_fd());
+            let wake = self.updates.as_ref().map_or(-1, |(u, _)| u.wake_fd());
+            let [_, control_ready, wake_ready] = readable(&[queue_fd, control, wake], us);
+            if control_ready {
+                if let Some(c) = &self.control {
                     c.serve(&self.engine);
-                    self.control_checked = t;
                 }
             }
-            if !busy {
-                // Sleep until a packet, a status request, the next timer, or (to notice
-                // `stop`) a quarter of a second.
-                let until = self.engine.poll_timeout().map(|at| at.0.saturating_sub(now().0) / 1000);
-                let ms = until.unwrap_or(250).clamp(0, 250) as i32;
-                let control = self.control.as_ref().map(|c| c.raw_fd());
-                let wake = self.updates.as_ref().map(|(u, _)| u.wake_fd());
-                wait_readable(queue_fd, control, wake, ms);
+            if wake_ready {
                 if let Some((u, _)) = &mut self.updates {
                     u.drain_wake();
                 }
@@ -271,8 +288,8 @@ impl Dataplane {
         self.queue.verdict(id, v, mark, payload).map_err(|e| DaemonError::Netfilter(format!("verdict: {e}")))
     }
 
-    /// Sends what the engine wants sent and logs what happened.
-    fn flush(&mut self) -> Result<(), DaemonError> {
+    /// Sends what the engine wants sent: its own packets, and the verdicts of packets it held.
+    fn transmit(&mut self) -> Result<(), DaemonError> {
         while let Some(t) = self.engine.poll_transmit() {
             match t.kind {
                 TransmitKind::Released => {
@@ -296,6 +313,11 @@ impl Dataplane {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Logs what happened (and appends it to the events file).
+    fn report(&mut self) {
         while let Some(ev) = self.engine.poll_event() {
             match ev {
                 Event::FlowDecided { cid, action, summary, provisional } => {
@@ -321,7 +343,11 @@ impl Dataplane {
                             "decrypted_by": summary.decrypted_by,
                             "path": summary.path,
                         });
-                        let _ = writeln!(f, "{line}");
+                        // One write per line: formatting straight into the file would make a
+                        // system call per JSON token.
+                        let mut text = line.to_string();
+                        text.push('\n');
+                        let _ = f.write_all(text.as_bytes());
                     }
                 }
                 Event::NegotiationFailed { cid, reason } => {
@@ -336,25 +362,27 @@ impl Dataplane {
                 }
             }
         }
-        Ok(())
     }
 }
 
-/// Waits until `fd` (or `other`, or `third`) is readable, or `timeout_ms` passes.
+/// Waits until one of `fds` is readable or `timeout_us` passes (0: only looks), and says which
+/// are. A negative descriptor is never ready. The timeout is kept to the microsecond (`ppoll`):
+/// rounded down to poll(2)'s milliseconds, a timer less than 1 ms away would turn the wait into
+/// a busy loop that takes the CPU from the packets.
 #[allow(unsafe_code)]
-fn wait_readable(fd: i32, other: Option<i32>, third: Option<i32>, timeout_ms: i32) {
-    let mut fds = [
-        libc::pollfd { fd, events: libc::POLLIN, revents: 0 },
-        libc::pollfd { fd: other.unwrap_or(-1), events: libc::POLLIN, revents: 0 },
-        libc::pollfd { fd: third.unwrap_or(-1), events: libc::POLLIN, revents: 0 },
-    ];
-    // SAFETY: `fds` is a valid array of three pollfd for the duration of the call and its
-    // length is passed with it; a negative fd is ignored by poll(2). The descriptors belong to
-    // this process (the queue's socket, the control listener, the GMS link's wake socket) and
-    // stay open during the call.
-    unsafe {
-        libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms);
-    }
+fn readable<const N: usize>(fds: &[i32; N], timeout_us: u64) -> [bool; N] {
+    let mut polled = fds.map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
+    let timeout = libc::timespec {
+        tv_sec: (timeout_us / 1_000_000) as libc::time_t,
+        tv_nsec: ((timeout_us % 1_000_000) * 1000) as libc::c_long,
+    };
+    // SAFETY: `polled` is a valid array of N pollfd for the duration of the call and its length
+    // is passed with it; a negative fd is ignored by ppoll(2). `timeout` is a valid timespec
+    // that outlives the call; a null signal mask leaves the mask as it is. The descriptors
+    // belong to this process (the queue's socket, the control listener, the GMS link's wake
+    // socket) and stay open during the call.
+    let n = unsafe { libc::ppoll(polled.as_mut_ptr(), N as libc::nfds_t, &timeout, std::ptr::null()) };
+    polled.map(|p| n > 0 && p.revents != 0)
 }
 
 /// Packets the kernel keeps queued for the daemon at most: the engine's whole hold queue
@@ -388,10 +416,32 @@ pub fn run_accept_only(queue_num: u16, stop: &AtomicBool) -> Result<(), DaemonEr
                 }
                 queue.flush().map_err(nf)?;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wait_readable(queue.raw_fd(), None, None, 250),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                readable(&[queue.raw_fd()], IDLE_WAIT_US);
+            }
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
             Err(e) => return Err(nf(e)),
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixDatagram;
+
+    #[test]
+    fn readable_says_which_descriptors_have_data() {
+        let (a, b) = UnixDatagram::pair().unwrap();
+        let (c, d) = UnixDatagram::pair().unwrap();
+        assert_eq!(readable(&[b.as_raw_fd(), d.as_raw_fd(), -1], 0), [false, false, false]);
+        c.send(b"x").unwrap();
+        assert_eq!(readable(&[b.as_raw_fd(), d.as_raw_fd(), -1], 0), [false, true, false]);
+        a.send(b"y").unwrap();
+        // A timeout under a millisecond is still a wait, and data ends it.
+        assert_eq!(readable(&[b.as_raw_fd(), d.as_raw_fd()], 500), [true, true]);
+        assert_eq!(readable(&[-1], 0), [false]);
+    }
 }
