@@ -67,6 +67,10 @@ pub struct GeConfig {
     /// pace the GEs on the path answer, instead of every DDE timing out in a retransmission
     /// storm.
     pub negotiation_window: usize,
+    /// Ephemeral X25519 key pairs made ahead of need, while idle ([`Engine::prepare`]): a
+    /// negotiation takes one instead of waiting for its generation. Each pair serves one
+    /// negotiation only; 0 makes every pair on demand.
+    pub ephemeral_keys_ahead: usize,
 }
 
 impl Default for GeConfig {
@@ -86,6 +90,7 @@ impl Default for GeConfig {
             hold_total: 16_384,
             max_negotiations: 65_536,
             negotiation_window: 128,
+            ephemeral_keys_ahead: 64,
         }
     }
 }
@@ -333,6 +338,14 @@ pub struct Engine {
     counters: Counters,
     /// The tag of the packet being handled (see `handle_packet_tagged`).
     current_tag: u64,
+    /// Ephemeral key pairs made ahead of need (`cfg.ephemeral_keys_ahead` at most).
+    ephemeral_ahead: Vec<EphemeralKey>,
+}
+
+/// An ephemeral X25519 key pair for one negotiation; the secret is zeroized on drop.
+struct EphemeralKey {
+    secret: Zeroizing<[u8; 32]>,
+    public: [u8; 32],
 }
 
 impl fmt::Debug for Engine {
@@ -350,6 +363,18 @@ impl fmt::Debug for Engine {
 
 fn fill_random(rng: &mut dyn RngCore, out: &mut [u8]) {
     rng.fill_bytes(out);
+}
+
+fn new_ephemeral_key(rng: &mut dyn RngCore) -> EphemeralKey {
+    let mut secret = Zeroizing::new([0u8; 32]);
+    fill_random(rng, &mut secret[..]);
+    let mut public = [0u8; 32];
+    if let Ok(k) = agreement::PrivateKey::from_private_key(&agreement::X25519, &secret[..]) {
+        if let Ok(p) = k.compute_public_key() {
+            public.copy_from_slice(p.as_ref());
+        }
+    }
+    EphemeralKey { secret, public }
 }
 
 impl Engine {
@@ -401,6 +426,7 @@ impl Engine {
             held_total: 0,
             counters: Counters::default(),
             current_tag: 0,
+            ephemeral_ahead: Vec::new(),
         })
     }
 
@@ -431,6 +457,24 @@ impl Engine {
     /// (`GeConfig::negotiation_window`); they are part of [`Engine::negotiations_in_progress`].
     pub fn negotiations_waiting(&self) -> usize {
         self.waiting.len()
+    }
+
+    /// Ephemeral key pairs ready for the next negotiations (see [`Engine::prepare`]).
+    pub fn ephemeral_keys_ready(&self) -> usize {
+        self.ephemeral_ahead.len()
+    }
+
+    /// Work done ahead of need, one small step per call: makes one ephemeral X25519 key pair
+    /// while fewer than `GeConfig::ephemeral_keys_ahead` are ready. Returns whether it did
+    /// something (call again while it does). The caller calls it when idle, between looks at
+    /// its packets, so a packet waits for one key pair's generation at most.
+    pub fn prepare(&mut self) -> bool {
+        if self.ephemeral_ahead.len() >= self.cfg.ephemeral_keys_ahead {
+            return false;
+        }
+        let key = new_ephemeral_key(&mut *self.rng);
+        self.ephemeral_ahead.push(key);
+        true
     }
 
     /// Whether the rest of this packet's flow can be handled without the engine: a final PIT
@@ -814,14 +858,8 @@ impl Engine {
     fn new_negotiation(&mut self, header: HeaderRepr, initiator: bool, now: Timestamp) -> Negotiation {
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut *self.rng, &mut nonce);
-        let mut secret = Zeroizing::new([0u8; 32]);
-        fill_random(&mut *self.rng, &mut secret[..]);
-        let mut eph_public = [0u8; 32];
-        if let Ok(k) = agreement::PrivateKey::from_private_key(&agreement::X25519, &secret[..]) {
-            if let Ok(p) = k.compute_public_key() {
-                eph_public.copy_from_slice(p.as_ref());
-            }
-        }
+        let EphemeralKey { secret, public: eph_public } =
+            self.ephemeral_ahead.pop().unwrap_or_else(|| new_ephemeral_key(&mut *self.rng));
         Negotiation {
             side: self.side_of(&header.cid),
             header,

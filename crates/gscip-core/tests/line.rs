@@ -813,3 +813,59 @@ fn a_new_certificate_replaces_the_identity() {
     l.engines[0].set_identity(SigningIdentity::new(&s, regrouped).unwrap()).unwrap();
     assert!(l.engines[0].pit().is_empty(), "new groups: decisions are made again");
 }
+
+/// Every MPIT's records on the wire: (GE name, ephemeral public key).
+fn ephemeral_keys_on_the_wire(wire: &[(usize, Vec<u8>)]) -> Vec<(String, [u8; 32])> {
+    let mut out = Vec::new();
+    for (_, p) in wire {
+        let Ok(d) = Datagram::parse(p) else { continue };
+        if !dprp::is_dprp_ports(d.cid.src_port, d.cid.dst_port) {
+            continue;
+        }
+        if let Ok(MessageRepr { body: Body::Mpit { records }, .. }) = MessageRepr::parse(&p[d.payload_offset..d.end]) {
+            out.extend(records.iter().map(|r| (r.certificate.name.clone(), r.ephemeral_public)));
+        }
+    }
+    out
+}
+
+#[test]
+fn ephemeral_keys_made_ahead_serve_one_negotiation_each() {
+    let mut l =
+        Line::new_with(vec![ges_a(Mode::Open, &[1]), gen_a(Mode::Closed, &[1]), ges_b(Mode::Closed, &[1])], &|c| {
+            c.ephemeral_keys_ahead = 4
+        });
+    // Made one at a time, up to the configured number.
+    let mut steps = 0;
+    while l.engines[0].prepare() {
+        steps += 1;
+    }
+    assert_eq!((steps, l.engines[0].ephemeral_keys_ready()), (4, 4));
+    assert!(!l.engines[0].prepare(), "nothing more to do once the pool is full");
+    // Six flows: the first four take a key made ahead, the others one made on demand; the GEN
+    // and B never prepared and make theirs on demand. Every flow is protected and delivered.
+    for k in 0..6u16 {
+        l.send_from_a(udp(a_addr(), b_addr(), 6000 + k, 53, b"flow"));
+        l.run_for(20_000);
+    }
+    assert_eq!(l.app_b.len(), 6);
+    assert_eq!(l.engines[0].ephemeral_keys_ready(), 0);
+    assert_eq!(l.engines[0].counters().negotiations_completed, 6);
+    for k in 0..6u16 {
+        let cid = Cid { proto: L4Proto::Udp, src: a_addr(), src_port: 6000 + k, dst: b_addr(), dst_port: 53 };
+        assert_eq!(l.action(0, &cid), Some(FlowAction::Encrypt));
+        assert_eq!(l.action(2, &cid), Some(FlowAction::Decrypt));
+    }
+    // No ephemeral key serves two negotiations, at any GE (each MPIT crosses two links).
+    let mut records = ephemeral_keys_on_the_wire(&l.wire);
+    records.sort();
+    records.dedup();
+    assert_eq!(records.len(), 18, "three records in each of six MPITs");
+    let mut keys: Vec<[u8; 32]> = records.iter().map(|(_, k)| *k).collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 18);
+    // Refilled when idle again.
+    while l.engines[0].prepare() {}
+    assert_eq!(l.engines[0].ephemeral_keys_ready(), 4);
+}

@@ -92,6 +92,7 @@ pub fn status_json(engine: &Engine) -> serde_json::Value {
         "held_packets": engine.held_packets(),
         "negotiations_in_progress": engine.negotiations_in_progress(),
         "negotiations_waiting": engine.negotiations_waiting(),
+        "ephemeral_keys_ready": engine.ephemeral_keys_ready(),
         "counters": {
             "packets": c.packets, "sealed": c.sealed, "opened": c.opened, "held": c.held,
             "released": c.released, "hold_overflow": c.hold_overflow, "hold_expired": c.hold_expired,

@@ -195,6 +195,11 @@ impl Dataplane {
                 }
                 continue;
             }
+            // Idle: work ahead of need (an ephemeral key for a coming negotiation), one step at
+            // a time, looking at the queue between steps.
+            if self.engine.prepare() {
+                continue;
+            }
             // Sleep until a packet, a status request, new credentials, the next timer, or (to
             // notice `stop`) a quarter of a second. Only what poll() found ready is served: an
             // accept() that finds nobody still costs the kernel a socket's allocation.
