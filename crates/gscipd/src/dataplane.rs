@@ -100,7 +100,7 @@ const CONTROL_CHECK_US: u64 = 20_000;
 impl Dataplane {
     /// Binds the NFQUEUE (before the rules that feed it are installed).
     pub fn new(engine: Engine, queue_num: u16, raw: Injector) -> Result<Self, DaemonError> {
-        let queue = open_queue(queue_num)?;
+        let queue = open_queue(queue_num, false)?;
         Ok(Dataplane {
             engine,
             queue,
@@ -402,16 +402,16 @@ const QUEUE_RCVBUF_BYTES: i32 = 64 << 20;
 
 /// Binds an NFQUEUE the daemon's way: fail-closed, [`QUEUE_MAX_LEN`] packets deep, whole
 /// packets, a [`QUEUE_RCVBUF_BYTES`] receive buffer, without blocking.
-fn open_queue(queue_num: u16) -> Result<Queue, DaemonError> {
-    Queue::open(queue_num, QUEUE_MAX_LEN, QUEUE_RCVBUF_BYTES)
+fn open_queue(queue_num: u16, gso: bool) -> Result<Queue, DaemonError> {
+    Queue::open(queue_num, QUEUE_MAX_LEN, QUEUE_RCVBUF_BYTES, gso)
         .map_err(|e| DaemonError::Netfilter(format!("NFQUEUE {queue_num}: {e}")))
 }
 
 /// The benchmark's floor: the same queue, rules and loop shape with no engine; every packet
-/// is accepted unchanged.
-pub fn run_accept_only(queue_num: u16, stop: &AtomicBool) -> Result<(), DaemonError> {
+/// is accepted unchanged. With `gso`, the queue asks for GSO packets whole (the GSO floor).
+pub fn run_accept_only(queue_num: u16, gso: bool, stop: &AtomicBool) -> Result<(), DaemonError> {
     let nf = |e: std::io::Error| DaemonError::Netfilter(format!("NFQUEUE {queue_num}: {e}"));
-    let mut queue = open_queue(queue_num)?;
+    let mut queue = open_queue(queue_num, gso)?;
     while !stop.load(Ordering::Relaxed) {
         match queue.recv_batch() {
             Ok(_) => {

@@ -33,6 +33,10 @@ struct Args {
     /// Benchmark floor: the same rules and queue, every packet accepted unchanged, no GSCIP.
     #[arg(long)]
     accept_only: bool,
+    /// With --accept-only: ask for NFQUEUE's GSO flag, so packets the kernel would segment come
+    /// up whole (up to 64 KiB): the benchmark's GSO floor. GSCIP itself seals packet by packet.
+    #[arg(long, requires = "accept_only")]
+    gso: bool,
 }
 
 fn main() -> ExitCode {
@@ -71,7 +75,7 @@ fn run(args: &Args) -> Result<(), DaemonError> {
         ctrlc::set_handler(move || s.store(true, Ordering::Relaxed))
             .map_err(|e| DaemonError::Configuration(format!("signal handler: {e}")))?;
         rules::install(&cfg)?;
-        let result = gscipd::dataplane::run_accept_only(cfg.queue, &stop);
+        let result = gscipd::dataplane::run_accept_only(cfg.queue, args.gso, &stop);
         rules::remove(&cfg)?;
         return result;
     }

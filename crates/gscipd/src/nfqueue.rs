@@ -48,6 +48,8 @@ const NFQA_CFG_FLAGS: u16 = 5;
 const NFQNL_CFG_CMD_BIND: u8 = 1;
 const NFQNL_COPY_PACKET: u8 = 2;
 const NFQA_CFG_F_FAIL_OPEN: u32 = 1;
+/// Packets the kernel would segment (GSO, merged by GRO) come up whole, up to 64 KiB.
+const NFQA_CFG_F_GSO: u32 = 1 << 2;
 
 const NLMSG_HDRLEN: usize = 16;
 const NFGENMSG_LEN: usize = 4;
@@ -305,9 +307,11 @@ fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
 impl Queue {
     /// Opens a netfilter netlink socket and binds queue `queue_num`: whole packets,
     /// fail-closed (a full queue drops), at most `max_len` packets queued, `rcvbuf` bytes of
-    /// socket buffer (`SO_RCVBUFFORCE`: root may exceed `net.core.rmem_max`).
+    /// socket buffer (`SO_RCVBUFFORCE`: root may exceed `net.core.rmem_max`). With `gso`, the
+    /// kernel hands up GSO packets unsegmented (NFQUEUE's GSO flag; only the benchmark's
+    /// accept-only floor asks for it: GSCIP seals packet by packet, docs/performance.md).
     #[allow(unsafe_code)]
-    pub fn open(queue_num: u16, max_len: u32, rcvbuf: i32) -> io::Result<Queue> {
+    pub fn open(queue_num: u16, max_len: u32, rcvbuf: i32, gso: bool) -> io::Result<Queue> {
         // SAFETY: plain socket(2); the returned descriptor is owned by the OwnedFd at once.
         let raw = check(unsafe {
             libc::socket(
@@ -359,10 +363,11 @@ impl Queue {
         params[4] = NFQNL_COPY_PACKET;
         q.configure(NFQA_CFG_PARAMS, &params)?;
         q.configure(NFQA_CFG_QUEUE_MAXLEN, &max_len.to_be_bytes())?;
-        // Fail-closed: clear the fail-open flag.
+        // Fail-closed: clear the fail-open flag; the GSO flag as asked.
         let mut flags = Vec::with_capacity(16);
-        attribute(&mut flags, NFQA_CFG_MASK, &NFQA_CFG_F_FAIL_OPEN.to_be_bytes());
-        attribute(&mut flags, NFQA_CFG_FLAGS, &0u32.to_be_bytes());
+        let set = if gso { NFQA_CFG_F_GSO } else { 0 };
+        attribute(&mut flags, NFQA_CFG_MASK, &(NFQA_CFG_F_FAIL_OPEN | NFQA_CFG_F_GSO).to_be_bytes());
+        attribute(&mut flags, NFQA_CFG_FLAGS, &set.to_be_bytes());
         q.configure_raw(&flags)?;
         Ok(q)
     }
