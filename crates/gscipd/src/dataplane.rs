@@ -160,6 +160,9 @@ impl Dataplane {
                     for k in 0..self.queue.packets().len() {
                         let p = self.queue.packets()[k];
                         self.handle(&p)?;
+                        // In the engine's order: a held packet released by this packet (behind
+                        // the MPIT it sends) goes out before the packets after it in the batch.
+                        self.transmit()?;
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
