@@ -5,7 +5,8 @@
 //! - [`cid`]: the connection identifier (CID) of the seeds;
 //! - [`dprp`]: the DPRP control messages DDE, RGI, MPIT and CDN and the per-GE records;
 //! - [`pccom`]: PCCOM's per-packet data (the trailer after a protected payload);
-//! - [`icmp`]: ICMP errors GSCIP reads (quotes of its own messages) and writes (rejects).
+//! - [`icmp`]: ICMP errors GSCIP reads (quotes of its own messages) and writes (rejects);
+//! - [`segment`]: cutting a TCP packet longer than one segment into segments (the GSO path).
 //!
 //! The formats are specified with byte diagrams in `docs/wire.md`. Nothing here panics on any
 //! input: every parser returns [`WireError`] for malformed bytes.
@@ -17,6 +18,7 @@ pub mod dprp;
 pub mod icmp;
 pub mod ip;
 pub mod pccom;
+pub mod segment;
 
 pub use cid::{Cid, L4Proto};
 

@@ -59,6 +59,30 @@ pub fn datagram(data: &[u8]) {
     }
 }
 
+// ----- tcp_segment ----------------------------------------------------------------------------
+
+/// `segment::segment_tcp` with the segment size from the first two bytes and the packet in the
+/// rest: when it cuts, every segment parses with verifying checksums, fits, and the segments'
+/// payloads in order are the packet's.
+pub fn tcp_segment(data: &[u8]) {
+    let [a, b, packet @ ..] = data else { return };
+    let max = usize::from(u16::from_be_bytes([*a, *b]));
+    let mut scratch = Vec::new();
+    let mut joined = Vec::new();
+    let mut bad = None;
+    let result = gscip_wire::segment::segment_tcp(packet, max, &mut scratch, |s| match Datagram::parse(s) {
+        Ok(d) if d.checksums_ok(s) && d.payload_len() <= max => joined.extend_from_slice(&s[d.payload_offset..d.end]),
+        other => bad = Some(format!("{other:?}")),
+    });
+    if let Some(b) = bad {
+        panic!("a segment does not parse, verify or fit: {b}");
+    }
+    if result.is_ok() {
+        let d = Datagram::parse(packet).expect("segmented, so it parsed");
+        assert_eq!(joined, &packet[d.payload_offset..d.end], "segments do not carry the payload");
+    }
+}
+
 // ----- icmp_error -----------------------------------------------------------------------------
 
 pub fn icmp_error(data: &[u8]) {

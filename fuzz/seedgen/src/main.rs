@@ -391,6 +391,7 @@ impl Writer {
             "gms_state" => h::gms_state(bytes),
             "daemon_config" => h::daemon_config(bytes),
             "nfqueue_message" => h::nfqueue_message(bytes),
+            "tcp_segment" => h::tcp_segment(bytes),
             _ => unreachable!("unknown target {target}"),
         }
         let dir = self.root.join(target);
@@ -515,6 +516,14 @@ fn main() {
     nocsum[26] = 0;
     nocsum[27] = 0;
     w.put("datagram", "v4-udp-no-checksum", &nocsum);
+    // Long TCP packets to cut (what NFQUEUE's GSO flag would hand up), both families.
+    for v6 in [false, true] {
+        let (a, b) = (addr(v6, A4), addr(v6, B4));
+        let long = packet(L4Proto::Tcp, a, 40000, b, 5201, 0x18, None, &[0x5a; 5000]);
+        let mut seed = 1448u16.to_be_bytes().to_vec();
+        seed.extend_from_slice(&long);
+        w.put("tcp_segment", if v6 { "v6-5000" } else { "v4-5000" }, &seed);
+    }
 
     // ICMP errors quoting packets of both families, both kinds.
     let quoted = [
