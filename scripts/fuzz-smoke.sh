@@ -2,7 +2,7 @@
 # fuzz-smoke.sh [SECONDS_PER_TARGET]   (default 15)
 #
 # Builds every cargo-fuzz target in fuzz/ once and runs each for SECONDS_PER_TARGET seconds,
-# starting from the committed seeds (fuzz/seeds/<target>/, examples/ and crates/gscip-load/seed001/ for `scenario`) and the
+# starting from the committed seeds (fuzz/seeds/<target>/, fuzz/found/<target>/, examples/ and crates/gscip-load/seed001/ for `scenario`) and the
 # local corpus (fuzz/corpus/<target>/). Prints one summary line per target; exits non-zero,
 # naming the target, if any target crashes (panic, broken round trip, timeout, OOM). The
 # crashing input is left in fuzz/artifacts/<target>/ (reproduce with
@@ -63,6 +63,7 @@ for t in "${TARGETS[@]}"; do
   mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
   dirs=("fuzz/corpus/$t")
   [ -d "fuzz/seeds/$t" ] && dirs+=("fuzz/seeds/$t")
+  [ -d "fuzz/found/$t" ] && dirs+=("fuzz/found/$t")
   extra=()
   case "$t" in
     scenario) dirs+=(examples crates/gscip-load/seed001); extra+=(-max_len=8192 -dict=fuzz/dicts/scenario.dict) ;;
