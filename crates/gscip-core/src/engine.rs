@@ -175,6 +175,10 @@ pub struct Transmit {
     /// For `Released` and `Dropped`: the tag the packet was handed in with
     /// ([`Engine::handle_packet_tagged`]); 0 otherwise.
     pub tag: u64,
+    /// Nothing on the data path waits for this packet (the end GE's CDN): the caller may send it
+    /// after the verdicts of the packets it has in hand, so that a held packet released by the
+    /// same MPIT is not delayed by it. Every other packet goes out in order, at once.
+    pub deferrable: bool,
 }
 
 /// Why a PIT entry went away.
@@ -788,6 +792,7 @@ impl Engine {
                 to_local: self.is_local(cid.src),
                 kind: TransmitKind::Reject,
                 tag: 0,
+                deferrable: false,
             });
         }
     }
@@ -829,6 +834,7 @@ impl Engine {
                         to_local: h.to_local,
                         kind: TransmitKind::Released,
                         tag: h.tag,
+                        deferrable: false,
                     });
                 }
                 other => {
@@ -850,7 +856,13 @@ impl Engine {
     }
 
     fn push_dropped(&mut self, tag: u64) {
-        self.transmits.push_back(Transmit { packet: Vec::new(), to_local: false, kind: TransmitKind::Dropped, tag });
+        self.transmits.push_back(Transmit {
+            packet: Vec::new(),
+            to_local: false,
+            kind: TransmitKind::Dropped,
+            tag,
+            deferrable: false,
+        });
     }
 
     // ----- starting negotiations ----------------------------------------------------------
@@ -1073,6 +1085,7 @@ impl Engine {
     // ----- DPRP messages ------------------------------------------------------------------
 
     fn emit_control(&mut self, header: &HeaderRepr, body: Body, src: IpAddr, dst: IpAddr) -> Option<Vec<u8>> {
+        let msg_type = body.message_type();
         let payload = MessageRepr { header: *header, body }.emit().ok()?;
         let packet = DatagramRepr {
             cid: Cid { proto: L4Proto::Udp, src, src_port: DPRP_PORT, dst, dst_port: DPRP_PORT },
@@ -1086,18 +1099,26 @@ impl Engine {
         .emit()
         .ok()?;
         self.counters.control_sent += 1;
+        let deferrable = matches!(msg_type, gscip_wire::dprp::MessageType::Cdn);
         self.transmits.push_back(Transmit {
             packet: packet.clone(),
             to_local: false,
             kind: TransmitKind::Control,
             tag: 0,
+            deferrable,
         });
         Some(packet)
     }
 
     fn resend(&mut self, packet: Vec<u8>) {
         self.counters.control_sent += 1;
-        self.transmits.push_back(Transmit { packet, to_local: false, kind: TransmitKind::Control, tag: 0 });
+        self.transmits.push_back(Transmit {
+            packet,
+            to_local: false,
+            kind: TransmitKind::Control,
+            tag: 0,
+            deferrable: false,
+        });
     }
 
     fn record_params(&self, n: &Negotiation) -> RecordParams {

@@ -869,3 +869,46 @@ fn ephemeral_keys_made_ahead_serve_one_negotiation_each() {
     while l.engines[0].prepare() {}
     assert_eq!(l.engines[0].ephemeral_keys_ready(), 4);
 }
+
+/// The DPRP message type of a packet the engine sends, if it is one.
+fn message_type(p: &[u8]) -> Option<dprp::MessageType> {
+    let d = Datagram::parse(p).ok()?;
+    Some(MessageRepr::parse(&p[d.payload_offset..d.end]).ok()?.body.message_type())
+}
+
+#[test]
+fn only_the_cdn_may_wait_for_the_verdicts() {
+    // a negotiates with b by hand; every transmit says whether it may wait, and only the end
+    // GE's CDN may (nothing on the data path waits for it; the MPIT must precede the release).
+    let mut l = Line::new(vec![ges_a(Mode::Open, &[1]), ges_b(Mode::Open, &[1])]);
+    let now = Timestamp(l.now);
+    let mut p = udp(a_addr(), b_addr(), 5000, 53, b"q");
+    assert_eq!(l.engines[0].handle_packet_tagged(now, &mut p, 7), Verdict::Held);
+    let mut seen = Vec::new();
+    let mut to_b: Vec<Vec<u8>> = std::iter::from_fn(|| l.engines[0].poll_transmit()).map(|t| t.packet).collect();
+    for _ in 0..3 {
+        let mut to_a = Vec::new();
+        for mut p in to_b.drain(..) {
+            l.engines[1].handle_packet(now, &mut p);
+            while let Some(t) = l.engines[1].poll_transmit() {
+                seen.push((message_type(&t.packet), t.kind, t.deferrable));
+                to_a.push(t.packet);
+            }
+        }
+        for mut p in to_a {
+            l.engines[0].handle_packet(now, &mut p);
+            while let Some(t) = l.engines[0].poll_transmit() {
+                seen.push((message_type(&t.packet), t.kind, t.deferrable));
+                if t.kind == TransmitKind::Control {
+                    to_b.push(t.packet);
+                }
+            }
+        }
+    }
+    use dprp::MessageType::{Cdn, Mpit, Rgi};
+    assert!(seen.contains(&(Some(Rgi), TransmitKind::Control, false)), "{seen:?}");
+    assert!(seen.contains(&(Some(Mpit), TransmitKind::Control, false)), "{seen:?}");
+    assert!(seen.contains(&(Some(Cdn), TransmitKind::Control, true)), "{seen:?}");
+    assert!(seen.iter().any(|(_, k, d)| *k == TransmitKind::Released && !d), "{seen:?}");
+    assert!(seen.iter().all(|(m, _, d)| *d == (*m == Some(Cdn))), "{seen:?}");
+}

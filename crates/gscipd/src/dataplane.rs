@@ -88,6 +88,8 @@ pub struct Dataplane {
     updates: Option<(crate::gms::KeyUpdates, crate::config::Config)>,
     /// The fast-path generation: marks of older generations no longer count.
     generation: u8,
+    /// The engine's packets that may wait until this turn's verdicts are out (CDNs).
+    deferred: Vec<Vec<u8>>,
 }
 
 /// At most this many discards are logged one by one per second; the rest are summed up.
@@ -114,6 +116,7 @@ impl Dataplane {
             control_checked: Timestamp(0),
             updates: None,
             generation: 0,
+            deferred: Vec::new(),
         })
     }
 
@@ -184,6 +187,9 @@ impl Dataplane {
             let refused = self.queue.take_errors();
             if refused > 0 {
                 tracing::warn!(refused, "the kernel refused verdicts");
+            }
+            for packet in std::mem::take(&mut self.deferred) {
+                self.send_own(&packet);
             }
             self.report();
             if busy {
@@ -310,18 +316,22 @@ impl Dataplane {
                         self.verdict(id, NfVerdict::Drop, None, None)?;
                     }
                 }
-                TransmitKind::Control | TransmitKind::Reject => {
-                    let sent = match &self.raw {
-                        Injector::Ip(r) => r.send(&t.packet),
-                        Injector::Link(l) => l.send(&t.packet),
-                    };
-                    if let Err(e) = sent {
-                        tracing::warn!(kind = ?t.kind, error = %e, "sending failed");
-                    }
-                }
+                TransmitKind::Control if t.deferrable => self.deferred.push(t.packet),
+                TransmitKind::Control | TransmitKind::Reject => self.send_own(&t.packet),
             }
         }
         Ok(())
+    }
+
+    /// Sends one of the engine's own packets (raw socket, or the GEA's bridge).
+    fn send_own(&self, packet: &[u8]) {
+        let sent = match &self.raw {
+            Injector::Ip(r) => r.send(packet),
+            Injector::Link(l) => l.send(packet),
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "sending the daemon's own packet failed");
+        }
     }
 
     /// Logs what happened (and appends it to the events file).
