@@ -1098,27 +1098,18 @@ impl Engine {
         }
         .emit()
         .ok()?;
-        self.counters.control_sent += 1;
-        let deferrable = matches!(msg_type, gscip_wire::dprp::MessageType::Cdn);
-        self.transmits.push_back(Transmit {
-            packet: packet.clone(),
-            to_local: false,
-            kind: TransmitKind::Control,
-            tag: 0,
-            deferrable,
-        });
+        // Only the end GE's CDN may wait: nothing on the data path depends on it.
+        self.push_control(packet.clone(), matches!(msg_type, gscip_wire::dprp::MessageType::Cdn));
         Some(packet)
     }
 
     fn resend(&mut self, packet: Vec<u8>) {
+        self.push_control(packet, false);
+    }
+
+    fn push_control(&mut self, packet: Vec<u8>, deferrable: bool) {
         self.counters.control_sent += 1;
-        self.transmits.push_back(Transmit {
-            packet,
-            to_local: false,
-            kind: TransmitKind::Control,
-            tag: 0,
-            deferrable: false,
-        });
+        self.transmits.push_back(Transmit { packet, to_local: false, kind: TransmitKind::Control, tag: 0, deferrable });
     }
 
     fn record_params(&self, n: &Negotiation) -> RecordParams {

@@ -188,9 +188,11 @@ impl Dataplane {
             if refused > 0 {
                 tracing::warn!(refused, "the kernel refused verdicts");
             }
-            for packet in std::mem::take(&mut self.deferred) {
+            let mut deferred = std::mem::take(&mut self.deferred);
+            for packet in deferred.drain(..) {
                 self.send_own(&packet);
             }
+            self.deferred = deferred; // kept with its capacity
             self.report();
             if busy {
                 // While packets keep coming, a status request is looked for now and then.
