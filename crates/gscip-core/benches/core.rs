@@ -58,7 +58,7 @@ fn pccom(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("seal_open", alg.as_str()), |b| {
             b.iter(|| {
                 let mut d = Datagram::parse(&buf).unwrap();
-                tx.seal(&mut buf, &mut d).unwrap();
+                tx.seal(&mut buf, &mut d, usize::MAX).unwrap();
                 let mut d = Datagram::parse(&buf).unwrap();
                 rx.open(&mut buf, &mut d).unwrap();
                 black_box(&buf);

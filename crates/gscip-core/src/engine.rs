@@ -10,11 +10,12 @@
 use crate::error::{Error, PeerError};
 use crate::group::{GroupId, GroupKeyring};
 use crate::identity::{verify_signature, SigningIdentity, TrustAnchor};
-use crate::pccom::{derive_flow_keys, AeadAlgorithm, PccomSession};
+use crate::pccom::{derive_flow_keys, AeadAlgorithm, Arrival, PccomSession, SealError};
 use crate::pit::{DecisionSummary, Direction, EntryState, Pit, PitEntry};
 use crate::policy::{decide, Decision, FlowAction, Outcome, PathGe};
 use crate::time::{Micros, Timestamp};
 use crate::transcript::{self, Chain, RecordParams, VerifiedPath};
+use crate::unit::{Piece, ReassemblyLimits};
 use aws_lc_rs::agreement;
 use gscip_wire::dprp::{
     is_dprp_ports, Body, CdnStatus, Extension, GeKind, GeRecordRepr, HeaderRepr, MessageRepr, Mode, Side, DPRP_PORT,
@@ -22,6 +23,7 @@ use gscip_wire::dprp::{
 };
 use gscip_wire::icmp::{emit_error, IcmpErrorKind, IcmpErrorRepr};
 use gscip_wire::ip::{tcp_flags, Datagram, DatagramRepr};
+use gscip_wire::pccom::TRAILER_LEN;
 use gscip_wire::{Cid, L4Proto, WireError};
 use ipnet::IpNet;
 use rand_core::RngCore;
@@ -71,6 +73,11 @@ pub struct GeConfig {
     /// negotiation takes one instead of waiting for its generation. Each pair serves one
     /// negotiation only; 0 makes every pair on demand.
     pub ephemeral_keys_ahead: usize,
+    /// The longest packet the data plane can give back (a sealed packet longer than this is
+    /// not made; NFQUEUE's limit is 65,531).
+    pub max_packet_len: usize,
+    /// Bounds on the pieces of cut units held while the rest of their unit comes.
+    pub reassembly: ReassemblyLimits,
 }
 
 impl Default for GeConfig {
@@ -91,6 +98,8 @@ impl Default for GeConfig {
             max_negotiations: 65_536,
             negotiation_window: 128,
             ephemeral_keys_ahead: 64,
+            max_packet_len: usize::from(u16::MAX),
+            reassembly: ReassemblyLimits::default(),
         }
     }
 }
@@ -107,6 +116,24 @@ pub enum Verdict {
     Held,
     /// A DPRP message the engine absorbed (it may have sent others in its place).
     Consumed,
+    /// Give the packet back unchanged to be cut into segments, and hand the flow's packets over
+    /// one segment at a time from now on (only for packets with
+    /// [`PacketContext::can_segment`]). The sealing end asks for this once a flow it sealed
+    /// cut units for retransmits (a lost segment lost its whole unit), and for a packet too
+    /// long to seal whole.
+    Segment,
+}
+
+/// What the data plane knows of a packet besides its bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PacketContext {
+    /// Comes back on the `Released` or `Dropped` transmit if the packet is held.
+    pub tag: u64,
+    /// The packet holds several TCP segments that the platform cuts after the verdict (GSO).
+    pub gso: bool,
+    /// The platform can cut the packet into segments and hand them over one by one instead
+    /// ([`Verdict::Segment`]).
+    pub can_segment: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -123,8 +150,10 @@ pub enum DropReason {
     HoldOverflow,
     /// A forged or stale DPRP message.
     BadControl,
-    /// Sealing failed (counter exhausted or packet too long).
+    /// Sealing failed: the flow's counter space is used up (the flow renegotiates).
     SealFailed,
+    /// Too long to seal (the trailer would take it past the data plane's limit).
+    TooLong,
 }
 
 impl DropReason {
@@ -138,6 +167,7 @@ impl DropReason {
             DropReason::HoldOverflow => "hold queue full",
             DropReason::BadControl => "forged or stale DPRP message",
             DropReason::SealFailed => "could not seal",
+            DropReason::TooLong => "too long to seal",
         }
     }
 }
@@ -238,6 +268,14 @@ pub struct Counters {
     pub negotiations_failed: u64,
     pub restarts_requested: u64,
     pub restarts_answered: u64,
+    /// Pieces of cut units held until the rest of their unit came.
+    pub pieces_held: u64,
+    /// Units opened from pieces.
+    pub units_reassembled: u64,
+    /// Held pieces dropped: their unit did not complete in time, did not fit, or failed.
+    pub pieces_dropped: u64,
+    /// Flows switched to sealing segment by segment ([`Verdict::Segment`]).
+    pub flows_segmented: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -252,6 +290,8 @@ enum TimerKey {
     Restart(Cid),
     RestartProbe(Cid),
     Pit(Cid),
+    /// A flow's held pieces of cut units may have waited too long.
+    Pieces(Cid),
 }
 
 /// Where a negotiation stands at this GE: which message it waits for.
@@ -344,7 +384,27 @@ pub struct Engine {
     current_tag: u64,
     /// Ephemeral key pairs made ahead of need (`cfg.ephemeral_keys_ahead` at most).
     ephemeral_ahead: Vec<EphemeralKey>,
+    /// Cut units: buffers and scratch space reused from piece to piece.
+    units: UnitBuffers,
 }
+
+/// What the engine reuses for pieces of cut units, so that holding and opening them allocates
+/// nothing once the buffers have grown.
+#[derive(Default)]
+struct UnitBuffers {
+    /// Packet buffers to copy held pieces into ([`Engine::recycle`] refills it).
+    pool: Vec<Vec<u8>>,
+    /// A complete unit's pieces, and their packets while it is opened.
+    taken: Vec<Piece>,
+    packets: Vec<Vec<u8>>,
+    /// The unit's ciphertext, gathered.
+    scratch: Vec<u8>,
+    /// Bytes of pieces held in every flow.
+    held_bytes: usize,
+}
+
+/// Buffers kept for pieces at most (64 KiB each at most).
+const UNIT_POOL_MAX: usize = 256;
 
 /// An ephemeral X25519 key pair for one negotiation; the secret is zeroized on drop.
 struct EphemeralKey {
@@ -431,6 +491,7 @@ impl Engine {
             counters: Counters::default(),
             current_tag: 0,
             ephemeral_ahead: Vec::new(),
+            units: UnitBuffers::default(),
         })
     }
 
@@ -450,6 +511,10 @@ impl Engine {
         &self.counters
     }
     /// Packets held right now, all negotiations together.
+    /// Bytes of pieces of cut units held while the rest of their unit comes.
+    pub fn held_piece_bytes(&self) -> usize {
+        self.units.held_bytes
+    }
     pub fn held_packets(&self) -> usize {
         self.held_total
     }
@@ -511,7 +576,7 @@ impl Engine {
                 || matches!((e.group, e.key_version), (Some(g), Some(v)) if e.session.is_some() && keys.get(g, v).is_none())
         });
         for e in gone {
-            self.events.push_back(Event::FlowRemoved { cid: e.cid, reason: RemovalReason::KeyChange });
+            self.entry_removed(e, RemovalReason::KeyChange);
         }
     }
 
@@ -534,7 +599,7 @@ impl Engine {
         self.identity = identity;
         if changed {
             for e in self.pit.drain_where(|_| true) {
-                self.events.push_back(Event::FlowRemoved { cid: e.cid, reason: RemovalReason::KeyChange });
+                self.entry_removed(e, RemovalReason::KeyChange);
             }
         }
         Ok(())
@@ -615,15 +680,31 @@ impl Engine {
     /// kernel's packet queued while the engine holds it (rather than dropping and reinjecting
     /// it) uses the tag to find it again.
     pub fn handle_packet_tagged(&mut self, now: Timestamp, buf: &mut Vec<u8>, tag: u64) -> Verdict {
-        let verdict = self.handle_packet_inner(now, buf, tag);
+        self.handle_packet_in(now, buf, PacketContext { tag, ..PacketContext::default() })
+    }
+
+    /// Like [`Engine::handle_packet_tagged`], with what the data plane knows of the packet:
+    /// whether it is a GSO packet, and whether it can be handed over in segments instead.
+    pub fn handle_packet_in(&mut self, now: Timestamp, buf: &mut Vec<u8>, ctx: PacketContext) -> Verdict {
+        let verdict = self.handle_packet_inner(now, buf, ctx);
         if !self.waiting.is_empty() {
             self.start_waiting(now);
         }
         verdict
     }
 
-    fn handle_packet_inner(&mut self, now: Timestamp, buf: &mut Vec<u8>, tag: u64) -> Verdict {
-        self.current_tag = tag;
+    /// Gives back a buffer of a transmit the caller is done with (a released packet), to be
+    /// reused for the next piece of a cut unit the engine must hold: the piece path then
+    /// allocates nothing.
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.units.pool.len() < UNIT_POOL_MAX && buf.capacity() > 0 {
+            buf.clear();
+            self.units.pool.push(buf);
+        }
+    }
+
+    fn handle_packet_inner(&mut self, now: Timestamp, buf: &mut Vec<u8>, ctx: PacketContext) -> Verdict {
+        self.current_tag = ctx.tag;
         self.counters.packets += 1;
         let dg = match Datagram::parse(buf) {
             Ok(dg) => dg,
@@ -638,7 +719,7 @@ impl Engine {
         if dg.cid.proto == L4Proto::Udp && is_dprp_ports(dg.cid.src_port, dg.cid.dst_port) {
             return self.handle_dprp(now, buf, &dg);
         }
-        self.handle_data(now, buf, dg)
+        self.handle_data(now, buf, dg, ctx)
     }
 
     fn handle_other(&mut self, now: Timestamp, buf: &[u8]) -> Verdict {
@@ -675,8 +756,8 @@ impl Engine {
         Verdict::Drop(DropReason::Unsupported)
     }
 
-    fn handle_data(&mut self, now: Timestamp, buf: &mut Vec<u8>, mut dg: Datagram) -> Verdict {
-        if let Some(v) = self.apply_entry(now, buf, &mut dg) {
+    fn handle_data(&mut self, now: Timestamp, buf: &mut Vec<u8>, mut dg: Datagram, ctx: PacketContext) -> Verdict {
+        if let Some(v) = self.apply_entry(now, buf, &mut dg, ctx) {
             return v;
         }
         let flow = dg.cid.canonical();
@@ -703,8 +784,15 @@ impl Engine {
     }
 
     /// Applies the PIT entry, if there is one. `None` when the flow has no entry.
-    fn apply_entry(&mut self, now: Timestamp, buf: &mut Vec<u8>, dg: &mut Datagram) -> Option<Verdict> {
+    fn apply_entry(
+        &mut self,
+        now: Timestamp,
+        buf: &mut Vec<u8>,
+        dg: &mut Datagram,
+        ctx: PacketContext,
+    ) -> Option<Verdict> {
         let linger = self.cfg.close_linger;
+        let max_len = self.cfg.max_packet_len;
         let (e, dir) = self.pit.get_mut(&dg.cid)?;
         e.last_seen = now;
         e.counters.packets += 1;
@@ -734,28 +822,59 @@ impl Engine {
                 e.counters.discarded += 1;
                 Verdict::Drop(DropReason::Discarded)
             }
-            FlowAction::Encrypt => match e.session.as_mut().map(|s| s.seal(buf, dg)) {
-                Some(Ok(())) => {
-                    e.counters.sealed += 1;
-                    Verdict::Accept
+            FlowAction::Encrypt => {
+                // A flow whose cut units were lost (it retransmits) is sealed segment by segment.
+                let mut segment = false;
+                if dg.cid.proto == L4Proto::Tcp && dg.payload_len() > 0 {
+                    let retransmits = e.watch.note(dg.tcp_seq, dg.payload_len() as u32);
+                    e.watch.cut_units |= ctx.gso;
+                    segment = ctx.can_segment && (e.watch.segmented || (retransmits && e.watch.cut_units));
                 }
-                // Counter space used up (or no session): the entry goes and the flow's next
-                // packet negotiates afresh, with new keys.
-                _ => Verdict::Drop(DropReason::SealFailed),
-            },
-            FlowAction::Decrypt => match e.session.as_mut().map(|s| s.open(buf, dg)) {
-                Some(Ok(())) => {
-                    e.counters.opened += 1;
-                    Verdict::Accept
+                let sealed = if segment { Err(SealError::TooLong) } else { seal_with(e, buf, dg, max_len) };
+                match sealed {
+                    Ok(()) => {
+                        e.counters.sealed += 1;
+                        Verdict::Accept
+                    }
+                    Err(SealError::TooLong) if ctx.can_segment => {
+                        if !e.watch.segmented {
+                            e.watch.segmented = true;
+                            self.counters.flows_segmented += 1;
+                        }
+                        Verdict::Segment
+                    }
+                    Err(SealError::TooLong) => Verdict::Drop(DropReason::TooLong),
+                    // Counter space used up (or no session): the entry goes and the flow's next
+                    // packet negotiates afresh, with new keys.
+                    Err(SealError::CounterExhausted) => Verdict::Drop(DropReason::SealFailed),
                 }
-                Some(Err(PeerError::Replay(_))) => {
-                    e.counters.replays += 1;
-                    Verdict::Drop(DropReason::Replay)
-                }
-                _ => {
-                    e.counters.auth_failures += 1;
-                    Verdict::Drop(DropReason::AuthenticationFailed)
-                }
+            }
+            FlowAction::Decrypt => match e.session.as_mut() {
+                None => Verdict::Drop(DropReason::AuthenticationFailed),
+                Some(s) => match s.classify(buf, dg) {
+                    Arrival::Whole => match s.open(buf, dg) {
+                        Ok(()) => {
+                            e.counters.opened += 1;
+                            Verdict::Accept
+                        }
+                        Err(PeerError::Replay(_)) => {
+                            e.counters.replays += 1;
+                            Verdict::Drop(DropReason::Replay)
+                        }
+                        Err(_) => {
+                            e.counters.auth_failures += 1;
+                            Verdict::Drop(DropReason::AuthenticationFailed)
+                        }
+                    },
+                    arrival => {
+                        // A piece of a cut unit: held until the rest of its unit is here.
+                        let cid = dg.cid;
+                        if let Some((at, flow)) = arm_removal {
+                            self.arm(at, TimerKey::Pit(flow));
+                        }
+                        return Some(self.hold_piece(now, buf, dg, arrival, cid));
+                    }
+                },
             },
         };
         if let Some((at, flow)) = arm_removal {
@@ -770,7 +889,7 @@ impl Engine {
             }
             (_, Verdict::Drop(DropReason::SealFailed)) => {
                 if let Some(e) = self.pit.remove(&dg.cid) {
-                    self.events.push_back(Event::FlowRemoved { cid: e.cid, reason: RemovalReason::KeyChange });
+                    self.entry_removed(e, RemovalReason::KeyChange);
                 }
             }
             (_, Verdict::Drop(DropReason::Replay)) => self.counters.replays += 1,
@@ -778,6 +897,135 @@ impl Engine {
             _ => {}
         }
         Some(verdict)
+    }
+
+    /// Holds a piece of a cut unit of flow `cid` (its entry exists and opens this direction);
+    /// opens every unit it completes and releases that unit's pieces in order.
+    fn hold_piece(&mut self, now: Timestamp, buf: &mut Vec<u8>, dg: &Datagram, arrival: Arrival, cid: Cid) -> Verdict {
+        let limits = self.cfg.reassembly;
+        if self.units.held_bytes + buf.len() > limits.total {
+            self.counters.pieces_dropped += 1;
+            self.counters.hold_overflow += 1;
+            return Verdict::Drop(DropReason::HoldOverflow);
+        }
+        let unit_start = match arrival {
+            Arrival::LastPiece { unit_start } => Some(unit_start),
+            _ => None,
+        };
+        let mut packet = self.units.pool.pop().unwrap_or_default();
+        packet.clear();
+        packet.extend_from_slice(&buf[..dg.end]);
+        buf.clear();
+        let piece = Piece {
+            seq: dg.tcp_seq,
+            len: dg.payload_len() as u32,
+            payload_offset: dg.payload_offset,
+            unit_start,
+            short: unit_start.is_none() && dg.payload_len() < TRAILER_LEN,
+            tag: self.current_tag,
+            to_local: self.is_local(cid.dst),
+            arrived: now,
+            packet,
+        };
+        let Some((e, _)) = self.pit.get_mut(&cid) else { return Verdict::Drop(DropReason::Malformed) };
+        self.units.held_bytes += piece.packet.len();
+        e.reassembly.push(piece);
+        self.counters.pieces_held += 1;
+        let u = &mut self.units;
+        // Over the flow's bound: the oldest pieces go.
+        while e.reassembly.bytes() > limits.per_flow {
+            let Some(p) = e.reassembly.take_oldest() else { break };
+            u.held_bytes -= p.packet.len();
+            self.counters.pieces_dropped += 1;
+            drop_piece(&mut self.transmits, &mut u.pool, p);
+        }
+        loop {
+            let complete = match e.session.as_ref() {
+                Some(s) => e.reassembly.take_complete(&mut u.taken, &|t| s.trailer_unit_len(t)),
+                None => false,
+            };
+            if !complete {
+                break;
+            }
+            u.packets.clear();
+            for p in &mut u.taken {
+                u.held_bytes -= p.packet.len();
+                u.packets.push(std::mem::take(&mut p.packet));
+            }
+            let opened = match e.session.as_mut() {
+                Some(s) => s.open_unit(&mut u.packets, &mut u.scratch),
+                None => Err(PeerError::AuthenticationFailed),
+            };
+            match opened {
+                Ok(()) => {
+                    e.counters.opened += 1;
+                    self.counters.opened += 1;
+                    self.counters.units_reassembled += 1;
+                }
+                Err(PeerError::Replay(_)) => {
+                    e.counters.replays += 1;
+                    self.counters.replays += 1;
+                }
+                Err(_) => {
+                    e.counters.auth_failures += 1;
+                    self.counters.auth_failures += 1;
+                }
+            }
+            for (p, packet) in u.taken.drain(..).zip(u.packets.drain(..)) {
+                // A piece that held only trailer bytes comes back empty: it goes no further.
+                if opened.is_ok() && !packet.is_empty() {
+                    self.transmits.push_back(Transmit {
+                        packet,
+                        to_local: p.to_local,
+                        kind: TransmitKind::Released,
+                        tag: p.tag,
+                        deferrable: false,
+                    });
+                } else {
+                    if opened.is_err() {
+                        self.counters.pieces_dropped += 1;
+                    }
+                    drop_piece(&mut self.transmits, &mut u.pool, Piece { packet, ..p });
+                }
+            }
+        }
+        if !e.reassembly.timer_armed && !e.reassembly.is_empty() {
+            e.reassembly.timer_armed = true;
+            self.arm(now + limits.timeout, TimerKey::Pieces(cid.canonical()));
+        }
+        Verdict::Held
+    }
+
+    /// A PIT entry went: the pieces it held are dropped, and the removal is reported.
+    fn entry_removed(&mut self, mut e: PitEntry, reason: RemovalReason) {
+        let mut gone = std::mem::take(&mut self.units.taken);
+        e.reassembly.take_all(&mut gone);
+        for p in gone.drain(..) {
+            self.units.held_bytes -= p.packet.len();
+            self.counters.pieces_dropped += 1;
+            drop_piece(&mut self.transmits, &mut self.units.pool, p);
+        }
+        self.units.taken = gone;
+        self.events.push_back(Event::FlowRemoved { cid: e.cid, reason });
+    }
+
+    /// Drops a flow's pieces that waited longer than the reassembly timeout.
+    fn pieces_timer(&mut self, now: Timestamp, flow: Cid) {
+        let timeout = self.cfg.reassembly.timeout;
+        let Some((e, _)) = self.pit.get_mut(&flow) else { return };
+        e.reassembly.timer_armed = false;
+        let u = &mut self.units;
+        e.reassembly.take_older_than(Timestamp(now.0.saturating_sub(timeout.0)), &mut u.taken);
+        for p in u.taken.drain(..) {
+            u.held_bytes -= p.packet.len();
+            self.counters.pieces_dropped += 1;
+            drop_piece(&mut self.transmits, &mut u.pool, p);
+        }
+        if let Some(oldest) = e.reassembly.oldest() {
+            e.reassembly.timer_armed = true;
+            let at = (oldest + timeout).max(now + Micros(1));
+            self.arm(at, TimerKey::Pieces(flow));
+        }
     }
 
     /// Tells an application inside this GE's boundary at once that its flow is discarded.
@@ -823,7 +1071,7 @@ impl Engine {
             self.held_total = self.held_total.saturating_sub(1);
             let mut p = h.packet;
             let verdict = match Datagram::parse(&p) {
-                Ok(mut dg) => self.apply_entry(now, &mut p, &mut dg),
+                Ok(mut dg) => self.apply_entry(now, &mut p, &mut dg, PacketContext::default()),
                 Err(_) => None,
             };
             match verdict {
@@ -1069,9 +1317,11 @@ impl Engine {
             tcp: Default::default(),
             counters: Default::default(),
             summary: summary.clone(),
+            watch: Default::default(),
+            reassembly: Default::default(),
         };
         if let Some(old) = self.pit.insert(entry) {
-            self.events.push_back(Event::FlowRemoved { cid: old.cid, reason: RemovalReason::Replaced });
+            self.entry_removed(old, RemovalReason::Replaced);
         }
         self.arm(now + idle_timeout, TimerKey::Pit(cid.canonical()));
         self.events.push_back(Event::FlowDecided {
@@ -1712,6 +1962,7 @@ impl Engine {
                     }
                 }
                 TimerKey::Pit(flow) => self.pit_timer(now, flow),
+                TimerKey::Pieces(flow) => self.pieces_timer(now, flow),
             }
         }
         if !self.waiting.is_empty() {
@@ -1777,7 +2028,7 @@ impl Engine {
         match reason {
             Some(reason) => {
                 if let Some(e) = self.pit.remove(&flow) {
-                    self.events.push_back(Event::FlowRemoved { cid: e.cid, reason });
+                    self.entry_removed(e, reason);
                 }
             }
             None => {
@@ -1786,6 +2037,31 @@ impl Engine {
                 self.arm(next, TimerKey::Pit(flow));
             }
         }
+    }
+}
+
+/// Seals with the entry's session (none: the entry cannot seal; it is renegotiated).
+fn seal_with(e: &mut PitEntry, buf: &mut Vec<u8>, dg: &mut Datagram, max_len: usize) -> Result<(), SealError> {
+    match e.session.as_mut() {
+        Some(s) => s.seal(buf, dg, max_len),
+        None => Err(SealError::CounterExhausted),
+    }
+}
+
+/// A held piece that will not go on: its packet is dropped (the caller is told by its tag) and
+/// its buffer kept for the next piece.
+fn drop_piece(transmits: &mut VecDeque<Transmit>, pool: &mut Vec<Vec<u8>>, p: Piece) {
+    transmits.push_back(Transmit {
+        packet: Vec::new(),
+        to_local: false,
+        kind: TransmitKind::Dropped,
+        tag: p.tag,
+        deferrable: false,
+    });
+    if pool.len() < UNIT_POOL_MAX {
+        let mut b = p.packet;
+        b.clear();
+        pool.push(b);
     }
 }
 

@@ -28,8 +28,9 @@ pub mod pit;
 pub mod policy;
 pub mod time;
 pub mod transcript;
+pub mod unit;
 
-pub use engine::{Counters, DropReason, Engine, Event, GeConfig, Transmit, TransmitKind, Verdict};
+pub use engine::{Counters, DropReason, Engine, Event, GeConfig, PacketContext, Transmit, TransmitKind, Verdict};
 pub use error::{Error, PeerError};
 pub use gscip_wire::dprp::{GeKind, Mode, Side};
 pub use gscip_wire::{Cid, L4Proto};

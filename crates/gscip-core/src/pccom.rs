@@ -1,7 +1,10 @@
 //! PCCOM: payload protection that keeps IP and TCP/UDP headers readable.
 //!
 //! The TCP/UDP payload is encrypted in place with an AEAD; the trailer of
-//! [`gscip_wire::pccom`] (epoch, 64-bit counter, tag) follows it. Associated data binds the
+//! [`gscip_wire::pccom`] (epoch, 64-bit counter, unit length, tag) follows it. What one AEAD
+//! operation covers is a *unit*: the payload of one packet as the sealing end met it, which for
+//! TCP may be a GSO packet the kernel cuts into segments afterwards; the opening end then gets
+//! the unit in pieces ([`PccomSession::classify`], [`PccomSession::open_unit`]). Associated data binds the
 //! protocol, the negotiation's flow id, the epoch and counter (through the nonce) and, for TCP,
 //! the sequence and acknowledgment numbers and the flags, so segments cannot be moved, replayed
 //! or have RST/FIN injected. Keys are per flow and per direction (see [`derive_flow_keys`]).
@@ -11,7 +14,7 @@ use crate::group::GroupKey;
 use aws_lc_rs::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::hkdf;
 use gscip_wire::ip::{tcp_flags, Datagram, TcpPacket};
-use gscip_wire::pccom::{TrailerPacket, TrailerRepr, TRAILER_LEN};
+use gscip_wire::pccom::{TrailerPacket, TrailerRepr, MAX_UNIT_LEN, TRAILER_LEN};
 use gscip_wire::L4Proto;
 use std::fmt;
 use zeroize::Zeroizing;
@@ -152,6 +155,17 @@ impl ReplayWindow {
         self.bits[w] & m == 0
     }
 
+    /// Could `c` be the counter of a packet of this flow still to come: accepted by
+    /// [`ReplayWindow::check`] and not absurdly far ahead of the highest one seen. Tells a
+    /// trailer from ciphertext that happens to end in bytes of the trailer's version.
+    pub fn plausible(&self, c: u64) -> bool {
+        self.check(c) && c < self.top.saturating_add(Self::MAX_AHEAD)
+    }
+
+    /// A counter further ahead than this of the highest one seen is taken for noise by
+    /// [`ReplayWindow::plausible`] (a million lost packets in a row).
+    pub const MAX_AHEAD: u64 = 1 << 20;
+
     /// Records `c` as seen. Call only after the packet authenticated.
     pub fn update(&mut self, c: u64) {
         if c >= self.top {
@@ -176,8 +190,21 @@ impl ReplayWindow {
 pub enum SealError {
     /// The counter space is used up: renegotiate.
     CounterExhausted,
-    /// The packet would exceed the IP length limit.
+    /// The packet would exceed the length limit given to [`PccomSession::seal`].
     TooLong,
+}
+
+/// Where a protected packet that reached the opening end stands in its unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// It carries a whole unit (the usual case, and always for UDP): [`PccomSession::open`].
+    Whole,
+    /// The last piece of a unit the kernel cut into TCP segments after the sealing end: the
+    /// unit's first byte has sequence number `unit_start`.
+    LastPiece { unit_start: u32 },
+    /// A piece from the start or the middle of a cut unit: it ends in ciphertext, not in a
+    /// trailer of this flow.
+    Piece,
 }
 
 /// One flow's PCCOM state at one end of the protecting pair.
@@ -253,13 +280,14 @@ impl PccomSession {
         self.next_counter
     }
 
-    /// Encrypts the payload of `buf` (parsed as `dg`) in place, appends the trailer, lowers the
-    /// MSS on SYNs by the trailer length, and fixes lengths and checksums.
-    pub fn seal(&mut self, buf: &mut Vec<u8>, dg: &mut Datagram) -> Result<(), SealError> {
+    /// Encrypts the payload of `buf` (parsed as `dg`) in place as one unit, appends the
+    /// trailer, lowers the MSS on SYNs by the trailer length, and fixes lengths and checksums.
+    /// The sealed packet is at most `max_len` bytes (and the IP limit, 65,535).
+    pub fn seal(&mut self, buf: &mut Vec<u8>, dg: &mut Datagram, max_len: usize) -> Result<(), SealError> {
         if self.next_counter >= REKEY_AFTER_PACKETS {
             return Err(SealError::CounterExhausted);
         }
-        if dg.end + TRAILER_LEN > usize::from(u16::MAX) {
+        if dg.end + TRAILER_LEN > max_len.min(usize::from(u16::MAX)) || dg.payload_len() > MAX_UNIT_LEN {
             return Err(SealError::TooLong);
         }
         let counter = self.next_counter;
@@ -277,7 +305,7 @@ impl PccomSession {
         let mut t = [0u8; 16];
         t.copy_from_slice(tag.as_ref());
         let mut trailer = [0u8; TRAILER_LEN];
-        TrailerRepr { epoch: self.epoch, counter, tag: t }.emit(&mut trailer);
+        TrailerRepr { epoch: self.epoch, counter, unit_len: dg.payload_len() as u16, tag: t }.emit(&mut trailer);
         buf.extend_from_slice(&trailer);
         let new_len = dg.payload_len() + TRAILER_LEN;
         dg.set_payload_len(buf, new_len).map_err(|_| SealError::TooLong)?;
@@ -299,7 +327,7 @@ impl PccomSession {
         let tp = TrailerPacket::new_checked(payload).map_err(|_| PeerError::AuthenticationFailed)?;
         let tr = TrailerRepr::parse(&tp);
         let ct_len = tp.ciphertext_len();
-        if tr.epoch != self.epoch {
+        if tr.epoch != self.epoch || !tp.is_whole_unit() {
             return Err(PeerError::AuthenticationFailed);
         }
         if !self.replay.check(tr.counter) {
@@ -319,6 +347,115 @@ impl PccomSession {
         buf.truncate(start + ct_len);
         dg.set_payload_len(buf, ct_len).map_err(|_| PeerError::AuthenticationFailed)?;
         dg.fill_checksums(buf);
+        Ok(())
+    }
+
+    /// Says whether `buf`, a packet of this flow in the direction this end opens, holds a
+    /// whole unit or a piece of one. Costs no cryptography: a piece is told from a whole unit
+    /// by the end of its payload, which for a whole unit or a last piece is a trailer of this
+    /// flow (version, epoch, a plausible counter) and for other pieces is ciphertext. Only TCP
+    /// segments with payload and without SYN or RST can be pieces.
+    pub fn classify(&self, buf: &[u8], dg: &Datagram) -> Arrival {
+        if dg.cid.proto != L4Proto::Tcp
+            || dg.payload_len() == 0
+            || dg.tcp_flags & (tcp_flags::SYN | tcp_flags::RST) != 0
+        {
+            return Arrival::Whole;
+        }
+        let Ok(tp) = TrailerPacket::new_checked(&buf[dg.payload_offset..dg.end]) else {
+            return Arrival::Piece;
+        };
+        if !self.is_own_trailer(&tp) {
+            return Arrival::Piece;
+        }
+        match tp.unit_len().checked_sub(tp.ciphertext_len()) {
+            Some(before) if before > 0 => Arrival::LastPiece { unit_start: dg.tcp_seq.wrapping_sub(before as u32) },
+            // A whole unit, or an inconsistent trailer that opening will refuse.
+            _ => Arrival::Whole,
+        }
+    }
+
+    fn is_own_trailer<T: AsRef<[u8]>>(&self, tp: &TrailerPacket<T>) -> bool {
+        tp.epoch() == self.epoch && self.replay.plausible(tp.counter())
+    }
+
+    /// Reads `trailer` ([`TRAILER_LEN`] bytes put together from the end of a unit): its unit
+    /// length, if it is a trailer of this flow still to come (version, epoch, a plausible
+    /// counter). For a unit whose trailer the kernel's cut split over its last two pieces.
+    pub fn trailer_unit_len(&self, trailer: &[u8]) -> Option<usize> {
+        let tp = TrailerPacket::new_checked(trailer).ok()?;
+        (trailer.len() == TRAILER_LEN && self.is_own_trailer(&tp)).then(|| tp.unit_len())
+    }
+
+    /// Opens a unit that arrived in pieces. `pieces` are whole IP packets of this flow, in
+    /// sequence order and contiguous, whose payloads together are the unit's ciphertext and its
+    /// trailer (usually all in the last piece; the kernel's cut may leave the trailer's end
+    /// alone in a piece of its own). The associated data is the unit's as sealed: the first
+    /// piece's sequence number, the acknowledgment number they share and their flags together
+    /// (segmentation leaves CWR on the first and FIN and PSH on the last). Each piece is
+    /// decrypted in place and loses the trailer bytes it held, with its lengths and checksums
+    /// fixed. A piece left with nothing (it held only trailer bytes) comes back empty, to be
+    /// dropped, unless it carries the FIN: then it goes on without payload at the sequence
+    /// number after the unit's data (a segment without data and FIN would look like a duplicate
+    /// acknowledgment to the host). `scratch` is reused. On error nothing is recorded and the
+    /// pieces must be dropped (their bytes may be garbled).
+    pub fn open_unit(&mut self, pieces: &mut [Vec<u8>], scratch: &mut Vec<u8>) -> Result<(), PeerError> {
+        let fail = PeerError::AuthenticationFailed;
+        let first = pieces.first().ok_or(fail.clone())?;
+        let mut unit = Datagram::parse(first).map_err(|_| fail.clone())?;
+        if unit.cid.proto != L4Proto::Tcp {
+            return Err(fail);
+        }
+        // The unit's header, and its bytes gathered in order.
+        scratch.clear();
+        let mut flags = 0;
+        let mut next_seq = unit.tcp_seq;
+        for p in pieces.iter() {
+            let dg = Datagram::parse(p).map_err(|_| fail.clone())?;
+            if dg.cid != unit.cid || dg.tcp_ack != unit.tcp_ack || dg.tcp_seq != next_seq {
+                return Err(fail);
+            }
+            flags |= dg.tcp_flags;
+            next_seq = dg.tcp_seq.wrapping_add(dg.payload_len() as u32);
+            scratch.extend_from_slice(&p[dg.payload_offset..dg.end]);
+        }
+        let ct_len = scratch.len().checked_sub(TRAILER_LEN).ok_or(fail.clone())?;
+        let tp = TrailerPacket::new_checked(&scratch[ct_len..]).map_err(|_| fail.clone())?;
+        let tr = TrailerRepr::parse(&tp);
+        if tr.epoch != self.epoch || tp.unit_len() != ct_len {
+            return Err(fail);
+        }
+        if !self.replay.check(tr.counter) {
+            return Err(PeerError::Replay(tr.counter));
+        }
+        unit.tcp_flags = flags;
+        let (aad, alen) = aad_for(&unit, self.epoch, &self.flow_id);
+        self.opening
+            .open_in_place_separate_tag(nonce_for(tr.counter), Aad::from(&aad[..alen]), &tr.tag, &mut scratch[..ct_len])
+            .map_err(|_| fail.clone())?;
+        self.replay.update(tr.counter);
+        // The plaintext back into the pieces; trailer bytes leave them.
+        let data_end = unit.tcp_seq.wrapping_add(ct_len as u32);
+        let mut at = 0;
+        for p in pieces.iter_mut() {
+            let mut dg = Datagram::parse(p).map_err(|_| fail.clone())?;
+            let n = dg.payload_len();
+            let keep = n.min(ct_len.saturating_sub(at));
+            p[dg.payload_offset..dg.payload_offset + keep].copy_from_slice(&scratch[at..at + keep]);
+            at += n;
+            if keep < n {
+                if keep == 0 && dg.tcp_flags & tcp_flags::FIN == 0 {
+                    p.clear();
+                    continue;
+                }
+                if keep == 0 {
+                    p[dg.l4_offset + 4..dg.l4_offset + 8].copy_from_slice(&data_end.to_be_bytes());
+                }
+                p.truncate(dg.payload_offset + keep);
+                dg.set_payload_len(p, keep).map_err(|_| fail.clone())?;
+            }
+            dg.fill_checksums(p);
+        }
         Ok(())
     }
 }
@@ -371,7 +508,7 @@ mod tests {
                 let mut buf = packet(tcp, v6, &secret, tcp_flags::ACK, None);
                 let orig = buf.clone();
                 let mut dg = Datagram::parse(&buf).unwrap();
-                a.seal(&mut buf, &mut dg).unwrap();
+                a.seal(&mut buf, &mut dg, usize::MAX).unwrap();
                 assert_eq!(buf.len(), orig.len() + TRAILER_LEN);
                 assert!(!buf.windows(secret.len()).any(|w| w == &secret[..]), "payload visible");
                 let mut dg2 = Datagram::parse(&buf).unwrap();
@@ -387,7 +524,7 @@ mod tests {
         let (mut a, mut b) = pair(AeadAlgorithm::Aes256Gcm);
         let mut buf = packet(true, false, b"data", tcp_flags::ACK, None);
         let mut dg = Datagram::parse(&buf).unwrap();
-        a.seal(&mut buf, &mut dg).unwrap();
+        a.seal(&mut buf, &mut dg, usize::MAX).unwrap();
         let sealed = buf.clone();
         // Wrong direction: a cannot open what it sealed.
         let mut x = sealed.clone();
@@ -413,9 +550,133 @@ mod tests {
         let (mut a, _) = pair(AeadAlgorithm::Aes256Gcm);
         let mut buf = packet(true, false, b"", tcp_flags::SYN, Some(1460));
         let mut dg = Datagram::parse(&buf).unwrap();
-        a.seal(&mut buf, &mut dg).unwrap();
+        a.seal(&mut buf, &mut dg, usize::MAX).unwrap();
         let t = TcpPacket::new_checked(&buf[dg.l4_offset..dg.payload_offset]).unwrap();
         assert_eq!(t.mss(), Some(1460 - TRAILER_LEN as u16));
+    }
+
+    /// Seals one big TCP packet as a unit and cuts it as the kernel does after the GE.
+    fn cut_unit(alg: AeadAlgorithm, len: usize, seg: usize, flags: u8) -> (Vec<u8>, Vec<Vec<u8>>, PccomSession) {
+        let (mut a, b) = pair(alg);
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+        let orig = packet(true, false, &data, flags, None);
+        let mut sealed = orig.clone();
+        let mut dg = Datagram::parse(&sealed).unwrap();
+        a.seal(&mut sealed, &mut dg, usize::MAX).unwrap();
+        let mut pieces = Vec::new();
+        let mut scratch = Vec::new();
+        gscip_wire::segment::segment_tcp(&sealed, seg, &mut scratch, |p| pieces.push(p.to_vec())).unwrap();
+        (orig, pieces, b)
+    }
+
+    fn payloads(pieces: &[Vec<u8>]) -> Vec<u8> {
+        pieces
+            .iter()
+            .filter(|p| !p.is_empty())
+            .flat_map(|p| {
+                let d = Datagram::parse(p).unwrap();
+                p[d.payload_offset..d.end].to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_unit_cut_into_segments_is_told_apart_and_opened_from_its_pieces() {
+        for alg in [AeadAlgorithm::Aes256Gcm, AeadAlgorithm::ChaCha20Poly1305] {
+            // 10,000 bytes in segments of 1,400: the trailer shares the last segment. 2,800: the
+            // unit ends on a segment boundary and the trailer travels alone. 1,981 in 1,000: the
+            // cut falls inside the trailer, whose last 8 bytes travel alone.
+            for (len, seg) in [(10_000, 1_400), (2_800, 1_400), (60_000, 1_448), (1_981, 1_000)] {
+                let flags = tcp_flags::ACK | tcp_flags::PSH | 0x80; // CWR too
+                let (orig, mut pieces, mut b) = cut_unit(alg, len, seg, flags);
+                let od = Datagram::parse(&orig).unwrap();
+                let n = pieces.len();
+                let split_trailer = (1..TRAILER_LEN).contains(&((len + TRAILER_LEN) % seg));
+                for (k, p) in pieces.iter().enumerate() {
+                    let d = Datagram::parse(p).unwrap();
+                    let want = if k + 1 == n && !split_trailer {
+                        Arrival::LastPiece { unit_start: od.tcp_seq }
+                    } else {
+                        Arrival::Piece
+                    };
+                    assert_eq!(b.classify(p, &d), want, "piece {k} of {n}");
+                }
+                if split_trailer {
+                    let t: Vec<u8> = payloads(&pieces).split_off(len);
+                    assert_eq!(b.trailer_unit_len(&t), Some(len), "the trailer read across two pieces");
+                }
+                b.open_unit(&mut pieces, &mut Vec::new()).unwrap();
+                assert_eq!(payloads(&pieces), orig[od.payload_offset..].to_vec(), "{len}/{seg}");
+                // A piece that held only trailer bytes (and no FIN) is left empty, to be dropped.
+                let emptied = pieces.iter().filter(|p| p.is_empty()).count();
+                assert_eq!(emptied, usize::from(len.is_multiple_of(seg) || split_trailer), "{len}/{seg}");
+                for p in pieces.iter().filter(|p| !p.is_empty()) {
+                    assert!(Datagram::parse(p).unwrap().checksums_ok(p));
+                }
+                // The same unit again is a replay.
+                let (_, mut again, _) = cut_unit(alg, len, seg, flags);
+                assert_eq!(b.open_unit(&mut again, &mut Vec::new()), Err(PeerError::Replay(0)));
+            }
+        }
+    }
+
+    #[test]
+    fn a_fin_alone_after_the_data_goes_on_at_the_data_s_end() {
+        let fin = tcp_flags::ACK | tcp_flags::FIN;
+        for (len, seg) in [(2_800, 1_400), (1_981, 1_000)] {
+            let (orig, mut pieces, mut b) = cut_unit(AeadAlgorithm::Aes256Gcm, len, seg, fin);
+            b.open_unit(&mut pieces, &mut Vec::new()).unwrap();
+            let last = pieces.last().unwrap();
+            let d = Datagram::parse(last).unwrap();
+            let od = Datagram::parse(&orig).unwrap();
+            assert_eq!((d.payload_len(), d.tcp_flags & tcp_flags::FIN), (0, tcp_flags::FIN));
+            assert_eq!(d.tcp_seq, od.tcp_seq.wrapping_add(len as u32), "FIN at the end of the data");
+            assert!(d.checksums_ok(last));
+            assert_eq!(payloads(&pieces), orig[od.payload_offset..].to_vec());
+        }
+    }
+
+    #[test]
+    fn a_unit_with_a_piece_changed_missing_or_out_of_place_is_refused() {
+        let (_, pieces, _) = cut_unit(AeadAlgorithm::Aes256Gcm, 5_000, 1_000, tcp_flags::ACK);
+        let check = |mut ps: Vec<Vec<u8>>, what: &str| {
+            let (_, _, mut b) = cut_unit(AeadAlgorithm::Aes256Gcm, 1, 1_000, tcp_flags::ACK);
+            assert_eq!(b.open_unit(&mut ps, &mut Vec::new()), Err(PeerError::AuthenticationFailed), "{what}");
+        };
+        let mut flipped = pieces.clone();
+        let at = flipped[2].len() - 1;
+        flipped[2][at] ^= 1;
+        check(flipped, "a ciphertext byte flipped");
+        let mut missing = pieces.clone();
+        missing.remove(1);
+        check(missing, "a piece missing");
+        let mut swapped = pieces.clone();
+        swapped.swap(1, 2);
+        check(swapped, "two pieces swapped");
+        let mut fin = pieces.clone();
+        let d = Datagram::parse(&fin[0]).unwrap();
+        fin[0][d.l4_offset + 13] |= tcp_flags::FIN;
+        check(fin, "a FIN added");
+        check(Vec::new(), "no pieces");
+    }
+
+    #[test]
+    fn only_tcp_segments_with_data_can_be_pieces() {
+        let (_, mut b) = pair(AeadAlgorithm::Aes256Gcm);
+        for (tcp, flags, payload) in
+            [(false, 0, &b"plain udp datagram"[..]), (true, tcp_flags::ACK, b""), (true, tcp_flags::SYN, b"x")]
+        {
+            let buf = packet(tcp, false, payload, flags, None);
+            let d = Datagram::parse(&buf).unwrap();
+            assert_eq!(b.classify(&buf, &d), Arrival::Whole);
+            let mut x = buf.clone();
+            let mut d = Datagram::parse(&x).unwrap();
+            assert!(b.open(&mut x, &mut d).is_err());
+        }
+        // Data without a trailer of this flow at its end is a piece (held, never delivered as is).
+        let buf = packet(true, false, b"ciphertext, nothing else", tcp_flags::ACK, None);
+        let d = Datagram::parse(&buf).unwrap();
+        assert_eq!(b.classify(&buf, &d), Arrival::Piece);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use crate::group::GroupId;
 use crate::pccom::PccomSession;
 use crate::policy::FlowAction;
 use crate::time::{Micros, Timestamp};
+use crate::unit::{Reassembly, SealWatch};
 use gscip_wire::Cid;
 use std::collections::HashMap;
 
@@ -83,6 +84,10 @@ pub struct PitEntry {
     pub tcp: TcpClose,
     pub counters: EntryCounters,
     pub summary: DecisionSummary,
+    /// The direction this GE seals: what it has sealed, and whether it cuts units first.
+    pub watch: SealWatch,
+    /// The direction this GE opens: pieces of cut units waiting for the rest of their unit.
+    pub reassembly: Reassembly,
 }
 
 impl PitEntry {

@@ -3,7 +3,7 @@
 //! hold-queue bounds, and a property test of DPRP against the policy function as reference
 //! model under random loss of messages.
 
-use gscip_core::engine::{Engine, Event, GeConfig, TransmitKind, Verdict};
+use gscip_core::engine::{Engine, Event, GeConfig, PacketContext, TransmitKind, Verdict};
 use gscip_core::group::{GroupId, GroupKey, GroupKeyring};
 use gscip_core::identity::{CertificateAuthority, SigningIdentity};
 use gscip_core::policy::{decide, FlowAction, Outcome, PathGe};
@@ -911,4 +911,284 @@ fn only_the_cdn_may_wait_for_the_verdicts() {
     assert!(seen.contains(&(Some(Cdn), TransmitKind::Control, true)), "{seen:?}");
     assert!(seen.iter().any(|(_, k, d)| *k == TransmitKind::Released && !d), "{seen:?}");
     assert!(seen.iter().all(|(m, _, d)| *d == (*m == Some(Cdn))), "{seen:?}");
+}
+
+// ----- units cut into segments (GSO) ------------------------------------------------------
+
+fn tcp_at(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut p = tcp(a_addr(), b_addr(), 40000, 80, flags, payload);
+    let d = Datagram::parse(&p).unwrap();
+    p[d.l4_offset + 4..d.l4_offset + 8].copy_from_slice(&seq.to_be_bytes());
+    d.fill_checksums(&mut p);
+    p
+}
+
+/// Two GESs with a TCP flow from a to b negotiated; what a seals b opens.
+fn tcp_pair() -> Line {
+    let mut l = Line::new(vec![ges_a(Mode::Open, &[1]), ges_b(Mode::Open, &[1])]);
+    l.send_from_a(tcp(a_addr(), b_addr(), 40000, 80, gscip_wire::ip::tcp_flags::SYN, b""));
+    l.run_for(10_000);
+    let cid = Cid { proto: L4Proto::Tcp, src: a_addr(), src_port: 40000, dst: b_addr(), dst_port: 80 };
+    assert_eq!(l.action(0, &cid), Some(FlowAction::Encrypt));
+    l
+}
+
+const GSO: PacketContext = PacketContext { tag: 0, gso: true, can_segment: true };
+
+/// Seals `payload` at `seq` as one unit at a (a GSO packet) and cuts it as the kernel does.
+fn seal_and_cut(l: &mut Line, seq: u32, payload: &[u8], seg: usize) -> Vec<Vec<u8>> {
+    let mut p = tcp_at(seq, gscip_wire::ip::tcp_flags::ACK | gscip_wire::ip::tcp_flags::PSH, payload);
+    assert_eq!(l.engines[0].handle_packet_in(Timestamp(l.now), &mut p, GSO), Verdict::Accept);
+    let mut pieces = Vec::new();
+    gscip_wire::segment::segment_tcp(&p, seg, &mut Vec::new(), |s| pieces.push(s.to_vec())).unwrap();
+    pieces
+}
+
+/// What came out of b: (tag, Released packet or None for Dropped).
+fn outcomes(e: &mut Engine) -> Vec<(u64, Option<Vec<u8>>)> {
+    std::iter::from_fn(|| e.poll_transmit())
+        .filter_map(|t| match t.kind {
+            TransmitKind::Released => Some((t.tag, Some(t.packet))),
+            TransmitKind::Dropped => Some((t.tag, None)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_unit_cut_inside_its_trailer_is_put_together_too() {
+    let mut l = tcp_pair();
+    // 1,981 bytes and the trailer in segments of 1,000: the last 8 trailer bytes travel alone.
+    let data = [5u8; 1981];
+    let pieces = seal_and_cut(&mut l, 1000, &data, 1000);
+    assert_eq!(pieces.iter().map(|p| p.len()).collect::<Vec<_>>(), [1040, 1040, 48]);
+    let now = Timestamp(l.now);
+    for (i, p) in pieces.iter().enumerate().rev() {
+        let mut p = p.clone();
+        let v = l.engines[1].handle_packet_in(now, &mut p, PacketContext { tag: i as u64 + 1, ..Default::default() });
+        assert_eq!(v, Verdict::Held);
+    }
+    let out = outcomes(&mut l.engines[1]);
+    let released: Vec<usize> = out.iter().filter_map(|(_, p)| p.as_ref()).map(|p| p.len()).collect();
+    assert_eq!(released, [1040, 1021], "the data, without the trailer bytes");
+    assert_eq!(out.last(), Some(&(3, None)), "the piece of trailer bytes alone goes no further");
+    assert_eq!(l.engines[1].counters().pieces_dropped, 0, "not a loss");
+}
+
+#[test]
+fn a_unit_cut_on_the_wire_is_held_until_whole_then_goes_on_in_order() {
+    let mut l = tcp_pair();
+    let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let pieces = seal_and_cut(&mut l, 1000, &data, 1448);
+    assert!(pieces.len() > 10);
+    assert!(!seen_in_clear(&[(0, pieces.concat())], 0..=0, &data[..64]), "sealed");
+    let now = Timestamp(l.now);
+    // The last piece first, then the others backwards: all held until the first arrives.
+    let mut order: Vec<usize> = (0..pieces.len()).rev().collect();
+    order.rotate_left(1);
+    let mut out = Vec::new();
+    for (k, &i) in order.iter().enumerate() {
+        let mut p = pieces[i].clone();
+        let v = l.engines[1].handle_packet_in(now, &mut p, PacketContext { tag: 100 + i as u64, ..Default::default() });
+        assert_eq!(v, Verdict::Held, "piece {i}");
+        out.extend(outcomes(&mut l.engines[1]));
+        assert_eq!(out.is_empty(), k + 1 < order.len(), "released only when whole");
+    }
+    let tags: Vec<u64> = out.iter().map(|(t, _)| *t).collect();
+    assert_eq!(tags, (0..pieces.len() as u64).map(|i| 100 + i).collect::<Vec<_>>(), "in sequence order");
+    let mut stream = Vec::new();
+    for (_, p) in &out {
+        let p = p.as_ref().expect("released");
+        let d = Datagram::parse(p).unwrap();
+        assert!(d.checksums_ok(p));
+        assert_eq!(d.tcp_seq, 1000 + stream.len() as u32);
+        stream.extend_from_slice(&p[d.payload_offset..d.end]);
+    }
+    assert_eq!(stream, data);
+    let c = l.engines[1].counters();
+    assert_eq!((c.pieces_held, c.units_reassembled, c.pieces_dropped), (pieces.len() as u64, 1, 0));
+    assert_eq!(l.engines[1].held_piece_bytes(), 0);
+}
+
+#[test]
+fn pieces_that_never_complete_are_dropped_after_the_timeout_and_when_the_entry_goes() {
+    let mut l = tcp_pair();
+    let pieces = seal_and_cut(&mut l, 1000, &[7; 5000], 1000);
+    let now = Timestamp(l.now);
+    for (i, p) in pieces.iter().enumerate().skip(1) {
+        let mut p = p.clone();
+        l.engines[1].handle_packet_in(now, &mut p, PacketContext { tag: i as u64, ..Default::default() });
+    }
+    assert!(outcomes(&mut l.engines[1]).is_empty());
+    assert!(l.engines[1].held_piece_bytes() > 0);
+    l.engines[1].handle_timeout(Timestamp(l.now + 150_000));
+    assert!(outcomes(&mut l.engines[1]).is_empty(), "still within the timeout");
+    l.now += 250_000;
+    l.engines[1].handle_timeout(Timestamp(l.now));
+    let out = outcomes(&mut l.engines[1]);
+    assert_eq!(out.len(), pieces.len() - 1);
+    assert!(out.iter().all(|(_, p)| p.is_none()), "dropped, never delivered unopened");
+    assert_eq!(l.engines[1].held_piece_bytes(), 0);
+    // Pieces held when the entry goes are dropped with it.
+    let now = Timestamp(l.now);
+    let mut p = pieces[1].clone();
+    l.engines[1].handle_packet_in(now, &mut p, PacketContext { tag: 77, ..Default::default() });
+    l.engines[1].set_group_keys(keys_for(&[1, 3]));
+    assert_eq!(outcomes(&mut l.engines[1]), vec![(77, None)]);
+}
+
+#[test]
+fn after_a_retransmission_a_flow_of_cut_units_is_cut_into_segments_before_sealing() {
+    use gscip_wire::ip::tcp_flags::ACK;
+    let mut l = tcp_pair();
+    let now = Timestamp(l.now);
+    let e = &mut l.engines[0];
+    // Without cut units, a retransmission changes nothing.
+    for seq in [1000, 2000, 1500] {
+        let mut p = tcp_at(seq, ACK, &[1; 500]);
+        assert_eq!(
+            e.handle_packet_in(now, &mut p, PacketContext { can_segment: true, ..Default::default() }),
+            Verdict::Accept
+        );
+    }
+    let mut big = tcp_at(3000, ACK, &[2; 8000]);
+    assert_eq!(e.handle_packet_in(now, &mut big, GSO), Verdict::Accept);
+    // A retransmission of that unit's data: give it back unchanged, to be cut.
+    let retransmission = tcp_at(4000, ACK, &[2; 3000]);
+    let mut p = retransmission.clone();
+    assert_eq!(e.handle_packet_in(now, &mut p, GSO), Verdict::Segment);
+    assert_eq!(p, retransmission, "untouched");
+    assert_eq!(e.counters().flows_segmented, 1);
+    // From the GSO path every later packet is sent to be cut; the segments themselves are sealed.
+    let mut p = tcp_at(11_000, ACK, &[3; 4000]);
+    assert_eq!(e.handle_packet_in(now, &mut p, GSO), Verdict::Segment);
+    let mut p = tcp_at(11_000, ACK, &[3; 1400]);
+    assert_eq!(e.handle_packet_in(now, &mut p, PacketContext::default()), Verdict::Accept);
+    assert_eq!(e.counters().flows_segmented, 1);
+}
+
+#[test]
+fn a_packet_too_long_to_seal_whole_is_cut_or_dropped_and_the_flow_stays() {
+    use gscip_wire::ip::tcp_flags::ACK;
+    let mut l = Line::new_with(vec![ges_a(Mode::Open, &[1]), ges_b(Mode::Open, &[1])], &|c| c.max_packet_len = 9000);
+    l.send_from_a(tcp(a_addr(), b_addr(), 40000, 80, gscip_wire::ip::tcp_flags::SYN, b""));
+    l.run_for(10_000);
+    let now = Timestamp(l.now);
+    let mut p = tcp_at(1000, ACK, &[1; 8990]);
+    assert_eq!(l.engines[0].handle_packet_in(now, &mut p, GSO), Verdict::Segment);
+    let mut p = tcp_at(1000, ACK, &[1; 8990]);
+    assert_eq!(
+        l.engines[0].handle_packet_in(now, &mut p, PacketContext::default()),
+        Verdict::Drop(DropReason::TooLong)
+    );
+    assert_eq!(l.engines[0].pit().len(), 1, "the flow keeps its entry");
+    let mut p = tcp_at(1000, ACK, &[1; 1000]);
+    assert_eq!(l.engines[0].handle_packet_in(now, &mut p, PacketContext::default()), Verdict::Accept);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    /// The opening end against a model, with the real sealing end: units of random sizes cut
+    /// at a random segment size, delivered in a random order with losses, duplicates and forged
+    /// pieces, some units cut inside their trailer. Every packet the engine holds comes back
+    /// exactly once, released or dropped; what
+    /// is released is the sender's plaintext at its place in the stream; a unit goes on exactly
+    /// when every piece of it arrived; nothing stays held after the timeout.
+    #[test]
+    fn units_in_pieces_against_the_model(
+        units in proptest::collection::vec((1usize..12_000, any::<bool>(), 1usize..27), 1..5),
+        seg in 536usize..1500,
+        order in proptest::collection::vec(any::<u16>(), 0..80),
+        lost in proptest::collection::vec(any::<bool>(), 1..40),
+        dups in proptest::collection::vec(any::<u16>(), 0..3),
+        forged in proptest::collection::vec((any::<u16>(), proptest::collection::vec(any::<u8>(), 1..200)), 0..3),
+    ) {
+        // Some units sized so that the kernel's cut falls inside their trailer.
+        let sizes: Vec<usize> = units
+            .iter()
+            .map(|&(n, split, r)| if split { ((n / seg).max(1) * seg + r).saturating_sub(27).max(1) } else { n })
+            .collect();
+        let mut l = tcp_pair();
+        let base = 5000u32;
+        let total: usize = sizes.iter().sum();
+        let stream: Vec<u8> = (0..total).map(|i| (i * 31 + 7) as u8).collect();
+        let mut pieces = Vec::new(); // (unit, packet)
+        let mut at = 0;
+        for (u, &n) in sizes.iter().enumerate() {
+            for p in seal_and_cut(&mut l, base + at as u32, &stream[at..at + n], seg) {
+                pieces.push((u, p));
+            }
+            at += n;
+        }
+        let n = pieces.len();
+        let mut delivery: Vec<usize> = (0..n).collect();
+        for (i, o) in order.iter().enumerate() {
+            delivery.swap(i % n, usize::from(*o) % n);
+        }
+        let mut arrivals: Vec<Vec<u8>> = Vec::new();
+        let mut arrived_units = vec![true; sizes.len()];
+        for &i in &delivery {
+            if lost[i % lost.len()] && lost.len() > 1 {
+                arrived_units[pieces[i].0] = false;
+            } else {
+                arrivals.push(pieces[i].1.clone());
+            }
+        }
+        for d in &dups {
+            if !arrivals.is_empty() {
+                let k = usize::from(*d) % arrivals.len();
+                arrivals.push(arrivals[k].clone());
+            }
+        }
+        for (off, junk) in &forged {
+            // Beyond the stream, so that it never displaces a real piece.
+            let seq = base + total as u32 + 1 + u32::from(*off);
+            arrivals.push(tcp_at(seq, gscip_wire::ip::tcp_flags::ACK, junk));
+        }
+        let mut held = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        let mut accepted = Vec::new();
+        for (k, mut p) in arrivals.into_iter().enumerate() {
+            let tag = 1 + k as u64;
+            let now = Timestamp(l.now + k as u64);
+            let v = l.engines[1].handle_packet_in(now, &mut p, PacketContext { tag, ..Default::default() });
+            match v {
+                Verdict::Held => {
+                    held.insert(tag);
+                }
+                // A whole unit (it fit one segment) goes on at once.
+                Verdict::Accept => accepted.push(p),
+                _ => {}
+            }
+            out.extend(outcomes(&mut l.engines[1]));
+        }
+        // (Line::run_for would take b's transmits.)
+        l.engines[1].handle_timeout(Timestamp(l.now + 1_000_000));
+        out.extend(outcomes(&mut l.engines[1]));
+        let mut seen = std::collections::HashSet::new();
+        for (tag, _) in &out {
+            prop_assert!(held.contains(tag), "tag {} was not held", tag);
+            prop_assert!(seen.insert(*tag), "tag {} came back twice", tag);
+        }
+        prop_assert_eq!(seen.len(), held.len(), "a held packet never came back");
+        prop_assert_eq!(l.engines[1].held_piece_bytes(), 0);
+        // What was released is the stream at its place.
+        let mut covered = vec![false; total];
+        for p in out.iter().filter_map(|(_, p)| p.as_ref()).chain(accepted.iter()) {
+            let d = Datagram::parse(p).unwrap();
+            prop_assert!(d.checksums_ok(p));
+            let from = d.tcp_seq.wrapping_sub(base) as usize;
+            let data = &p[d.payload_offset..d.end];
+            prop_assert_eq!(data, &stream[from..from + data.len()]);
+            for c in &mut covered[from..from + data.len()] {
+                *c = true;
+            }
+        }
+        let mut at = 0;
+        for (u, &n) in sizes.iter().enumerate() {
+            let whole = covered[at..at + n].iter().all(|&c| c);
+            prop_assert_eq!(whole, arrived_units[u], "unit {}", u);
+            at += n;
+        }
+    }
 }

@@ -11,7 +11,9 @@
 //! hooks = "host"                      # host (OUTPUT+INPUT) | router (FORWARD) | bridge (FORWARD)
 //! protected = ["10.1.0.11/32"]        # what this GE protects
 //! local_addrs = ["10.1.0.11"]         # this host's own addresses
-//! queue = 0                           # NFQUEUE number
+//! queue = 0                           # NFQUEUE number (UDP, ICMP, TCP cut into segments)
+//! gso = true                          # TCP on a second queue that takes GSO packets whole
+//! gso_queue = 1                       # its number (default: queue + 1)
 //! fail_open = false                   # open GEs only: let traffic pass if the daemon is gone
 //! aead = "aes-256-gcm"                # or "chacha20-poly1305"
 //! bridges = ["br0"]                   # GEA only: its bridges (one per subnet of its servers)
@@ -54,6 +56,13 @@ pub struct Config {
     pub local_addrs: Vec<IpAddr>,
     #[serde(default)]
     pub queue: u16,
+    /// TCP goes to a second queue that takes GSO packets whole (NFQUEUE's GSO flag): the
+    /// sealing end seals up to 64 KiB as one unit (docs/pccom.md, "Units"). Default true.
+    #[serde(default = "default_true")]
+    pub gso: bool,
+    /// The GSO queue's number (default `queue + 1`).
+    #[serde(default)]
+    pub gso_queue: Option<u16>,
     #[serde(default)]
     pub fail_open: bool,
     #[serde(default)]
@@ -138,6 +147,10 @@ impl GmsSettings {
     }
 }
 
+fn default_true() -> bool {
+    true
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, DaemonError> {
         let text = std::fs::read_to_string(path)
@@ -151,6 +164,15 @@ impl Config {
             return Err("give `protected` prefixes or `local_addrs`: the GE must protect something".into());
         }
         c.aead_algorithm()?;
+        if c.gso_queue.is_some() && !c.gso {
+            return Err("`gso_queue` is set but `gso` is false".into());
+        }
+        if c.gso && c.gso_queue.is_none() && c.queue == u16::MAX {
+            return Err("queue 65535 leaves no number for the GSO queue: set `gso_queue`".into());
+        }
+        if c.gso_queue() == Some(c.queue) {
+            return Err(format!("`gso_queue` must differ from `queue` ({})", c.queue));
+        }
         match (&c.key_file, &c.gms) {
             (Some(_), Some(_)) => return Err("give either `key_file` or a `[gms]` table, not both".into()),
             (None, None) => return Err("give `key_file` or a `[gms]` table: where the GE gets its keys".into()),
@@ -160,6 +182,11 @@ impl Config {
             (Some(_), None) => {}
         }
         Ok(c)
+    }
+
+    /// The GSO queue's number, if TCP goes to one.
+    pub fn gso_queue(&self) -> Option<u16> {
+        self.gso.then(|| self.gso_queue.unwrap_or(self.queue.wrapping_add(1)))
     }
 
     /// Resolves the GMS's address for the rules (the daemon calls this once at start).
@@ -184,6 +211,7 @@ impl Config {
             protected: self.protected.clone(),
             local_addrs: self.local_addrs.clone(),
             aead: self.aead_algorithm().map_err(DaemonError::Configuration)?,
+            max_packet_len: crate::nfqueue::MAX_PAYLOAD,
             ..gscip_core::GeConfig::default()
         })
     }
@@ -204,6 +232,13 @@ mod tests {
         assert!(Config::parse("key_file = \"k\"\nhooks = \"host\"\nlocal_addrs=[\"10.0.0.1\"]\naead=\"rot13\"\n")
             .unwrap_err()
             .contains("rot13"));
+        let base = "key_file = \"k\"\nhooks = \"host\"\nlocal_addrs=[\"10.0.0.1\"]\n";
+        assert_eq!(Config::parse(base).unwrap().gso_queue(), Some(1), "TCP on queue + 1 by default");
+        assert_eq!(Config::parse(&format!("{base}queue = 7\ngso_queue = 3\n")).unwrap().gso_queue(), Some(3));
+        assert_eq!(Config::parse(&format!("{base}gso = false\n")).unwrap().gso_queue(), None);
+        assert!(Config::parse(&format!("{base}queue = 3\ngso_queue = 3\n")).unwrap_err().contains("differ"));
+        assert!(Config::parse(&format!("{base}gso = false\ngso_queue = 3\n")).unwrap_err().contains("gso"));
+        assert!(Config::parse(&format!("{base}queue = 65535\n")).unwrap_err().contains("gso_queue"));
     }
 
     #[test]

@@ -101,6 +101,8 @@ pub fn status_json(engine: &Engine) -> serde_json::Value {
             "control_sent": c.control_sent, "negotiations_started": c.negotiations_started,
             "negotiations_completed": c.negotiations_completed, "negotiations_failed": c.negotiations_failed,
             "restarts_requested": c.restarts_requested, "restarts_answered": c.restarts_answered,
+            "pieces_held": c.pieces_held, "units_reassembled": c.units_reassembled,
+            "pieces_dropped": c.pieces_dropped, "flows_segmented": c.flows_segmented,
         },
         "pit": pit,
     })

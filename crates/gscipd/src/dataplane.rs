@@ -9,16 +9,25 @@
 //! (`IPPROTO_RAW`: the IP header is ours, whatever the source address) marked with
 //! [`OWN_MARK`], which the daemon's rules let pass.
 //!
-//! Each turn of the loop takes up to [`crate::nfqueue::BATCH`] packets in one receive, hands
-//! them to the engine one by one (into one reused buffer), and sends all their verdicts in one
-//! datagram. When nothing is queued it blocks in `poll()` on the queue's socket, the control
-//! socket and the GMS link's wake-up socket until the engine's next timer.
+//! Two queues: the per-packet queue (UDP, ICMP, and TCP of flows cut into segments) and, with
+//! `gso` (the default), the GSO queue, which takes TCP packets whole as the sending host's TCP
+//! wrote them or GRO merged them (up to 64 KiB; NFQUEUE's GSO flag): the engine seals each as
+//! one unit, which the kernel cuts into segments after the verdict (docs/pccom.md, "Units").
+//! When the engine asks for a flow to be cut into segments ([`Verdict::Segment`]), its packet
+//! goes back through the hook with [`SEGMENT_MARK`]; the rules save the bit in the connection
+//! and send the flow's packets to the per-packet queue from then on.
+//!
+//! Each turn of the loop takes up to [`crate::nfqueue::BATCH`] packets from each queue in one
+//! receive, hands them to the engine one by one (into one reused buffer), and sends their
+//! verdicts in one datagram per queue. When nothing is queued it blocks in `poll()` on the
+//! queues' sockets, the control socket and the GMS link's wake-up socket until the engine's next
+//! timer.
 
 use crate::link::LinkSender;
 use crate::nfqueue::{Queue, Verdict as NfVerdict};
-use crate::{fast_bits, DaemonError, FAST_DROP, FAST_MASK, FAST_PASS, OWN_MARK};
+use crate::{fast_bits, DaemonError, FAST_DROP, FAST_MASK, FAST_PASS, OWN_MARK, SEGMENT_MARK};
 use gscip_core::engine::FastPath;
-use gscip_core::engine::{Event, TransmitKind, Verdict};
+use gscip_core::engine::{Event, PacketContext, TransmitKind, Verdict};
 use gscip_core::{Engine, Timestamp};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::HashMap;
@@ -70,10 +79,12 @@ pub enum Injector {
 #[allow(missing_debug_implementations)] // the engine has no Debug
 pub struct Dataplane {
     pub engine: Engine,
-    queue: Queue,
+    /// The per-packet queue ([`PACKET_QUEUE`]) and, with GSO, the GSO queue ([`GSO_QUEUE`]).
+    queues: Vec<Queue>,
     raw: Injector,
-    /// Packets the engine holds: tag -> the kernel's packet id (the packet stays queued).
-    held: HashMap<u64, u32>,
+    /// Packets the engine holds: tag -> the queue and the kernel's packet id (the packet stays
+    /// queued).
+    held: HashMap<u64, (usize, u32)>,
     /// The packet being handled (reused: no allocation per packet).
     buf: Vec<u8>,
     next_tag: u64,
@@ -92,6 +103,11 @@ pub struct Dataplane {
     deferred: Vec<Vec<u8>>,
 }
 
+/// Index of the per-packet queue in [`Dataplane`]'s queues.
+const PACKET_QUEUE: usize = 0;
+/// Index of the GSO queue.
+const GSO_QUEUE: usize = 1;
+
 /// At most this many discards are logged one by one per second; the rest are summed up.
 const DISCARD_LOGS_PER_SECOND: u32 = 10;
 /// The longest wait for a packet: `stop` is noticed within it.
@@ -100,12 +116,16 @@ const IDLE_WAIT_US: u64 = 250_000;
 const CONTROL_CHECK_US: u64 = 20_000;
 
 impl Dataplane {
-    /// Binds the NFQUEUE (before the rules that feed it are installed).
-    pub fn new(engine: Engine, queue_num: u16, raw: Injector) -> Result<Self, DaemonError> {
-        let queue = open_queue(queue_num, false)?;
+    /// Binds the queues (before the rules that feed them are installed): `queue_num`, and
+    /// `gso_queue` with NFQUEUE's GSO flag if given.
+    pub fn new(engine: Engine, queue_num: u16, gso_queue: Option<u16>, raw: Injector) -> Result<Self, DaemonError> {
+        let mut queues = vec![open_queue(queue_num, false)?];
+        if let Some(g) = gso_queue {
+            queues.push(open_queue(g, true)?);
+        }
         Ok(Dataplane {
             engine,
-            queue,
+            queues,
             raw,
             held: HashMap::new(),
             buf: Vec::with_capacity(65_536),
@@ -154,25 +174,27 @@ impl Dataplane {
 
     /// Runs until `stop` is set.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), DaemonError> {
-        let queue_fd = self.queue.raw_fd();
+        let queue_fds: Vec<i32> = self.queues.iter().map(|q| q.raw_fd()).collect();
         while !stop.load(Ordering::Relaxed) {
             let mut busy = false;
-            match self.queue.recv_batch() {
-                Ok(_) => {
-                    busy = true;
-                    for k in 0..self.queue.packets().len() {
-                        let p = self.queue.packets()[k];
-                        self.handle(&p)?;
-                        // In the engine's order: a held packet released by this packet (behind
-                        // the MPIT it sends) goes out before the packets after it in the batch.
-                        self.transmit()?;
+            for qi in 0..self.queues.len() {
+                match self.queues[qi].recv_batch() {
+                    Ok(_) => {
+                        busy = true;
+                        for k in 0..self.queues[qi].packets().len() {
+                            let p = self.queues[qi].packets()[k];
+                            self.handle(qi, &p)?;
+                            // In the engine's order: a held packet released by this packet
+                            // (behind the MPIT it sends) goes out before the packets after it.
+                            self.transmit()?;
+                        }
                     }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                        tracing::warn!("the NFQUEUE socket overflowed: the kernel dropped packets (fail-closed)");
+                    }
+                    Err(e) => return Err(DaemonError::Netfilter(format!("receiving from NFQUEUE: {e}"))),
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    tracing::warn!("the NFQUEUE socket overflowed: the kernel dropped packets (fail-closed)");
-                }
-                Err(e) => return Err(DaemonError::Netfilter(format!("receiving from NFQUEUE: {e}"))),
             }
             let t = now();
             if self.engine.poll_timeout().is_some_and(|at| at <= t) {
@@ -183,8 +205,11 @@ impl Dataplane {
             // What the engine sends and the verdicts first, the log after: a held packet's
             // release does not wait for a log line.
             self.transmit()?;
-            self.queue.flush().map_err(|e| DaemonError::Netfilter(format!("verdicts: {e}")))?;
-            let refused = self.queue.take_errors();
+            let mut refused = 0;
+            for q in &mut self.queues {
+                q.flush().map_err(|e| DaemonError::Netfilter(format!("verdicts: {e}")))?;
+                refused += q.take_errors();
+            }
             if refused > 0 {
                 tracing::warn!(refused, "the kernel refused verdicts");
             }
@@ -218,7 +243,8 @@ impl Dataplane {
             let us = until.unwrap_or(IDLE_WAIT_US).min(IDLE_WAIT_US);
             let control = self.control.as_ref().map_or(-1, |c| c.raw_fd());
             let wake = self.updates.as_ref().map_or(-1, |(u, _)| u.wake_fd());
-            let [_, control_ready, wake_ready] = readable(&[queue_fd, control, wake], us);
+            let gso = queue_fds.get(GSO_QUEUE).copied().unwrap_or(-1);
+            let [_, _, control_ready, wake_ready] = readable(&[queue_fds[PACKET_QUEUE], gso, control, wake], us);
             if control_ready {
                 if let Some(c) = &self.control {
                     c.serve(&self.engine);
@@ -231,59 +257,73 @@ impl Dataplane {
             }
         }
         // Whatever is still held goes out as dropped rather than stuck in the kernel queue.
-        for (_, id) in self.held.drain() {
-            let _ = self.queue.verdict(id, NfVerdict::Drop, None, None);
+        for (_, (qi, id)) in self.held.drain() {
+            let _ = self.queues[qi].verdict(id, NfVerdict::Drop, None, None);
         }
-        let _ = self.queue.flush();
+        for q in &mut self.queues {
+            let _ = q.flush();
+        }
         Ok(())
     }
 
-    fn handle(&mut self, p: &crate::nfqueue::Packet) -> Result<(), DaemonError> {
-        let original = self.queue.payload(p);
+    fn handle(&mut self, qi: usize, p: &crate::nfqueue::Packet) -> Result<(), DaemonError> {
+        let original = self.queues[qi].payload(p);
         if let Injector::Link(l) = &mut self.raw {
             l.learn(original, p.hw_addr(), p.indev);
+        }
+        if p.cap_len.is_some() {
+            // Longer than the kernel copies up (BIG TCP): never given back with a payload. From
+            // the GSO queue it comes back in segments; anything else cannot be handled.
+            return if qi == GSO_QUEUE {
+                self.verdict(qi, p.id, NfVerdict::Repeat, Some(p.mark | SEGMENT_MARK), None)
+            } else {
+                self.verdict(qi, p.id, NfVerdict::Drop, None, None)
+            };
         }
         self.buf.clear();
         self.buf.extend_from_slice(original);
         let len_before = self.buf.len();
         let tag = self.next_tag;
         self.next_tag += 1;
-        let verdict = self.engine.handle_packet_tagged(now(), &mut self.buf, tag);
+        let ctx = PacketContext { tag, gso: p.is_gso(), can_segment: qi == GSO_QUEUE };
+        let verdict = self.engine.handle_packet_in(now(), &mut self.buf, ctx);
         let discarded = verdict == Verdict::Drop(gscip_core::DropReason::Discarded);
         if discarded {
-            self.log_discard(p);
+            self.log_discard(qi, p);
         }
         // Decided without cryptography: hand the rest of the flow to the kernel (the packet
         // goes through the hook again with the fast-path bits, which the rules save). A sealed
         // or opened packet changed length and never qualifies: skip the lookup for it.
         let unchanged = self.buf.len() == len_before;
         if (verdict == Verdict::Accept && unchanged) || discarded {
-            let packet = if verdict == Verdict::Accept { self.buf.as_slice() } else { self.queue.payload(p) };
+            let packet = if verdict == Verdict::Accept { self.buf.as_slice() } else { self.queues[qi].payload(p) };
             if let Some(fast) = self.engine.fast_path(packet) {
                 let bits = fast_bits(if fast == FastPath::Pass { FAST_PASS } else { FAST_DROP }, self.generation);
                 let mark = (p.mark & !FAST_MASK) | bits;
-                return self.verdict(p.id, NfVerdict::Repeat, Some(mark), None);
+                return self.verdict(qi, p.id, NfVerdict::Repeat, Some(mark), None);
             }
         }
         match verdict {
             Verdict::Accept => {
-                let changed = self.buf.len() != len_before || self.buf.as_slice() != self.queue.payload(p);
+                let changed = self.buf.len() != len_before || self.buf.as_slice() != self.queues[qi].payload(p);
                 let payload = changed.then_some(self.buf.as_slice());
-                self.queue
+                self.queues[qi]
                     .verdict(p.id, NfVerdict::Accept, None, payload)
                     .map_err(|e| DaemonError::Netfilter(format!("verdict: {e}")))
             }
             Verdict::Held => {
-                self.held.insert(tag, p.id);
+                self.held.insert(tag, (qi, p.id));
                 Ok(())
             }
-            Verdict::Drop(_) | Verdict::Consumed => self.verdict(p.id, NfVerdict::Drop, None, None),
+            // Back through the hook, to the per-packet queue: the kernel cuts it into segments.
+            Verdict::Segment => self.verdict(qi, p.id, NfVerdict::Repeat, Some(p.mark | SEGMENT_MARK), None),
+            Verdict::Drop(_) | Verdict::Consumed => self.verdict(qi, p.id, NfVerdict::Drop, None, None),
         }
     }
 
     /// Every discard is counted by the engine; the log shows them one by one up to
     /// [`DISCARD_LOGS_PER_SECOND`], then how many were not shown.
-    fn log_discard(&mut self, p: &crate::nfqueue::Packet) {
+    fn log_discard(&mut self, qi: usize, p: &crate::nfqueue::Packet) {
         let t = now();
         let (n, since) = self.discard_log;
         if t.0.saturating_sub(since.0) >= 1_000_000 {
@@ -294,14 +334,21 @@ impl Dataplane {
         }
         self.discard_log.0 += 1;
         if self.discard_log.0 <= DISCARD_LOGS_PER_SECOND {
-            let packet = self.queue.payload(p);
+            let packet = self.queues[qi].payload(p);
             let flow = gscip_wire::ip::Datagram::parse(packet).map(|d| d.cid.to_string()).unwrap_or_default();
             tracing::warn!(ge = self.engine.name(), %flow, "discarded");
         }
     }
 
-    fn verdict(&mut self, id: u32, v: NfVerdict, mark: Option<u32>, payload: Option<&[u8]>) -> Result<(), DaemonError> {
-        self.queue.verdict(id, v, mark, payload).map_err(|e| DaemonError::Netfilter(format!("verdict: {e}")))
+    fn verdict(
+        &mut self,
+        qi: usize,
+        id: u32,
+        v: NfVerdict,
+        mark: Option<u32>,
+        payload: Option<&[u8]>,
+    ) -> Result<(), DaemonError> {
+        self.queues[qi].verdict(id, v, mark, payload).map_err(|e| DaemonError::Netfilter(format!("verdict: {e}")))
     }
 
     /// Sends what the engine wants sent: its own packets, and the verdicts of packets it held.
@@ -309,13 +356,14 @@ impl Dataplane {
         while let Some(t) = self.engine.poll_transmit() {
             match t.kind {
                 TransmitKind::Released => {
-                    if let Some(id) = self.held.remove(&t.tag) {
-                        self.verdict(id, NfVerdict::Accept, None, Some(&t.packet))?;
+                    if let Some((qi, id)) = self.held.remove(&t.tag) {
+                        self.verdict(qi, id, NfVerdict::Accept, None, Some(&t.packet))?;
                     }
+                    self.engine.recycle(t.packet);
                 }
                 TransmitKind::Dropped => {
-                    if let Some(id) = self.held.remove(&t.tag) {
-                        self.verdict(id, NfVerdict::Drop, None, None)?;
+                    if let Some((qi, id)) = self.held.remove(&t.tag) {
+                        self.verdict(qi, id, NfVerdict::Drop, None, None)?;
                     }
                 }
                 TransmitKind::Control if t.deferrable => self.deferred.push(t.packet),

@@ -39,11 +39,18 @@ pub const FAST_DROP: u32 = 0x0020_0000;
 pub const FAST_GENERATION_SHIFT: u32 = 22;
 pub const FAST_GENERATION_MASK: u32 = 0x3FC0_0000;
 
+/// A flow whose TCP packets the kernel cuts into segments before queueing them (the per-packet
+/// queue instead of the GSO queue): the engine asked for it ([`gscip_core::Verdict::Segment`]),
+/// the packet came back through the hook with this bit, which the rules save in the flow's
+/// conntrack mark.
+pub const SEGMENT_MARK: u32 = 0x0008_0000;
+
 /// The fast-path mark bits of a decision in a generation.
 pub fn fast_bits(decision: u32, generation: u8) -> u32 {
     decision | (u32::from(generation) << FAST_GENERATION_SHIFT)
 }
 const _: () = assert!(OWN_MARK & FAST_MASK == 0);
+const _: () = assert!(SEGMENT_MARK & (FAST_MASK | OWN_MARK) == 0);
 
 /// What can stop the daemon, by whose fault.
 #[derive(Debug, thiserror::Error)]

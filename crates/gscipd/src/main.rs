@@ -34,7 +34,7 @@ struct Args {
     #[arg(long)]
     accept_only: bool,
     /// With --accept-only: ask for NFQUEUE's GSO flag, so packets the kernel would segment come
-    /// up whole (up to 64 KiB): the benchmark's GSO floor. GSCIP itself seals packet by packet.
+    /// up whole (up to 64 KiB): the benchmark's GSO floor.
     #[arg(long, requires = "accept_only")]
     gso: bool,
 }
@@ -70,6 +70,9 @@ fn run(args: &Args) -> Result<(), DaemonError> {
     }
     cfg.resolve_gms()?;
     if args.accept_only {
+        // The floor: one queue for everything, with NFQUEUE's GSO flag if asked.
+        cfg.gso = false;
+        cfg.gso_queue = None;
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
         ctrlc::set_handler(move || s.store(true, Ordering::Relaxed))
@@ -110,7 +113,7 @@ fn run(args: &Args) -> Result<(), DaemonError> {
         }
         Hooks::Host | Hooks::Router => Injector::Ip(RawSender::new()?),
     };
-    let mut dp = Dataplane::new(engine, cfg.queue, injector)?;
+    let mut dp = Dataplane::new(engine, cfg.queue, cfg.gso_queue(), injector)?;
     if let Some(path) = &cfg.events_file {
         dp.log_events_to(path)?;
     }
@@ -121,7 +124,7 @@ fn run(args: &Args) -> Result<(), DaemonError> {
         dp.follow_gms(updates, cfg.clone());
     }
     rules::install(&cfg)?;
-    tracing::info!(ge = dp.engine.name(), queue = cfg.queue, hooks = ?cfg.hooks, "running");
+    tracing::info!(ge = dp.engine.name(), queue = cfg.queue, gso_queue = ?cfg.gso_queue(), hooks = ?cfg.hooks, "running");
     let result = dp.run(&stop);
     // A clean stop removes the rules; a crash leaves them (closed GEs stay closed).
     rules::remove(&cfg)?;

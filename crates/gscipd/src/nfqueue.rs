@@ -18,6 +18,9 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+/// The longest packet a verdict can carry (a netlink attribute's length is 16 bits, header
+/// included) and the kernel copies up at most.
+pub const MAX_PAYLOAD: usize = 65_535 - 4;
 /// Packets taken per receive at most.
 pub const BATCH: usize = 32;
 /// One receive buffer: a whole packet (copy range 65,535) and its attributes.
@@ -39,6 +42,8 @@ const NFQA_MARK: u16 = 3;
 const NFQA_IFINDEX_INDEV: u16 = 5;
 const NFQA_HWADDR: u16 = 9;
 const NFQA_PAYLOAD: u16 = 10;
+const NFQA_CAP_LEN: u16 = 13;
+const NFQA_SKB_INFO: u16 = 14;
 
 const NFQA_CFG_CMD: u16 = 1;
 const NFQA_CFG_PARAMS: u16 = 2;
@@ -50,6 +55,16 @@ const NFQNL_COPY_PACKET: u8 = 2;
 const NFQA_CFG_F_FAIL_OPEN: u32 = 1;
 /// Packets the kernel would segment (GSO, merged by GRO) come up whole, up to 64 KiB.
 const NFQA_CFG_F_GSO: u32 = 1 << 2;
+
+/// Bits of `NFQA_SKB_INFO`: what the kernel says of a packet's buffer.
+pub mod skb_info {
+    /// The TCP/UDP checksum is partial (left to the device): only the pseudo-header is summed.
+    pub const CSUM_NOT_READY: u32 = 1 << 0;
+    /// A GSO packet (a sender's TCP segments not cut yet, or segments GRO merged).
+    pub const GSO: u32 = 1 << 1;
+    /// The checksum was not verified on receipt.
+    pub const CSUM_NOT_VERIFIED: u32 = 1 << 2;
+}
 
 const NLMSG_HDRLEN: usize = 16;
 const NFGENMSG_LEN: usize = 4;
@@ -73,24 +88,68 @@ impl Verdict {
     }
 }
 
-/// A queued packet as the kernel described it; its bytes stay in the receive buffer until
-/// the next receive ([`Queue::payload`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Packet {
+/// What the kernel says of a queued packet, besides its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PacketMeta {
     pub id: u32,
     pub mark: u32,
     pub indev: u32,
+    /// [`skb_info`] bits.
+    pub skb_info: u32,
+    /// The packet's length when the kernel passed up less of it (`NFQA_CAP_LEN`): such a
+    /// packet must never be given back with a payload (it would be cut short).
+    pub cap_len: Option<u32>,
     hw_addr: [u8; 8],
     hw_len: u8,
+}
+
+impl PacketMeta {
+    /// A packet's description with the given link-layer source address (at most 8 bytes kept).
+    pub fn new(id: u32, mark: u32, indev: u32, hw: Option<&[u8]>) -> Self {
+        let mut m = PacketMeta { id, mark, indev, ..PacketMeta::default() };
+        if let Some(hw) = hw {
+            let n = hw.len().min(8);
+            m.hw_addr[..n].copy_from_slice(&hw[..n]);
+            m.hw_len = n as u8;
+        }
+        m
+    }
+
+    /// The same with these [`skb_info`] bits and capture length.
+    pub fn with_info(self, skb_info: u32, cap_len: Option<u32>) -> Self {
+        PacketMeta { skb_info, cap_len, ..self }
+    }
+
+    /// The link-layer source address the kernel saw, if any.
+    pub fn hw_addr(&self) -> Option<&[u8]> {
+        (self.hw_len > 0).then(|| &self.hw_addr[..usize::from(self.hw_len)])
+    }
+
+    /// A GSO packet: longer than one segment, to be cut by the kernel after the verdict.
+    pub fn is_gso(&self) -> bool {
+        self.skb_info & skb_info::GSO != 0
+    }
+
+    /// Its TCP/UDP checksum is partial (only the pseudo-header summed): not to be checked.
+    pub fn checksum_not_ready(&self) -> bool {
+        self.skb_info & skb_info::CSUM_NOT_READY != 0
+    }
+}
+
+/// A queued packet; its bytes stay in the receive buffer until the next receive
+/// ([`Queue::payload`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packet {
+    pub meta: PacketMeta,
     buffer: u16,
     start: u32,
     end: u32,
 }
 
-impl Packet {
-    /// The link-layer source address the kernel saw, if any.
-    pub fn hw_addr(&self) -> Option<&[u8]> {
-        (self.hw_len > 0).then(|| &self.hw_addr[..usize::from(self.hw_len)])
+impl std::ops::Deref for Packet {
+    type Target = PacketMeta;
+    fn deref(&self) -> &PacketMeta {
+        &self.meta
     }
 }
 
@@ -98,7 +157,7 @@ impl Packet {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Message {
     /// A packet; `start..end` is its payload within the message.
-    Packet { id: u32, mark: u32, indev: u32, hw_addr: [u8; 8], hw_len: u8, start: usize, end: usize },
+    Packet { meta: PacketMeta, start: usize, end: usize },
     /// An error (or acknowledgement, 0) the kernel reports for a message we sent, with the
     /// sequence number of that message.
     Error { errno: i32, seq: u32 },
@@ -169,7 +228,7 @@ pub fn parse_message(msg: &[u8]) -> Result<Message, ParseError> {
     if at > msg.len() {
         return Err(ParseError::Truncated);
     }
-    let (mut id, mut mark, mut indev, mut hw_addr, mut hw_len, mut payload) = (None, 0, 0, [0u8; 8], 0u8, None);
+    let (mut id, mut meta, mut payload) = (None, PacketMeta::default(), None);
     while at + 4 <= msg.len() {
         let alen = usize::from(u16_ne(msg, at).ok_or(ParseError::Truncated)?);
         let atype = u16_ne(msg, at + 2).ok_or(ParseError::Truncated)? & 0x3fff;
@@ -180,23 +239,25 @@ pub fn parse_message(msg: &[u8]) -> Result<Message, ParseError> {
         let value = &msg[start..end];
         match atype {
             NFQA_PACKET_HDR => id = Some(u32_be(value, 0).ok_or(ParseError::Truncated)?),
-            NFQA_MARK => mark = u32_be(value, 0).ok_or(ParseError::Truncated)?,
-            NFQA_IFINDEX_INDEV => indev = u32_be(value, 0).ok_or(ParseError::Truncated)?,
+            NFQA_MARK => meta.mark = u32_be(value, 0).ok_or(ParseError::Truncated)?,
+            NFQA_IFINDEX_INDEV => meta.indev = u32_be(value, 0).ok_or(ParseError::Truncated)?,
             NFQA_HWADDR => {
                 // struct nfqnl_msg_packet_hw { __be16 hw_addrlen; __u16 _pad; __u8 hw_addr[8]; }
                 let n = value.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])).ok_or(ParseError::Truncated)?;
                 let n = usize::from(n).min(8);
                 let addr = value.get(4..4 + n).ok_or(ParseError::Truncated)?;
-                hw_addr[..n].copy_from_slice(addr);
-                hw_len = n as u8;
+                meta.hw_addr[..n].copy_from_slice(addr);
+                meta.hw_len = n as u8;
             }
             NFQA_PAYLOAD => payload = Some((start, end)),
+            NFQA_SKB_INFO => meta.skb_info = u32_be(value, 0).ok_or(ParseError::Truncated)?,
+            NFQA_CAP_LEN => meta.cap_len = Some(u32_be(value, 0).ok_or(ParseError::Truncated)?),
             _ => {}
         }
         at += align4(alen);
     }
     match (id, payload) {
-        (Some(id), Some((start, end))) => Ok(Message::Packet { id, mark, indev, hw_addr, hw_len, start, end }),
+        (Some(id), Some((start, end))) => Ok(Message::Packet { meta: PacketMeta { id, ..meta }, start, end }),
         _ => Err(ParseError::Incomplete),
     }
 }
@@ -251,28 +312,25 @@ pub fn encode_verdict(
 }
 
 /// Appends a packet message as the kernel builds it (for tests and fuzz seeds).
-pub fn encode_packet(
-    buf: &mut Vec<u8>,
-    queue_num: u16,
-    id: u32,
-    mark: u32,
-    indev: u32,
-    hw: Option<&[u8]>,
-    payload: &[u8],
-) {
+pub fn encode_packet(buf: &mut Vec<u8>, queue_num: u16, meta: &PacketMeta, payload: &[u8]) {
     let start = begin_message(buf, NFQNL_MSG_PACKET, 0, 0, queue_num);
     let mut hdr = [0u8; 7];
-    hdr[..4].copy_from_slice(&id.to_be_bytes());
+    hdr[..4].copy_from_slice(&meta.id.to_be_bytes());
     hdr[4..6].copy_from_slice(&0x0800u16.to_be_bytes());
     attribute(buf, NFQA_PACKET_HDR, &hdr);
-    attribute(buf, NFQA_MARK, &mark.to_be_bytes());
-    attribute(buf, NFQA_IFINDEX_INDEV, &indev.to_be_bytes());
-    if let Some(hw) = hw {
-        let n = hw.len().min(8);
+    attribute(buf, NFQA_MARK, &meta.mark.to_be_bytes());
+    attribute(buf, NFQA_IFINDEX_INDEV, &meta.indev.to_be_bytes());
+    if let Some(hw) = meta.hw_addr() {
         let mut v = [0u8; 12];
-        v[..2].copy_from_slice(&(n as u16).to_be_bytes());
-        v[4..4 + n].copy_from_slice(&hw[..n]);
+        v[..2].copy_from_slice(&(hw.len() as u16).to_be_bytes());
+        v[4..4 + hw.len()].copy_from_slice(hw);
         attribute(buf, NFQA_HWADDR, &v);
+    }
+    if meta.skb_info != 0 {
+        attribute(buf, NFQA_SKB_INFO, &meta.skb_info.to_be_bytes());
+    }
+    if let Some(len) = meta.cap_len {
+        attribute(buf, NFQA_CAP_LEN, &len.to_be_bytes());
     }
     attribute(buf, NFQA_PAYLOAD, payload);
     finish_message(buf, start);
@@ -308,8 +366,9 @@ impl Queue {
     /// Opens a netfilter netlink socket and binds queue `queue_num`: whole packets,
     /// fail-closed (a full queue drops), at most `max_len` packets queued, `rcvbuf` bytes of
     /// socket buffer (`SO_RCVBUFFORCE`: root may exceed `net.core.rmem_max`). With `gso`, the
-    /// kernel hands up GSO packets unsegmented (NFQUEUE's GSO flag; only the benchmark's
-    /// accept-only floor asks for it: GSCIP seals packet by packet, docs/performance.md).
+    /// kernel hands up GSO packets unsegmented, up to [`MAX_PAYLOAD`] bytes (NFQUEUE's GSO
+    /// flag: the daemon's TCP queue, and the benchmark's GSO floor), with their checksums as
+    /// they are (a partial one is not completed: [`PacketMeta::checksum_not_ready`]).
     #[allow(unsafe_code)]
     pub fn open(queue_num: u16, max_len: u32, rcvbuf: i32, gso: bool) -> io::Result<Queue> {
         // SAFETY: plain socket(2); the returned descriptor is owned by the OwnedFd at once.
@@ -359,7 +418,7 @@ impl Queue {
         };
         q.configure(NFQA_CFG_CMD, &[NFQNL_CFG_CMD_BIND, 0, 0, 0])?;
         let mut params = [0u8; 5];
-        params[..4].copy_from_slice(&65_535u32.to_be_bytes());
+        params[..4].copy_from_slice(&(MAX_PAYLOAD as u32).to_be_bytes());
         params[4] = NFQNL_COPY_PACKET;
         q.configure(NFQA_CFG_PARAMS, &params)?;
         q.configure(NFQA_CFG_QUEUE_MAXLEN, &max_len.to_be_bytes())?;
@@ -408,8 +467,8 @@ impl Queue {
                     // The rules of a previous run may queue packets before the queue is set up
                     // (they stay when a daemon dies, so that the boundary stays closed): drop
                     // them (fail-closed) rather than leave them without a verdict.
-                    Ok(Message::Packet { id, .. }) => {
-                        encode_verdict(&mut drops, self.queue_num, id, Verdict::Drop, None, None)
+                    Ok(Message::Packet { meta, .. }) => {
+                        encode_verdict(&mut drops, self.queue_num, meta.id, Verdict::Drop, None, None)
                     }
                     _ => {}
                 }
@@ -481,12 +540,8 @@ impl Queue {
             let buf = &self.bufs[slot][..len];
             for (at, mlen) in split_messages(buf).flatten() {
                 match parse_message(&buf[at..at + mlen]) {
-                    Ok(Message::Packet { id, mark, indev, hw_addr, hw_len, start, end }) => self.packets.push(Packet {
-                        id,
-                        mark,
-                        indev,
-                        hw_addr,
-                        hw_len,
+                    Ok(Message::Packet { meta, start, end }) => self.packets.push(Packet {
+                        meta,
                         buffer: slot as u16,
                         start: (at + start) as u32,
                         end: (at + end) as u32,
@@ -543,18 +598,23 @@ mod tests {
 
     fn packet_message(id: u32, mark: u32, payload: &[u8]) -> Vec<u8> {
         let mut m = Vec::new();
-        encode_packet(&mut m, 7, id, mark, 3, Some(&[2, 0, 0, 0, 0, 9]), payload);
+        let meta = PacketMeta {
+            skb_info: skb_info::GSO,
+            cap_len: Some(70_000),
+            ..PacketMeta::new(id, mark, 3, Some(&[2, 0, 0, 0, 0, 9]))
+        };
+        encode_packet(&mut m, 7, &meta, payload);
         m
     }
 
     #[test]
     fn packet_messages_parse_and_bad_ones_are_refused() {
         let m = packet_message(42, 0x100000, b"\x45hello");
-        let Ok(Message::Packet { id, mark, indev, hw_addr, hw_len, start, end }) = parse_message(&m) else {
-            panic!("{:?}", parse_message(&m))
-        };
-        assert_eq!((id, mark, indev, hw_len), (42, 0x100000, 3, 6));
-        assert_eq!(&hw_addr[..6], &[2, 0, 0, 0, 0, 9]);
+        let Ok(Message::Packet { meta, start, end }) = parse_message(&m) else { panic!("{:?}", parse_message(&m)) };
+        assert_eq!((meta.id, meta.mark, meta.indev), (42, 0x100000, 3));
+        assert_eq!(meta.hw_addr(), Some(&[2, 0, 0, 0, 0, 9][..]));
+        assert!(meta.is_gso() && !meta.checksum_not_ready());
+        assert_eq!(meta.cap_len, Some(70_000));
         assert_eq!(&m[start..end], b"\x45hello");
         for cut in 0..m.len() {
             assert!(parse_message(&m[..cut]).is_err(), "cut at {cut}");
@@ -570,7 +630,7 @@ mod tests {
         d.extend(packet_message(2, 0, b"defgh"));
         let ids: Vec<u32> = split_messages(&d)
             .map(|r| match parse_message(&d[r.unwrap().0..]) {
-                Ok(Message::Packet { id, .. }) => id,
+                Ok(Message::Packet { meta, .. }) => meta.id,
                 other => panic!("{other:?}"),
             })
             .collect();

@@ -8,7 +8,7 @@
 //! An open GE with `fail_open = true` gets `--queue-bypass` instead.
 
 use crate::config::{Config, Hooks};
-use crate::{fast_bits, DaemonError, FAST_DROP, FAST_MASK, FAST_PASS, OWN_MARK};
+use crate::{fast_bits, DaemonError, FAST_DROP, FAST_MASK, FAST_PASS, OWN_MARK, SEGMENT_MARK};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -23,7 +23,8 @@ fn hooks(c: &Config) -> &'static [&'static str] {
 
 /// The `iptables-restore` input for one family; fast-path marks count only in `generation`.
 pub fn restore_script(c: &Config, v6: bool, generation: u8) -> String {
-    let q = format!("-j NFQUEUE --queue-num {}{}", c.queue, if c.fail_open { " --queue-bypass" } else { "" });
+    let bypass = if c.fail_open { " --queue-bypass" } else { "" };
+    let q = format!("-j NFQUEUE --queue-num {}{bypass}", c.queue);
     let icmp = if v6 {
         "-p ipv6-icmp --icmpv6-type destination-unreachable"
     } else {
@@ -50,7 +51,20 @@ pub fn restore_script(c: &Config, v6: bool, generation: u8) -> String {
     s.push_str(&format!("-A {CHAIN} -m mark --mark {pass:#x}/{mask:#x} -j RETURN\n"));
     s.push_str(&format!("-A {CHAIN} -m mark --mark {drop:#x}/{mask:#x} -j CONNMARK --save-mark --mask {mask:#x}\n"));
     s.push_str(&format!("-A {CHAIN} -m mark --mark {drop:#x}/{mask:#x} -j DROP\n"));
-    s.push_str(&format!("-A {CHAIN} -p tcp {q}\n"));
+    match c.gso_queue() {
+        // TCP to the GSO queue (whole GSO packets), except flows the engine had cut into
+        // segments: the mark of the packet that came back for it, saved in the connection.
+        Some(g) => {
+            let seg = SEGMENT_MARK;
+            s.push_str(&format!(
+                "-A {CHAIN} -m mark --mark {seg:#x}/{seg:#x} -j CONNMARK --save-mark --mask {seg:#x}\n"
+            ));
+            s.push_str(&format!("-A {CHAIN} -p tcp -m mark --mark {seg:#x}/{seg:#x} {q}\n"));
+            s.push_str(&format!("-A {CHAIN} -p tcp -m connmark --mark {seg:#x}/{seg:#x} {q}\n"));
+            s.push_str(&format!("-A {CHAIN} -p tcp -j NFQUEUE --queue-num {g}{bypass}\n"));
+        }
+        None => s.push_str(&format!("-A {CHAIN} -p tcp {q}\n")),
+    }
     s.push_str(&format!("-A {CHAIN} -p udp {q}\n"));
     s.push_str(&format!("-A {CHAIN} {icmp} {q}\n"));
     s.push_str("COMMIT\n");
@@ -128,16 +142,33 @@ mod tests {
 
     #[test]
     fn the_script_queues_tcp_udp_and_unreachables_and_skips_our_own_packets() {
-        let c = Config::parse("key_file = \"k\"\nhooks = \"host\"\nlocal_addrs = [\"10.0.0.1\"]\nqueue = 3\n").unwrap();
+        let c =
+            Config::parse("key_file = \"k\"\nhooks = \"host\"\nlocal_addrs = [\"10.0.0.1\"]\nqueue = 3\ngso = false\n")
+                .unwrap();
         let s = restore_script(&c, false, 0);
         assert!(s.contains("--mark 0x40000047 -j RETURN"));
         assert!(s.contains("-p tcp -j NFQUEUE --queue-num 3\n"), "fail closed: no bypass");
+        assert!(s.contains("-p udp -j NFQUEUE --queue-num 3\n"));
         assert!(s.contains("--icmp-type destination-unreachable"));
         assert!(restore_script(&c, true, 0).contains("--icmpv6-type destination-unreachable"));
         let open =
             Config::parse("key_file = \"k\"\nhooks = \"host\"\nlocal_addrs = [\"10.0.0.1\"]\nfail_open = true\n")
                 .unwrap();
         assert!(restore_script(&open, false, 0).contains("--queue-bypass"));
+    }
+
+    #[test]
+    fn tcp_goes_to_the_gso_queue_unless_its_flow_is_cut_into_segments() {
+        let c = Config::parse("key_file = \"k\"\nhooks = \"host\"\nlocal_addrs = [\"10.0.0.1\"]\nqueue = 3\n").unwrap();
+        let s = restore_script(&c, false, 0);
+        let at = |needle: &str| s.find(needle).unwrap_or_else(|| panic!("{needle:?} not in\n{s}"));
+        let save = at("-m mark --mark 0x80000/0x80000 -j CONNMARK --save-mark --mask 0x80000\n");
+        let by_mark = at("-p tcp -m mark --mark 0x80000/0x80000 -j NFQUEUE --queue-num 3\n");
+        let by_conn = at("-p tcp -m connmark --mark 0x80000/0x80000 -j NFQUEUE --queue-num 3\n");
+        let gso = at("-p tcp -j NFQUEUE --queue-num 4\n");
+        assert!(save < by_mark && by_mark < by_conn && by_conn < gso, "{s}");
+        assert!(at("-m connmark --mark 0x100000/0x3ff00000 -j RETURN") < save, "the fast path comes first");
+        assert!(s.contains("-p udp -j NFQUEUE --queue-num 3\n"));
     }
 
     #[test]

@@ -101,12 +101,17 @@ pub const EPOCH: u8 = 1;
 /// the first payload byte) with `payload` as its transport payload.
 pub fn pccom_packet(payload: &[u8]) -> Option<Vec<u8>> {
     let sel = payload.first().copied().unwrap_or(0);
-    let (src, dst): (IpAddr, IpAddr) = if sel & 2 != 0 {
+    let proto = if sel & 1 != 0 { L4Proto::Tcp } else { L4Proto::Udp };
+    pccom_datagram(proto, sel & 2 != 0, payload)
+}
+
+/// A TCP or UDP packet from 10.1.0.5 (fd00:1::5) to 10.2.0.5 (fd00:2::5) carrying `payload`.
+fn pccom_datagram(proto: L4Proto, v6: bool, payload: &[u8]) -> Option<Vec<u8>> {
+    let (src, dst): (IpAddr, IpAddr) = if v6 {
         (Ipv6Addr::new(0xfd00, 1, 0, 0, 0, 0, 0, 5).into(), Ipv6Addr::new(0xfd00, 2, 0, 0, 0, 0, 0, 5).into())
     } else {
         (Ipv4Addr::new(10, 1, 0, 5).into(), Ipv4Addr::new(10, 2, 0, 5).into())
     };
-    let proto = if sel & 1 != 0 { L4Proto::Tcp } else { L4Proto::Udp };
     DatagramRepr {
         cid: Cid { proto, src, src_port: 40000, dst, dst_port: 80 },
         ttl: 64,
@@ -151,13 +156,84 @@ pub fn pccom_trailer(data: &[u8]) {
     // Round trip on the same bytes as plaintext.
     let mut buf = packet.clone();
     let mut dg = Datagram::parse(&buf).expect("DatagramRepr::emit builds a packet that parses");
-    if sealer.seal(&mut buf, &mut dg).is_err() {
+    if sealer.seal(&mut buf, &mut dg, usize::MAX).is_err() {
         return; // too long to carry a trailer
     }
     let mut sealed_dg = Datagram::parse(&buf).expect("a sealed packet parses");
     assert!(sealed_dg.checksums_ok(&buf), "a sealed packet has bad checksums");
     opener.open(&mut buf, &mut sealed_dg).expect("opening what the peer sealed");
     assert_eq!(buf, packet, "seal + open did not give back the packet");
+}
+
+// ----- pccom_unit ----------------------------------------------------------------------------
+
+/// Units cut into segments. The input: byte 0 picks the AEAD and what to break, bytes 1-2 the
+/// segment size, byte 3 a position, the rest the plaintext of a TCP packet. The packet is
+/// sealed as one unit and cut as the kernel cuts it; every piece but the last is classified as
+/// a piece; opening the pieces gives back the plaintext (without the trailer bytes), unless a
+/// byte was flipped or a piece left out, which opening must refuse. Then the raw input, cut the
+/// same way as if it were sealed, must not open.
+pub fn pccom_unit(data: &[u8]) {
+    use gscip_core::pccom::Arrival;
+    if data.len() < 4 {
+        return;
+    }
+    let (sel, seg, pos) = (data[0], usize::from(u16::from_be_bytes([data[1], data[2]])).max(1), usize::from(data[3]));
+    let payload = &data[4..];
+    // At most some 512 pieces: tiny segments of a long unit only slow the fuzzer down.
+    let seg = seg.max(payload.len() / 512 + 1);
+    let alg = if sel & 1 != 0 { AeadAlgorithm::ChaCha20Poly1305 } else { AeadAlgorithm::Aes256Gcm };
+    let (mut opener, mut sealer) = pccom_sessions(alg);
+    let tcp = |payload: &[u8]| pccom_datagram(L4Proto::Tcp, sel & 2 != 0, payload);
+    let Some(packet) = tcp(payload) else { return };
+    let mut sealed = packet.clone();
+    let mut dg = Datagram::parse(&sealed).expect("DatagramRepr::emit builds a packet that parses");
+    if sealer.seal(&mut sealed, &mut dg, usize::MAX).is_err() {
+        return;
+    }
+    let mut pieces = Vec::new();
+    let cut = gscip_wire::segment::segment_tcp(&sealed, seg, &mut Vec::new(), |p| pieces.push(p.to_vec()));
+    if cut.is_err() {
+        return;
+    }
+    let n = pieces.len();
+    for p in &pieces[..n - 1] {
+        let d = Datagram::parse(p).expect("a segment parses");
+        assert_eq!(opener.classify(p, &d), Arrival::Piece, "a piece before the last looked like a unit's end");
+    }
+    let mut broken = pieces.clone();
+    let break_it = sel & 4 != 0;
+    if break_it {
+        if sel & 8 != 0 && n > 1 {
+            broken.remove(pos % n);
+        } else {
+            let k = pos % n;
+            let at = broken[k].len() - 1 - pos % broken[k].len().min(40);
+            broken[k][at] ^= 1;
+        }
+    }
+    match opener.open_unit(&mut broken, &mut Vec::new()) {
+        Ok(()) => {
+            assert!(!break_it || broken.len() == n, "opened a unit with a piece left out");
+            let mut got = Vec::new();
+            for p in broken.iter().filter(|p| !p.is_empty()) {
+                let d = Datagram::parse(p).expect("an opened piece parses");
+                assert!(d.checksums_ok(p), "an opened piece has bad checksums");
+                got.extend_from_slice(&p[d.payload_offset..d.end]);
+            }
+            if !break_it {
+                assert_eq!(got, payload, "the unit's plaintext");
+            }
+        }
+        Err(_) => assert!(break_it, "could not open an intact unit"),
+    }
+    // The input itself, never sealed, cut into pieces: must not open.
+    let Some(raw) = tcp(data) else { return };
+    let mut raw_pieces = Vec::new();
+    if gscip_wire::segment::segment_tcp(&raw, seg, &mut Vec::new(), |p| raw_pieces.push(p.to_vec())).is_ok() {
+        let (mut fresh, _) = pccom_sessions(alg);
+        assert!(fresh.open_unit(&mut raw_pieces, &mut Vec::new()).is_err(), "opened bytes nobody sealed");
+    }
 }
 
 // ----- nfqueue_message ------------------------------------------------------------------------
@@ -169,15 +245,13 @@ pub fn nfqueue_message(data: &[u8]) {
     for r in split_messages(data) {
         let Ok((at, len)) = r else { break };
         let msg = &data[at..at + len];
-        if let Ok(Message::Packet { id, mark, indev, hw_addr, hw_len, start, end }) = parse_message(msg) {
+        if let Ok(Message::Packet { meta, start, end }) = parse_message(msg) {
             assert!(start <= end && end <= msg.len());
-            let hw = (hw_len > 0).then(|| &hw_addr[..usize::from(hw_len)]);
             let mut again = Vec::new();
-            encode_packet(&mut again, 0, id, mark, indev, hw, &msg[start..end]);
+            encode_packet(&mut again, 0, &meta, &msg[start..end]);
             match parse_message(&again) {
-                Ok(Message::Packet { id: i, mark: m, indev: d, hw_addr: a, hw_len: l, start: s, end: e }) => {
-                    assert_eq!((i, m, d, l), (id, mark, indev, hw_len));
-                    assert_eq!(a[..usize::from(l)], hw_addr[..usize::from(hw_len)]);
+                Ok(Message::Packet { meta: m, start: s, end: e }) => {
+                    assert_eq!(m, meta);
                     assert_eq!(&again[s..e], &msg[start..end]);
                 }
                 other => panic!("a re-encoded packet does not parse: {other:?}"),
@@ -377,10 +451,18 @@ pub fn encode_steps(steps: &[Step]) -> Vec<u8> {
     out
 }
 
+/// Hands a packet to the engine as a data plane with a GSO queue would: packets longer than a
+/// segment as GSO packets, and (by the length's parity) from the queue that can cut them.
 fn feed(engine: &mut Engine, now: Timestamp, mut buf: Vec<u8>) {
-    let v = engine.handle_packet(now, &mut buf);
+    let ctx = gscip_core::PacketContext { tag: 1, gso: buf.len() > 1500, can_segment: buf.len() % 2 == 1 };
+    let before = buf.clone();
+    let v = engine.handle_packet_in(now, &mut buf, ctx);
     if v == Verdict::Held {
         assert!(buf.is_empty(), "a held packet's buffer was not taken");
+    }
+    if v == Verdict::Segment {
+        assert!(ctx.can_segment, "asked to cut a packet that cannot be cut");
+        assert_eq!(buf, before, "a packet to be cut was changed");
     }
 }
 

@@ -386,6 +386,7 @@ impl Writer {
             "datagram" => h::datagram(bytes),
             "icmp_error" => h::icmp_error(bytes),
             "pccom_trailer" => h::pccom_trailer(bytes),
+            "pccom_unit" => h::pccom_unit(bytes),
             "scenario" => h::scenario(bytes),
             "engine_packet" => h::engine_packet(bytes),
             "gms_state" => h::gms_state(bytes),
@@ -490,13 +491,24 @@ fn main() {
     // without, two messages in one datagram.
     let syn = packet(L4Proto::Tcp, addr(false, A4), 40000, addr(false, B4), 22, 0x02, Some(1460), b"");
     let mut with_hw = Vec::new();
-    gscipd::nfqueue::encode_packet(&mut with_hw, 0, 1, 0x100000, 3, Some(&[2, 0, 0, 0, 0, 7]), &syn);
+    gscipd::nfqueue::encode_packet(
+        &mut with_hw,
+        0,
+        &gscipd::nfqueue::PacketMeta::new(1, 0x100000, 3, Some(&[2, 0, 0, 0, 0, 7])),
+        &syn,
+    );
     w.put("nfqueue_message", "packet-hw", &with_hw);
     let mut two = Vec::new();
-    gscipd::nfqueue::encode_packet(&mut two, 0, 2, 0, 0, None, &syn);
+    gscipd::nfqueue::encode_packet(&mut two, 0, &gscipd::nfqueue::PacketMeta::new(2, 0, 0, None), &syn);
     w.put("nfqueue_message", "packet", &two);
     two.extend_from_slice(&with_hw);
     w.put("nfqueue_message", "two-packets", &two);
+    // A GSO packet (its checksum left to the device) and one the kernel passed up cut short.
+    let mut gso = Vec::new();
+    let meta = gscipd::nfqueue::PacketMeta::new(3, 0, 2, None)
+        .with_info(gscipd::nfqueue::skb_info::GSO | gscipd::nfqueue::skb_info::CSUM_NOT_READY, Some(70_000));
+    gscipd::nfqueue::encode_packet(&mut gso, 0, &meta, &syn);
+    w.put("nfqueue_message", "packet-gso", &gso);
     // A regression the fuzzer found: an error report with the most negative error code.
     let mut error = Vec::new();
     error.extend_from_slice(&36u32.to_ne_bytes());
@@ -540,12 +552,28 @@ fn main() {
         }
     }
 
-    // PCCOM payloads: a trailer (version 1, epoch 1) after a few bytes of "ciphertext", with
+    // Units cut into segments: the trailer in the last piece, alone in a piece of its own, and
+    // split over two pieces; intact, a byte flipped, a piece left out.
+    for (name, len, seg) in [
+        ("whole", 100usize, 1400u16),
+        ("trailer-alone", 2800, 1400),
+        ("trailer-split", 1981, 1000),
+        ("many", 20_000, 1448),
+    ] {
+        for (how, sel) in [("intact", 0u8), ("flipped", 4), ("missing", 12), ("chacha", 1)] {
+            let mut d = vec![sel];
+            d.extend_from_slice(&seg.to_be_bytes());
+            d.push(7);
+            d.extend((0..len).map(|i| (i * 13) as u8));
+            w.put("pccom_unit", &format!("{name}-{how}"), &d);
+        }
+    }
+    // PCCOM payloads: a trailer (version 2, epoch 1) after a few bytes of "ciphertext", with
     // the first byte covering every packet shape and AEAD choice of the target.
     for sel in 0u8..8 {
         let mut p = vec![sel, 0xaa, 0xbb];
         let mut t = [0u8; gscip_wire::pccom::TRAILER_LEN];
-        TrailerRepr { epoch: h::EPOCH, counter: u64::from(sel) * 1000, tag: [sel; 16] }.emit(&mut t);
+        TrailerRepr { epoch: h::EPOCH, counter: u64::from(sel) * 1000, unit_len: 2, tag: [sel; 16] }.emit(&mut t);
         p.extend_from_slice(&t);
         w.put("pccom_trailer", &format!("trailer-sel{sel}"), &p);
     }
@@ -556,7 +584,7 @@ fn main() {
             let payload = &p[d.payload_offset..d.end];
             if !is_dprp(p)
                 && payload.len() > gscip_wire::pccom::TRAILER_LEN
-                && payload[payload.len() - gscip_wire::pccom::TRAILER_LEN] >> 4 == 1
+                && payload[payload.len() - gscip_wire::pccom::TRAILER_LEN] >> 4 == gscip_wire::pccom::VERSION
                 && n < 4
             {
                 w.put("pccom_trailer", &format!("sealed{n}"), payload);
