@@ -246,6 +246,8 @@ pub fn parse_message(msg: &[u8]) -> Result<Message, ParseError> {
                 let n = value.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])).ok_or(ParseError::Truncated)?;
                 let n = usize::from(n).min(8);
                 let addr = value.get(4..4 + n).ok_or(ParseError::Truncated)?;
+                // A later address attribute replaces an earlier one whole.
+                meta.hw_addr = [0; 8];
                 meta.hw_addr[..n].copy_from_slice(addr);
                 meta.hw_len = n as u8;
             }
@@ -622,6 +624,20 @@ mod tests {
         let mut bad = m.clone();
         bad[NLMSG_HDRLEN + NFGENMSG_LEN] = 200; // an attribute longer than the message
         assert_eq!(parse_message(&bad), Err(ParseError::Truncated));
+    }
+
+    #[test]
+    fn a_second_address_attribute_replaces_the_first_whole() {
+        // Found by the fuzzer: a 6-byte address, then an empty one.
+        let mut m = Vec::new();
+        let start = begin_message(&mut m, NFQNL_MSG_PACKET, 0, 0, 0);
+        attribute(&mut m, NFQA_PACKET_HDR, &[0, 0, 0, 1, 8, 0, 0]);
+        attribute(&mut m, NFQA_HWADDR, &[0, 6, 0, 0, 2, 0, 0, 0, 0, 7, 0, 0]);
+        attribute(&mut m, NFQA_HWADDR, &[0, 0, 0, 0, 9, 9, 9, 9, 9, 9, 9, 9]);
+        attribute(&mut m, NFQA_PAYLOAD, b"x");
+        finish_message(&mut m, start);
+        let Ok(Message::Packet { meta, .. }) = parse_message(&m) else { panic!() };
+        assert_eq!(meta, PacketMeta::new(1, 0, 0, None));
     }
 
     #[test]

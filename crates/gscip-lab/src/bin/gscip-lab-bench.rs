@@ -676,7 +676,7 @@ const SPECS: [Spec; 12] = [
         tunnel: None,
     },
     // The same with NFQUEUE's GSO flag: packets up to 64 KiB reach the loops unsegmented (the
-    // issue's "GSO floor"; GSCIP seals packet by packet and does not ask for it).
+    // issue's "GSO floor"; GSCIP takes TCP the same way on its second queue and seals it in units).
     Spec {
         name: "nfqueue-floor-gso",
         topo: Topo::Hosts,
