@@ -62,6 +62,8 @@ pub struct GeConfig {
     /// Bounds of the hold queue.
     pub hold_per_flow: usize,
     pub hold_total: usize,
+    /// Bytes of held packets in the whole GE (a held GSO packet can be 64 KiB).
+    pub hold_bytes_total: usize,
     /// Bound on concurrent negotiations this GE takes part in.
     pub max_negotiations: usize,
     /// Negotiations this GE has started (DDE sent, not yet ended) at most; newer ones wait,
@@ -95,6 +97,7 @@ impl Default for GeConfig {
             ge_cache_ttl: Micros::from_secs(60),
             hold_per_flow: 64,
             hold_total: 16_384,
+            hold_bytes_total: 64 << 20,
             max_negotiations: 65_536,
             negotiation_window: 128,
             ephemeral_keys_ahead: 64,
@@ -379,6 +382,8 @@ pub struct Engine {
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     held_total: usize,
+    /// Bytes of the packets held (`cfg.hold_bytes_total` at most).
+    held_bytes: usize,
     counters: Counters,
     /// The tag of the packet being handled (see `handle_packet_tagged`).
     current_tag: u64,
@@ -488,6 +493,7 @@ impl Engine {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             held_total: 0,
+            held_bytes: 0,
             counters: Counters::default(),
             current_tag: 0,
             ephemeral_ahead: Vec::new(),
@@ -763,10 +769,10 @@ impl Engine {
         let flow = dg.cid.canonical();
         let to_local = self.is_local(dg.cid.dst);
         if let Some(key) = self.by_flow.get(&flow).copied() {
-            return self.hold_in_negotiation(key, buf, to_local);
+            return self.hold_in(WaitingOn::Negotiation(key), buf, to_local);
         }
         if self.restarts.contains_key(&flow) {
-            return self.hold_in_restart(flow, buf, to_local);
+            return self.hold_in(WaitingOn::Restart(flow), buf, to_local);
         }
         if self.negotiations.len() >= self.cfg.max_negotiations {
             self.counters.hold_overflow += 1;
@@ -774,12 +780,12 @@ impl Engine {
         }
         if self.is_innermost_for(now, dg.cid.src) {
             let key = self.initiate(now, dg.cid);
-            let v = self.hold_in_negotiation(key, buf, to_local);
+            let v = self.hold_in(WaitingOn::Negotiation(key), buf, to_local);
             self.start_when_room(now, key);
             v
         } else {
             self.request_restart(now, dg.cid);
-            self.hold_in_restart(flow, buf, to_local)
+            self.hold_in(WaitingOn::Restart(flow), buf, to_local)
         }
     }
 
@@ -1045,30 +1051,33 @@ impl Engine {
         }
     }
 
-    fn hold_in_negotiation(&mut self, key: NegKey, buf: &mut Vec<u8>, to_local: bool) -> Verdict {
-        let limits = HoldLimits { per_flow: self.cfg.hold_per_flow, total: self.cfg.hold_total };
-        match self.negotiations.get_mut(&key) {
-            Some(n) => {
-                hold(&mut n.held, &mut self.held_total, &mut self.counters, limits, buf, to_local, self.current_tag)
-            }
-            None => Verdict::Drop(DropReason::HoldOverflow),
-        }
+    /// Holds the packet in the queue of a negotiation or of a restart, if there is one.
+    fn hold_in(&mut self, waiting_on: WaitingOn, buf: &mut Vec<u8>, to_local: bool) -> Verdict {
+        let limits = self.hold_limits();
+        let queue = match waiting_on {
+            WaitingOn::Negotiation(key) => self.negotiations.get_mut(&key).map(|n| &mut n.held),
+            WaitingOn::Restart(flow) => self.restarts.get_mut(&flow).map(|r| &mut r.held),
+        };
+        hold(
+            queue,
+            (&mut self.held_total, &mut self.held_bytes),
+            &mut self.counters,
+            limits,
+            buf,
+            to_local,
+            self.current_tag,
+        )
     }
 
-    fn hold_in_restart(&mut self, flow: Cid, buf: &mut Vec<u8>, to_local: bool) -> Verdict {
-        let limits = HoldLimits { per_flow: self.cfg.hold_per_flow, total: self.cfg.hold_total };
-        match self.restarts.get_mut(&flow) {
-            Some(r) => {
-                hold(&mut r.held, &mut self.held_total, &mut self.counters, limits, buf, to_local, self.current_tag)
-            }
-            None => Verdict::Drop(DropReason::HoldOverflow),
-        }
+    fn hold_limits(&self) -> HoldLimits {
+        HoldLimits { per_flow: self.cfg.hold_per_flow, total: self.cfg.hold_total, bytes: self.cfg.hold_bytes_total }
     }
 
     /// Sends held packets on through the flow's (new) PIT entry.
     fn release(&mut self, now: Timestamp, held: VecDeque<Held>) {
         for h in held {
             self.held_total = self.held_total.saturating_sub(1);
+            self.held_bytes = self.held_bytes.saturating_sub(h.packet.len());
             let mut p = h.packet;
             let verdict = match Datagram::parse(&p) {
                 Ok(mut dg) => self.apply_entry(now, &mut p, &mut dg, PacketContext::default()),
@@ -1097,6 +1106,7 @@ impl Engine {
 
     fn drop_held(&mut self, held: VecDeque<Held>) {
         self.held_total = self.held_total.saturating_sub(held.len());
+        self.held_bytes = self.held_bytes.saturating_sub(held.iter().map(|h| h.packet.len()).sum());
         self.counters.hold_expired += held.len() as u64;
         for h in held {
             self.push_dropped(h.tag);
@@ -2065,27 +2075,36 @@ fn drop_piece(transmits: &mut VecDeque<Transmit>, pool: &mut Vec<Vec<u8>>, p: Pi
     }
 }
 
+/// What a held packet waits for.
+#[derive(Clone, Copy)]
+enum WaitingOn {
+    Negotiation(NegKey),
+    Restart(Cid),
+}
+
 #[derive(Clone, Copy)]
 struct HoldLimits {
     per_flow: usize,
     total: usize,
+    bytes: usize,
 }
 
 /// Takes the packet into a hold queue, within the per-flow and per-GE bounds.
-#[allow(clippy::too_many_arguments)]
 fn hold(
-    queue: &mut VecDeque<Held>,
-    held_total: &mut usize,
+    queue: Option<&mut VecDeque<Held>>,
+    (held_total, held_bytes): (&mut usize, &mut usize),
     counters: &mut Counters,
     limits: HoldLimits,
     buf: &mut Vec<u8>,
     to_local: bool,
     tag: u64,
 ) -> Verdict {
-    if queue.len() >= limits.per_flow || *held_total >= limits.total {
+    let Some(queue) = queue else { return Verdict::Drop(DropReason::HoldOverflow) };
+    if queue.len() >= limits.per_flow || *held_total >= limits.total || *held_bytes + buf.len() > limits.bytes {
         counters.hold_overflow += 1;
         return Verdict::Drop(DropReason::HoldOverflow);
     }
+    *held_bytes += buf.len();
     queue.push_back(Held { packet: std::mem::take(buf), to_local, tag });
     *held_total += 1;
     counters.held += 1;
