@@ -826,6 +826,10 @@ fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
         .map_err(|e| format!("iperf3: {e}"))?]);
     std::thread::sleep(Duration::from_millis(300));
     throughput(&lab, dst, runs, secs, &mut f.tcp_gbps, &mut f.udp_kpps, Some(&mut f.cpu_s_per_gb));
+    if _daemons.is_some() && !spec.daemon_args.contains(&"--accept-only") {
+        report_unit_counters(spec.name, &s, &opts.work_dir);
+        report_sender_tcp(spec.name, &lab);
+    }
     // The same with segmentation offloads off on every lab link: packets as a wire carries
     // them after a real NIC's TSO (one MTU each), then back to the veth defaults.
     lab.set_offloads(false).map_err(|e| e.to_string())?;
@@ -876,6 +880,51 @@ fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
         }
     }
     Ok(f)
+}
+
+/// Prints what each GE did with units during the throughput runs (to stderr: a diagnosis of
+/// the figures, not a figure): how many flows switched to sealing segment by segment, units
+/// put together from pieces, pieces dropped, failures.
+fn report_unit_counters(name: &str, s: &Scenario, work: &Path) {
+    for n in s.nodes.iter().filter(|n| n.kind.is_ge()) {
+        let read = || -> std::io::Result<serde_json::Value> {
+            let mut c = std::os::unix::net::UnixStream::connect(work.join(format!("{}.sock", n.name)))?;
+            c.set_read_timeout(Some(Duration::from_secs(5)))?;
+            c.write_all(b"status")?;
+            let mut text = String::new();
+            c.read_to_string(&mut text)?;
+            serde_json::from_str(&text).map_err(std::io::Error::other)
+        };
+        match read() {
+            Ok(v) => {
+                let c = &v["counters"];
+                let fields =
+                    ["flows_segmented", "units_reassembled", "pieces_dropped", "auth_failures", "hold_overflow"]
+                        .map(|k| format!("{k} {}", c[k]));
+                eprintln!("  {name}: {}: {}", n.name, fields.join(", "));
+            }
+            Err(e) => eprintln!("  {name}: {}: no status: {e}", n.name),
+        }
+    }
+}
+
+/// Prints the sending host's TCP loss recovery during the throughput runs (to stderr, with
+/// the GE counters above): retransmitted segments, tail loss probes, timeouts, spurious
+/// retransmissions seen through DSACK.
+fn report_sender_tcp(name: &str, lab: &Lab) {
+    let Ok(ns) = namespace(lab, "a") else { return };
+    let Ok(text) = output(Command::new("ip").args(["netns", "exec", ns, "nstat", "-az"]), None) else { return };
+    let wanted =
+        ["TcpRetransSegs", "TcpExtTCPLossProbes", "TcpExtTCPTimeouts", "TcpExtTCPDSACKRecv", "TcpExtTCPSpuriousRTOs"];
+    let fields: Vec<String> = text
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (k, v) = (w.next()?, w.next()?);
+            wanted.contains(&k).then(|| format!("{k} {v}"))
+        })
+        .collect();
+    eprintln!("  {name}: a (sender): {}", fields.join(", "));
 }
 
 /// New flows at once through one GEN.
