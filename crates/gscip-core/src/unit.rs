@@ -9,9 +9,10 @@
 //!   until a last piece and every piece before it back to its unit's start are there; the
 //!   unit is then opened at once and its pieces go on, decrypted, in sequence order.
 //! * [`SealWatch`]: a unit cut into segments is lost whole when one of its segments is lost.
-//!   The sealing end watches for retransmissions of a flow it sealed cut units for; after one,
-//!   the flow's packets are cut into segments before sealing ([`crate::Verdict::Segment`]),
-//!   so that a loss costs one segment again.
+//!   The sealing end watches for retransmissions of a flow it sealed cut units for; when they
+//!   make up an eighth of what it sealed within a window, the flow's packets are cut into
+//!   segments before sealing ([`crate::Verdict::Segment`]), so that a loss costs one segment
+//!   again.
 
 use crate::time::{Micros, Timestamp};
 use gscip_wire::pccom::TRAILER_LEN;
@@ -127,11 +128,14 @@ impl Reassembly {
     /// Takes out the pieces of one complete unit, if there is one, into `out` (cleared first)
     /// in sequence order, the last piece at the end. A unit is complete when, from its start,
     /// pieces follow each other without gap or overlap up to its last piece. Where two pieces
-    /// start at the same place (a retransmission), the one that arrived later is taken.
+    /// start at the same place (a retransmission), the one that arrived later is taken, and
+    /// the most recent last piece is tried first: a unit sent again is cut at the same places
+    /// as the one it replaces when it starts where that one started, and the older unit's
+    /// pieces must not complete it.
     /// `trailer_unit_len` reads a trailer put together from two pieces (see [`Piece::short`]).
     pub fn take_complete(&mut self, out: &mut Vec<Piece>, trailer_unit_len: &dyn Fn(&[u8]) -> Option<usize>) -> bool {
         out.clear();
-        for t in 0..self.pieces.len() {
+        for t in (0..self.pieces.len()).rev() {
             let Some(start) = self.unit_start_of(t, trailer_unit_len) else { continue };
             let end = self.pieces[t].seq;
             self.chain.clear();
@@ -192,6 +196,16 @@ impl Reassembly {
     }
 }
 
+/// Bytes sealed per window of [`SealWatch`]: the share of retransmissions is judged afresh in
+/// every window.
+pub const WATCH_WINDOW: u32 = 4 << 20;
+/// Bytes of retransmissions within one window from which a flow of cut units is cut into
+/// segments (an eighth of the window). A lost cut unit costs the whole unit, so a path that
+/// loses segments makes its host retransmit a large share; a single loss, or the spurious
+/// retransmissions that reordering on the path causes (seen in the lab as DSACKs), stay far
+/// below it.
+pub const RETRANSMIT_LIMIT: u32 = WATCH_WINDOW / 8;
+
 /// What the sealing end watches of the TCP direction it seals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SealWatch {
@@ -201,18 +215,34 @@ pub struct SealWatch {
     pub cut_units: bool,
     /// The flow's packets are cut into segments before sealing from now on.
     pub segmented: bool,
+    /// Bytes sealed since the current window began, and how many of them were retransmitted.
+    window_sealed: u32,
+    window_retransmitted: u32,
 }
 
 impl SealWatch {
     /// Notes a segment of `len` bytes at `seq` about to be sealed; true when it starts before
     /// data already sealed (a retransmission).
     pub fn note(&mut self, seq: u32, len: u32) -> bool {
+        if self.window_sealed >= WATCH_WINDOW {
+            self.window_sealed = 0;
+            self.window_retransmitted = 0;
+        }
         let end = seq.wrapping_add(len);
         let retransmits = self.high.is_some_and(|h| seq_before(seq, h));
         if self.high.is_none_or(|h| seq_before(h, end)) {
             self.high = Some(end);
         }
+        self.window_sealed = self.window_sealed.saturating_add(len);
+        if retransmits {
+            self.window_retransmitted = self.window_retransmitted.saturating_add(len);
+        }
         retransmits
+    }
+
+    /// The host retransmitted [`RETRANSMIT_LIMIT`] bytes or more within the current window.
+    pub fn retransmits_much(&self) -> bool {
+        self.window_retransmitted >= RETRANSMIT_LIMIT
     }
 }
 
@@ -325,6 +355,38 @@ mod tests {
         assert!(!w.note(u32::MAX - 5, 10));
         assert!(!w.note(4, 10), "across the wrap");
         assert!(w.note(u32::MAX - 5, 10));
+    }
+
+    #[test]
+    fn the_watch_judges_the_share_of_retransmissions_per_window() {
+        let mut w = SealWatch::default();
+        // A unit retransmitted now and then: never much.
+        let mut seq = 0u32;
+        for i in 0..1000u32 {
+            w.note(seq, 60_000);
+            if i % 16 == 0 {
+                assert!(w.note(seq, 60_000));
+            }
+            seq = seq.wrapping_add(60_000);
+            assert!(!w.retransmits_much(), "at unit {i}");
+        }
+        // A burst of retransmissions within one window: much, once the limit is reached.
+        let mut w = SealWatch::default();
+        w.note(0, 1_000_000);
+        let mut resent = 0;
+        while !w.retransmits_much() {
+            assert!(w.note(resent % 1_000_000, 60_000));
+            resent += 60_000;
+        }
+        assert_eq!(resent, RETRANSMIT_LIMIT.div_ceil(60_000) * 60_000);
+        // A new window starts afresh.
+        let mut w = SealWatch::default();
+        w.note(0, RETRANSMIT_LIMIT - 1);
+        w.note(0, RETRANSMIT_LIMIT - 1);
+        assert!(!w.retransmits_much());
+        w.note(RETRANSMIT_LIMIT, WATCH_WINDOW);
+        w.note(0, 10);
+        assert!(!w.retransmits_much(), "the window closed");
     }
 
     proptest! {

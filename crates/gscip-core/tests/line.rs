@@ -1053,7 +1053,7 @@ fn pieces_that_never_complete_are_dropped_after_the_timeout_and_when_the_entry_g
 }
 
 #[test]
-fn after_a_retransmission_a_flow_of_cut_units_is_cut_into_segments_before_sealing() {
+fn when_retransmissions_are_a_large_share_a_flow_of_cut_units_is_cut_into_segments_before_sealing() {
     use gscip_wire::ip::tcp_flags::ACK;
     let mut l = tcp_pair();
     let now = Timestamp(l.now);
@@ -1066,18 +1066,29 @@ fn after_a_retransmission_a_flow_of_cut_units_is_cut_into_segments_before_sealin
             Verdict::Accept
         );
     }
-    let mut big = tcp_at(3000, ACK, &[2; 8000]);
+    let mut big = tcp_at(3000, ACK, &[2; 60_000]);
     assert_eq!(e.handle_packet_in(now, &mut big, GSO), Verdict::Accept);
-    // A retransmission of that unit's data: give it back unchanged, to be cut.
-    let retransmission = tcp_at(4000, ACK, &[2; 3000]);
-    let mut p = retransmission.clone();
-    assert_eq!(e.handle_packet_in(now, &mut p, GSO), Verdict::Segment);
-    assert_eq!(p, retransmission, "untouched");
+    // Retransmissions of that unit's data are sealed again while they are a small share of
+    // what the flow sends (one loss, or reordering); once they reach an eighth of the window,
+    // the packet is given back unchanged, to be cut.
+    let retransmission = tcp_at(3000, ACK, &[2; 60_000]);
+    let mut resent = 0;
+    let verdict = loop {
+        let mut p = retransmission.clone();
+        let v = e.handle_packet_in(now, &mut p, GSO);
+        resent += 1;
+        if v != Verdict::Accept {
+            assert_eq!(p, retransmission, "untouched");
+            break v;
+        }
+    };
+    assert_eq!(verdict, Verdict::Segment);
+    assert_eq!(resent, gscip_core::unit::RETRANSMIT_LIMIT.div_ceil(60_000));
     assert_eq!(e.counters().flows_segmented, 1);
     // From the GSO path every later packet is sent to be cut; the segments themselves are sealed.
-    let mut p = tcp_at(11_000, ACK, &[3; 4000]);
+    let mut p = tcp_at(63_000, ACK, &[3; 4000]);
     assert_eq!(e.handle_packet_in(now, &mut p, GSO), Verdict::Segment);
-    let mut p = tcp_at(11_000, ACK, &[3; 1400]);
+    let mut p = tcp_at(63_000, ACK, &[3; 1400]);
     assert_eq!(e.handle_packet_in(now, &mut p, PacketContext::default()), Verdict::Accept);
     assert_eq!(e.counters().flows_segmented, 1);
 }

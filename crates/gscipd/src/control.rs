@@ -102,7 +102,8 @@ pub fn status_json(engine: &Engine) -> serde_json::Value {
             "negotiations_completed": c.negotiations_completed, "negotiations_failed": c.negotiations_failed,
             "restarts_requested": c.restarts_requested, "restarts_answered": c.restarts_answered,
             "pieces_held": c.pieces_held, "units_reassembled": c.units_reassembled,
-            "pieces_dropped": c.pieces_dropped, "flows_segmented": c.flows_segmented,
+            "pieces_dropped": c.pieces_dropped, "units_failed": c.units_failed,
+            "flows_segmented": c.flows_segmented,
         },
         "pit": pit,
     })

@@ -899,7 +899,7 @@ fn report_unit_counters(name: &str, s: &Scenario, work: &Path) {
             Ok(v) => {
                 let c = &v["counters"];
                 let fields =
-                    ["flows_segmented", "units_reassembled", "pieces_dropped", "auth_failures", "hold_overflow"]
+                    ["flows_segmented", "units_reassembled", "pieces_dropped", "units_failed", "auth_failures"]
                         .map(|k| format!("{k} {}", c[k]));
                 eprintln!("  {name}: {}: {}", n.name, fields.join(", "));
             }
