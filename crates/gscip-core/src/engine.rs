@@ -974,28 +974,42 @@ impl Engine {
                     e.counters.opened += 1;
                     self.counters.opened += 1;
                     self.counters.units_reassembled += 1;
-                }
-                Err(PeerError::Replay(_)) => {
-                    e.counters.replays += 1;
-                    self.counters.replays += 1;
-                }
-                Err(_) => self.counters.units_failed += 1,
-            }
-            for (p, packet) in u.taken.drain(..).zip(u.packets.drain(..)) {
-                // A piece that held only trailer bytes comes back empty: it goes no further.
-                if opened.is_ok() && !packet.is_empty() {
-                    self.transmits.push_back(Transmit {
-                        packet,
-                        to_local: p.to_local,
-                        kind: TransmitKind::Released,
-                        tag: p.tag,
-                        deferrable: false,
-                    });
-                } else {
-                    if opened.is_err() {
-                        self.counters.pieces_dropped += 1;
+                    for (p, packet) in u.taken.drain(..).zip(u.packets.drain(..)) {
+                        // A piece that held only trailer bytes comes back empty: it goes no
+                        // further.
+                        if packet.is_empty() {
+                            drop_piece(&mut self.transmits, &mut u.pool, Piece { packet, ..p });
+                        } else {
+                            self.transmits.push_back(Transmit {
+                                packet,
+                                to_local: p.to_local,
+                                kind: TransmitKind::Released,
+                                tag: p.tag,
+                                deferrable: false,
+                            });
+                        }
                     }
-                    drop_piece(&mut self.transmits, &mut u.pool, Piece { packet, ..p });
+                }
+                Err(err) => {
+                    if matches!(err, PeerError::Replay(_)) {
+                        e.counters.replays += 1;
+                        self.counters.replays += 1;
+                    } else {
+                        self.counters.units_failed += 1;
+                    }
+                    // The last piece (its trailer) goes; the other pieces are left as they were
+                    // (opening works on a copy) and wait for their own unit's last piece: one of
+                    // them may belong to an older sealing at the same place.
+                    let last = u.taken.len().saturating_sub(1);
+                    for (i, (p, packet)) in u.taken.drain(..).zip(u.packets.drain(..)).enumerate() {
+                        if i == last {
+                            self.counters.pieces_dropped += 1;
+                            drop_piece(&mut self.transmits, &mut u.pool, Piece { packet, ..p });
+                        } else {
+                            u.held_bytes += packet.len();
+                            e.reassembly.put_back(Piece { packet, ..p });
+                        }
+                    }
                 }
             }
         }

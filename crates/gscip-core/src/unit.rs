@@ -86,6 +86,14 @@ impl Reassembly {
         p
     }
 
+    /// Puts back a piece taken out with [`Reassembly::take_complete`] (its unit failed to open
+    /// because of another piece), at its place in arrival order.
+    pub fn put_back(&mut self, piece: Piece) {
+        let at = self.pieces.partition_point(|p| p.arrived <= piece.arrived);
+        self.bytes += piece.packet.len();
+        self.pieces.insert(at, piece);
+    }
+
     /// The oldest piece, taken out (to stay within a bound).
     pub fn take_oldest(&mut self) -> Option<Piece> {
         (!self.pieces.is_empty()).then(|| self.remove(0))
@@ -342,6 +350,24 @@ mod tests {
         assert_eq!(out.iter().map(|p| p.tag).collect::<Vec<_>>(), [2, 3]);
         assert_eq!(r.len(), 2);
         assert!(!r.take_complete(&mut out, NO_TRAILER));
+    }
+
+    #[test]
+    fn a_unit_sent_again_is_put_together_from_its_own_pieces() {
+        // A unit over [0, 20) lost its piece at 10; the host sent the data again, and the new
+        // unit was cut at the same places. The older last piece must not take the new pieces.
+        let mut r = Reassembly::default();
+        r.push(piece(0, 10, None, 1));
+        r.push(piece(20, 27, Some(0), 3));
+        r.push(piece(0, 10, None, 4));
+        r.push(piece(10, 10, None, 5));
+        r.push(piece(20, 27, Some(0), 6));
+        let mut out = Vec::new();
+        assert!(r.take_complete(&mut out, NO_TRAILER));
+        assert_eq!(out.iter().map(|p| p.tag).collect::<Vec<_>>(), [4, 5, 6]);
+        // The older unit's pieces wait (for their timeout): they complete nothing.
+        assert!(!r.take_complete(&mut out, NO_TRAILER));
+        assert_eq!(r.len(), 2);
     }
 
     #[test]

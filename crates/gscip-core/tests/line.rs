@@ -1026,6 +1026,67 @@ fn a_unit_cut_on_the_wire_is_held_until_whole_then_goes_on_in_order() {
 }
 
 #[test]
+fn a_unit_sent_again_after_a_loss_opens_from_its_own_pieces_or_counts_as_a_failed_unit() {
+    let mut l = tcp_pair();
+    let data: Vec<u8> = (0..4000u32).map(|i| (i % 253) as u8).collect();
+    let now = Timestamp(l.now);
+    let give = |l: &mut Line, p: &[u8], tag: u64| {
+        let mut p = p.to_vec();
+        l.engines[1].handle_packet_in(now, &mut p, PacketContext { tag, ..Default::default() })
+    };
+    // The first sealing loses its middle piece; the host sends the data again twice, cut at
+    // the same places: the first time the middle piece is lost again, the second time not.
+    let first = seal_and_cut(&mut l, 1000, &data, 1448);
+    let second = seal_and_cut(&mut l, 1000, &data, 1448);
+    let third = seal_and_cut(&mut l, 1000, &data, 1448);
+    assert_eq!(first.len(), 3);
+    for (i, p) in [&first[0], &first[2]].into_iter().enumerate() {
+        assert_eq!(give(&mut l, p, 10 + i as u64), Verdict::Held);
+    }
+    // Neither sealing has its middle piece: nothing is complete.
+    for (i, p) in [&second[0], &second[2]].into_iter().enumerate() {
+        assert_eq!(give(&mut l, p, 20 + i as u64), Verdict::Held);
+    }
+    assert!(outcomes(&mut l.engines[1]).iter().all(|(_, p)| p.is_none()), "nothing delivered");
+    let c = l.engines[1].counters();
+    assert_eq!((c.units_failed, c.auth_failures, c.units_reassembled), (0, 0, 0), "incomplete so far");
+    // The third sealing arrives whole: its own pieces are taken, none of the older ones.
+    for (i, p) in third.iter().enumerate() {
+        assert_eq!(give(&mut l, p, 30 + i as u64), Verdict::Held);
+    }
+    let out = outcomes(&mut l.engines[1]);
+    let released: Vec<u64> = out.iter().filter(|(_, p)| p.is_some()).map(|(t, _)| *t).collect();
+    assert_eq!(released, [30, 31, 32]);
+    let mut stream = Vec::new();
+    for p in out.iter().filter_map(|(_, p)| p.as_ref()) {
+        let d = Datagram::parse(p).unwrap();
+        stream.extend_from_slice(&p[d.payload_offset..d.end]);
+    }
+    assert_eq!(stream, data);
+    // On the way, the two older last pieces were each tried against the third sealing's first
+    // pieces before its own last piece came: each failed and went, those pieces stayed.
+    let c = l.engines[1].counters();
+    assert_eq!((c.units_reassembled, c.units_failed, c.auth_failures), (1, 2, 0));
+    // A last piece whose own middle piece was lost completes with another sealing's piece at
+    // that place: it fails, counted apart, and only the last piece goes.
+    assert_eq!(give(&mut l, &second[1], 40), Verdict::Held);
+    let failed_before = l.engines[1].counters().units_failed;
+    let mut fourth = seal_and_cut(&mut l, 1000, &data, 1448);
+    let last = fourth.pop().unwrap();
+    assert_eq!(give(&mut l, &fourth[0], 50), Verdict::Held);
+    assert_eq!(give(&mut l, &last, 51), Verdict::Held);
+    let out = outcomes(&mut l.engines[1]);
+    assert!(out.iter().all(|(_, p)| p.is_none()), "nothing unauthenticated delivered: {out:?}");
+    assert_eq!(out.iter().map(|(t, _)| *t).collect::<Vec<_>>(), [51]);
+    let c = l.engines[1].counters();
+    assert_eq!(c.units_failed, failed_before + 1, "{c:?}");
+    assert_eq!(c.auth_failures, 0);
+    // Held until their timeout: the first two sealings' first pieces, and these two.
+    let held = first[0].len() + second[0].len() + fourth[0].len() + second[1].len();
+    assert_eq!(l.engines[1].held_piece_bytes(), held);
+}
+
+#[test]
 fn pieces_that_never_complete_are_dropped_after_the_timeout_and_when_the_entry_goes() {
     let mut l = tcp_pair();
     let pieces = seal_and_cut(&mut l, 1000, &[7; 5000], 1000);
