@@ -413,6 +413,16 @@ struct UnitBuffers {
     held_bytes: usize,
 }
 
+impl UnitBuffers {
+    /// A held piece dropped for good (timed out, over a bound, its entry gone): it no longer
+    /// counts as held, and it is counted as dropped.
+    fn discard(&mut self, transmits: &mut VecDeque<Transmit>, counters: &mut Counters, p: Piece) {
+        self.held_bytes -= p.packet.len();
+        counters.pieces_dropped += 1;
+        drop_piece(transmits, &mut self.pool, p);
+    }
+}
+
 /// Buffers kept for pieces at most (64 KiB each at most).
 const UNIT_POOL_MAX: usize = 256;
 
@@ -521,11 +531,11 @@ impl Engine {
     pub fn counters(&self) -> &Counters {
         &self.counters
     }
-    /// Packets held right now, all negotiations together.
     /// Bytes of pieces of cut units held while the rest of their unit comes.
     pub fn held_piece_bytes(&self) -> usize {
         self.units.held_bytes
     }
+    /// Packets held right now, all negotiations together.
     pub fn held_packets(&self) -> usize {
         self.held_total
     }
@@ -881,11 +891,10 @@ impl Engine {
                     },
                     arrival => {
                         // A piece of a cut unit: held until the rest of its unit is here.
-                        let cid = dg.cid;
                         if let Some((at, flow)) = arm_removal {
                             self.arm(at, TimerKey::Pit(flow));
                         }
-                        return Some(self.hold_piece(now, buf, dg, arrival, cid));
+                        return Some(self.hold_piece(now, buf, dg, arrival));
                     }
                 },
             },
@@ -912,9 +921,10 @@ impl Engine {
         Some(verdict)
     }
 
-    /// Holds a piece of a cut unit of flow `cid` (its entry exists and opens this direction);
-    /// opens every unit it completes and releases that unit's pieces in order.
-    fn hold_piece(&mut self, now: Timestamp, buf: &mut Vec<u8>, dg: &Datagram, arrival: Arrival, cid: Cid) -> Verdict {
+    /// Holds a piece of a cut unit (its flow's entry exists and opens this direction); opens
+    /// every unit it completes and releases that unit's pieces in order.
+    fn hold_piece(&mut self, now: Timestamp, buf: &mut Vec<u8>, dg: &Datagram, arrival: Arrival) -> Verdict {
+        let cid = dg.cid;
         let limits = self.cfg.reassembly;
         if self.units.held_bytes + buf.len() > limits.total {
             self.counters.pieces_dropped += 1;
@@ -948,9 +958,7 @@ impl Engine {
         // Over the flow's bound: the oldest pieces go.
         while e.reassembly.bytes() > limits.per_flow {
             let Some(p) = e.reassembly.take_oldest() else { break };
-            u.held_bytes -= p.packet.len();
-            self.counters.pieces_dropped += 1;
-            drop_piece(&mut self.transmits, &mut u.pool, p);
+            u.discard(&mut self.transmits, &mut self.counters, p);
         }
         loop {
             let complete = match e.session.as_ref() {
@@ -1025,9 +1033,7 @@ impl Engine {
         let mut gone = std::mem::take(&mut self.units.taken);
         e.reassembly.take_all(&mut gone);
         for p in gone.drain(..) {
-            self.units.held_bytes -= p.packet.len();
-            self.counters.pieces_dropped += 1;
-            drop_piece(&mut self.transmits, &mut self.units.pool, p);
+            self.units.discard(&mut self.transmits, &mut self.counters, p);
         }
         self.units.taken = gone;
         self.events.push_back(Event::FlowRemoved { cid: e.cid, reason });
@@ -1038,13 +1044,12 @@ impl Engine {
         let timeout = self.cfg.reassembly.timeout;
         let Some((e, _)) = self.pit.get_mut(&flow) else { return };
         e.reassembly.timer_armed = false;
-        let u = &mut self.units;
-        e.reassembly.take_older_than(Timestamp(now.0.saturating_sub(timeout.0)), &mut u.taken);
-        for p in u.taken.drain(..) {
-            u.held_bytes -= p.packet.len();
-            self.counters.pieces_dropped += 1;
-            drop_piece(&mut self.transmits, &mut u.pool, p);
+        let mut gone = std::mem::take(&mut self.units.taken);
+        e.reassembly.take_older_than(Timestamp(now.0.saturating_sub(timeout.0)), &mut gone);
+        for p in gone.drain(..) {
+            self.units.discard(&mut self.transmits, &mut self.counters, p);
         }
+        self.units.taken = gone;
         if let Some(oldest) = e.reassembly.oldest() {
             e.reassembly.timer_armed = true;
             let at = (oldest + timeout).max(now + Micros(1));
