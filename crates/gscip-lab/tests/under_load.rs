@@ -8,7 +8,9 @@
 //! - on a path that loses segments, flows whose units were cut switch to sealing segment by
 //!   segment and still arrive intact;
 //! - 10,000 new flows started at once through the GEN lose no held packet, and none crosses
-//!   beyond the GEN in clear.
+//!   beyond the GEN in clear;
+//! - a host's traffic with itself (loopback, its own address) is no flow: its GES never sees it,
+//!   and a local TCP connection's first SYN is not held (it used to cost a SYN retransmission).
 //!
 //! Nothing here asserts on time. Root only; fails, never skips, when the lab cannot run.
 
@@ -49,6 +51,26 @@ while not os.path.exists(stop):
         hits[addr[0]] = hits.get(addr[0], 0) + 1
 json.dump({"frames": frames, "largest": largest, "hits": hits}, open(out + ".tmp", "w"))
 os.rename(out + ".tmp", out)
+"#;
+
+/// TCP echoes to 127.0.0.1 and to the host's own address (argv[1]), a UDP echo on 127.0.0.1;
+/// prints what came back and how many SYNs the host's TCP retransmitted meanwhile.
+const LOCAL: &str = r#"
+import socket, sys, threading
+def syn_retrans():
+    lines = [l.split() for l in open("/proc/net/netstat") if l.startswith("TcpExt:")]
+    return int(lines[1][lines[0].index("TCPSynRetrans")])
+def serve(s):
+    c, _ = s.accept(); c.sendall(b"echo " + c.recv(64)); c.close()
+before, got = syn_retrans(), []
+for addr in ("127.0.0.1", sys.argv[1]):
+    s = socket.socket(); s.bind((addr, 0)); s.listen(1)
+    threading.Thread(target=serve, args=(s,), daemon=True).start()
+    c = socket.create_connection(s.getsockname(), timeout=5); c.sendall(b"tcp"); got.append(c.recv(64).decode()); c.close()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0))
+v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); v.settimeout(5); v.sendto(b"udp", u.getsockname())
+got.append(u.recv(64).decode())
+print("|".join(got), syn_retrans() - before)
 "#;
 
 /// What the sniffer saw.
@@ -138,7 +160,7 @@ impl Work {
         let dir = std::env::temp_dir().join(format!("gscip-under-load-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        for (name, text) in [("sniff.py", SNIFF), ("bulk.py", BULK), ("udp.py", UDP_ECHO)] {
+        for (name, text) in [("sniff.py", SNIFF), ("bulk.py", BULK), ("udp.py", UDP_ECHO), ("local.py", LOCAL)] {
             std::fs::write(dir.join(name), text).unwrap();
         }
         Work(dir)
@@ -403,6 +425,22 @@ fn ten_thousand_new_flows_through_one_gen_lose_no_held_packet() {
     assert!(leaked.is_empty(), "payloads in clear beyond the GEN: {leaked:?}");
     let left: u64 = gscip_lab::run::ports_of_link(&s, "left").iter().filter_map(|p| seen.hits.get(p)).sum();
     assert!(left >= FLOWS, "the sniffer missed the left link's plaintext ({left}): it proves nothing");
+    drop(daemons);
+    drop(lab);
+}
+
+#[test]
+fn a_host_s_traffic_with_itself_is_no_flow() {
+    let work = Work::new("local");
+    let s = path_scenario(false);
+    let (lab, daemons) = up(&s, "ldlocal", &work);
+    let before = status(&work.0, "b")["counters"].clone();
+    let out = lab.exec("b", "python3", &[&work.file("local.py"), PATH_B]).unwrap();
+    assert_eq!(out.trim(), "echo tcp|echo tcp|udp 0", "both echoes, no SYN sent twice");
+    let after = status(&work.0, "b")["counters"].clone();
+    for c in ["packets", "held", "negotiations_started"] {
+        assert_eq!(before[c], after[c], "{c}: the closed GES met its host's own traffic: {after}");
+    }
     drop(daemons);
     drop(lab);
 }

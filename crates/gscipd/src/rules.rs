@@ -33,6 +33,13 @@ pub fn restore_script(c: &Config, v6: bool, generation: u8) -> String {
     let mut s = String::from("*filter\n");
     s.push_str(&format!(":{CHAIN} - [0:0]\n"));
     s.push_str(&format!("-A {CHAIN} -m mark --mark {OWN_MARK:#x} -j RETURN\n"));
+    // A host's traffic with itself (loopback, and its own addresses, which Linux routes over
+    // `lo`) never leaves it: no flow for GSCIP. Queued, its first packet would wait for a
+    // negotiation with the host itself (a local TCP connect took a SYN retransmission, 1 s).
+    if c.hooks == Hooks::Host {
+        s.push_str(&format!("-A {CHAIN} -o lo -j RETURN\n"));
+        s.push_str(&format!("-A {CHAIN} -i lo -j RETURN\n"));
+    }
     // The GE's own connection to its GMS (TLS) is management traffic, not a GSCIP flow.
     for a in &c.gms_addrs {
         if a.is_ipv6() == v6 {
@@ -151,6 +158,11 @@ mod tests {
         assert!(s.contains("-p udp -j NFQUEUE --queue-num 3\n"));
         assert!(s.contains("--icmp-type destination-unreachable"));
         assert!(restore_script(&c, true, 0).contains("--icmpv6-type destination-unreachable"));
+        // The host's traffic with itself is not queued, before anything else is.
+        let lo = s.find("-o lo -j RETURN\n").expect("loopback out skipped");
+        assert!(s.contains("-i lo -j RETURN\n") && lo < s.find("NFQUEUE").unwrap(), "{s}");
+        let router = Config::parse("key_file = \"k\"\nhooks = \"router\"\nlocal_addrs = [\"10.0.0.1\"]\n").unwrap();
+        assert!(!restore_script(&router, false, 0).contains(" lo "), "a router forwards nothing over lo");
         let open =
             Config::parse("key_file = \"k\"\nhooks = \"host\"\nlocal_addrs = [\"10.0.0.1\"]\nfail_open = true\n")
                 .unwrap();
