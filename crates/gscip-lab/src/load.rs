@@ -1,6 +1,7 @@
-//! Load on a lab network, shared by the tests (`tests/under_load.rs`) and the benchmark
-//! (`gscip-lab-bench`): their path A — R — B, many new flows at once, and what a GE's daemon
-//! holds in memory.
+//! Load on a lab network, shared by the tests (`tests/under_load.rs`), the benchmark
+//! (`gscip-lab-bench`) and the first-byte timeline (`examples/first_byte_timeline.rs`): their
+//! paths A — R — B and A — GA — GB — B, new TCP connections one after the other, many new flows
+//! at once, and what a GE's daemon holds in memory and spends in CPU.
 
 use crate::{Lab, LabError};
 use gscip_sim::Scenario;
@@ -37,6 +38,87 @@ name = "b"
 END_B
 interfaces = [{ subnet = "right", address = "10.50.2.2" }]
 gateway = "10.50.2.1"
+"#;
+
+/// Term A — GEN GA — GEN GB — Term B: two sites whose gateways protect what crosses between
+/// them (or plain routers).
+const GATEWAYS: &str = r#"
+name = "gateways"
+[[group]]
+id = 1
+[[subnet]]
+name = "left"
+prefix = "10.51.1.0/24"
+[[subnet]]
+name = "middle"
+prefix = "10.51.2.0/24"
+[[subnet]]
+name = "right"
+prefix = "10.51.3.0/24"
+[[node]]
+name = "a"
+kind = "term"
+interfaces = [{ subnet = "left", address = "10.51.1.2" }]
+gateway = "10.51.1.1"
+[[node]]
+name = "ga"
+KIND
+interfaces = [{ subnet = "left", address = "10.51.1.1", inside = INSIDE }, { subnet = "middle", address = "10.51.2.1" }]
+routes = [{ to = "10.51.3.0/24", via = "10.51.2.2" }]
+[[node]]
+name = "gb"
+KIND
+interfaces = [{ subnet = "right", address = "10.51.3.1", inside = INSIDE }, { subnet = "middle", address = "10.51.2.2" }]
+routes = [{ to = "10.51.1.0/24", via = "10.51.2.1" }]
+[[node]]
+name = "b"
+kind = "term"
+interfaces = [{ subnet = "right", address = "10.51.3.2" }]
+gateway = "10.51.3.1"
+"#;
+
+/// The gateways path: GENs (closed, group 1) or plain routers.
+pub fn gateways(gen: bool) -> Scenario {
+    let kind = if gen { "kind = \"gen\"\nmode = \"closed\"\ngroups = [1]" } else { "kind = \"router\"" };
+    let text = GATEWAYS.replace("KIND", kind).replace("INSIDE", if gen { "true" } else { "false" });
+    Scenario::parse(&text, "gateways.toml").expect("the gateways path is a valid scenario")
+}
+
+/// B's address on the gateways path of [`gateways`].
+pub const GATEWAYS_B: &str = "10.51.3.2";
+
+/// The first-byte client: N new TCP connections to HOST:PORT one after the other (10 ms apart),
+/// each sending one byte and reading the answer; prints each one's time to the first byte of
+/// the answer in µs, on one line. Run on A against [`ECHO_SERVER`] on B.
+pub const FIRST_BYTE_CLIENT: &str = r#"
+import socket, sys, time
+host, port, n, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+# The interpreter's first connection costs a few ms more than the next (first use of the
+# resolver and socket code): pay that off the measured path, on the namespace's loopback.
+try:
+    socket.create_connection(("127.0.0.1", 9), timeout=1).close()
+except OSError:
+    pass
+ts = []
+for i in range(n):
+    t0 = time.perf_counter()
+    s = socket.create_connection((host, port), timeout=timeout)
+    s.sendall(b"x"); s.recv(16)
+    ts.append((time.perf_counter() - t0) * 1e6)
+    s.close()
+    time.sleep(0.01)
+print(" ".join("%.0f" % t for t in ts))
+"#;
+
+/// A TCP server on ADDR:PORT that answers each connection's first bytes with one byte and
+/// closes it; prints "ready" once listening.
+pub const ECHO_SERVER: &str = r#"
+import socket, sys
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept(); c.recv(16); c.sendall(b"y"); c.close()
 "#;
 
 /// What stands at one end of [`path`].
@@ -165,6 +247,19 @@ pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
             .and_then(|v| v.parse().ok())
     };
     Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// CPU time a process has used so far, all its threads, user and kernel (including the
+/// kernel's work on its behalf, e.g. a verdict carrying a packet on through the stack), in
+/// nanoseconds (`/proc/PID/task/*/schedstat`, whose first field is time on a CPU).
+pub fn cpu_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut total = 0u64;
+    for t in tasks.flatten() {
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        total += stat.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Some(total)
 }
 
 /// The PID of the `gscipd` running in a node's namespace.

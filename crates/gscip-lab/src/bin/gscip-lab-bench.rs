@@ -40,7 +40,9 @@
 //! path could not be measured (its figures are null), 2 when the lab cannot run at all.
 //! Everything it starts is stopped and everything it creates removed, also on failure.
 
-use gscip_lab::load::{path, PathEnd, PATH_A, PATH_B};
+use gscip_lab::load::{
+    cpu_ns, daemon_pid, gateways, path, PathEnd, ECHO_SERVER, FIRST_BYTE_CLIENT, GATEWAYS_B, PATH_A, PATH_B,
+};
 use gscip_lab::run::{start_daemons, RunOptions};
 use gscip_lab::{clean, Lab};
 use gscip_sim::topology::Topology;
@@ -65,50 +67,6 @@ fn scenario_with(ges_a: bool, gen: bool, ges_b: bool) -> Scenario {
     path(a, gen, b)
 }
 
-/// Term A — GEN GA — GEN GB — Term B: two sites whose gateways protect what crosses between
-/// them (or plain routers).
-const GATEWAYS: &str = r#"
-name = "bench-gateways"
-[[group]]
-id = 1
-[[subnet]]
-name = "left"
-prefix = "10.51.1.0/24"
-[[subnet]]
-name = "middle"
-prefix = "10.51.2.0/24"
-[[subnet]]
-name = "right"
-prefix = "10.51.3.0/24"
-[[node]]
-name = "a"
-kind = "term"
-interfaces = [{ subnet = "left", address = "10.51.1.2" }]
-gateway = "10.51.1.1"
-[[node]]
-name = "ga"
-KIND
-interfaces = [{ subnet = "left", address = "10.51.1.1", inside = INSIDE }, { subnet = "middle", address = "10.51.2.1" }]
-routes = [{ to = "10.51.3.0/24", via = "10.51.2.2" }]
-[[node]]
-name = "gb"
-KIND
-interfaces = [{ subnet = "right", address = "10.51.3.1", inside = INSIDE }, { subnet = "middle", address = "10.51.2.2" }]
-routes = [{ to = "10.51.1.0/24", via = "10.51.2.1" }]
-[[node]]
-name = "b"
-kind = "term"
-interfaces = [{ subnet = "right", address = "10.51.3.2" }]
-gateway = "10.51.3.1"
-"#;
-
-/// The gateways path: GENs (closed, group 1) or plain routers.
-fn gateways(gen: bool) -> Scenario {
-    let kind = if gen { "kind = \"gen\"\nmode = \"closed\"\ngroups = [1]" } else { "kind = \"router\"" };
-    let text = GATEWAYS.replace("KIND", kind).replace("INSIDE", if gen { "true" } else { "false" });
-    Scenario::parse(&text, "bench-gateways.toml").expect("bench scenario")
-}
-
 /// Which lab path a figure is measured on.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Topo {
@@ -122,7 +80,7 @@ impl Topo {
     fn destination(self) -> &'static str {
         match self {
             Topo::Hosts => PATH_B,
-            Topo::Gateways => "10.51.3.2",
+            Topo::Gateways => GATEWAYS_B,
         }
     }
 }
@@ -538,6 +496,9 @@ struct Figures {
     cpu_s_per_gb: Vec<f64>,
     /// New TCP connection, median of 20 (an established tunnel for the baselines).
     first_byte_us: Vec<f64>,
+    /// CPU time of the path's `gscipd` daemons per new connection in those runs (the floor and
+    /// GSCIP only): what a new flow costs the GEs (DPRP and every packet's crossing).
+    first_byte_cpu_us: Vec<f64>,
     /// First TCP connection through a fresh tunnel (tunnels only).
     flow_start_us: Vec<f64>,
     /// strongSwan: IKEv2 on demand, from the dropped first packet to the SA up.
@@ -598,35 +559,8 @@ fn iperf(lab: &Lab, secs: u32, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&out[out.find('{').unwrap_or(0)..]).unwrap_or(serde_json::Value::Null)
 }
 
-const FIRST_BYTE: &str = r#"
-import socket, sys, time
-host, port, n, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-# The interpreter's first connection costs a few ms more than the next (first use of the
-# resolver and socket code): pay that off the measured path, on the namespace's loopback.
-try:
-    socket.create_connection(("127.0.0.1", 9), timeout=1).close()
-except OSError:
-    pass
-ts = []
-for i in range(n):
-    t0 = time.perf_counter()
-    s = socket.create_connection((host, port), timeout=timeout)
-    s.sendall(b"x"); s.recv(16)
-    ts.append((time.perf_counter() - t0) * 1e6)
-    s.close()
-    time.sleep(0.01)
-ts.sort()
-print(ts[len(ts) // 2])
-"#;
-
-const ECHO: &str = r#"
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(64)
-print("ready", flush=True)
-while True:
-    c, _ = s.accept(); c.recv(16); c.sendall(b"y"); c.close()
-"#;
+/// New TCP connections per first-byte run.
+const FIRST_BYTE_CONNECTIONS: usize = 20;
 
 /// The median time to the first byte of `n` new TCP connections from A to `dst`, in µs.
 fn first_byte(lab: &Lab, work: &Path, dst: &str, n: usize, timeout_s: u32) -> Res<f64> {
@@ -636,7 +570,12 @@ fn first_byte(lab: &Lab, work: &Path, dst: &str, n: usize, timeout_s: u32) -> Re
     let out = lab
         .exec("a", "timeout", &["-k", "2", &limit, "python3", &fb.to_string_lossy(), dst, "7000", &n, &timeout])
         .map_err(|e| e.to_string())?;
-    out.trim().parse().map_err(|_| format!("first byte: unexpected output {out:?}"))
+    let mut times: Vec<f64> = out.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    if times.is_empty() || times.len() != n.parse::<usize>().unwrap_or(0) {
+        return Err(format!("first byte: unexpected output {out:?}"));
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
 /// One path of the benchmark.
@@ -793,8 +732,8 @@ fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
     let _ = std::fs::remove_dir_all(&opts.work_dir);
     std::fs::create_dir_all(&opts.work_dir).map_err(|e| e.to_string())?;
     let work = WorkDir(opts.work_dir.clone());
-    std::fs::write(work.0.join("echo.py"), ECHO).map_err(|e| e.to_string())?;
-    std::fs::write(work.0.join("fb.py"), FIRST_BYTE).map_err(|e| e.to_string())?;
+    std::fs::write(work.0.join("echo.py"), ECHO_SERVER).map_err(|e| e.to_string())?;
+    std::fs::write(work.0.join("fb.py"), FIRST_BYTE_CLIENT).map_err(|e| e.to_string())?;
     // Dropped in reverse order: the tunnel and daemons before the lab, the work dir last.
     let lab = Lab::build(&s, &prefix).map_err(|e| e.to_string())?;
     let topo = Topology::new(&s);
@@ -849,11 +788,22 @@ fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
     let mut ready = [0u8; 6];
     let _ = echo.stdout.as_mut().map(|o| o.read(&mut ready));
     let _echo = Proc(vec![echo]);
+    let pids: Vec<u32> = if _daemons.is_some() {
+        s.nodes.iter().filter(|n| n.kind.is_ge()).filter_map(|n| daemon_pid(&lab, &n.name)).collect()
+    } else {
+        Vec::new()
+    };
+    let daemons_cpu_ns = || pids.iter().filter_map(|&p| cpu_ns(p)).sum::<u64>();
     for _ in 0..runs {
-        f.first_byte_us.push(first_byte(&lab, &work.0, dst, 20, 5).unwrap_or_else(|e| {
+        let c0 = daemons_cpu_ns();
+        f.first_byte_us.push(first_byte(&lab, &work.0, dst, FIRST_BYTE_CONNECTIONS, 5).unwrap_or_else(|e| {
             eprintln!("  {}: {e}", spec.name);
             f64::NAN
         }));
+        if !pids.is_empty() {
+            let per = (daemons_cpu_ns() - c0) as f64 / 1e3 / FIRST_BYTE_CONNECTIONS as f64;
+            f.first_byte_cpu_us.push(per);
+        }
     }
     drop(tunnel);
 
@@ -1021,6 +971,7 @@ enum Metric {
     UdpOffloadsOff,
     CpuPerGb,
     FirstByte,
+    FirstByteCpu,
     FlowStart,
 }
 
@@ -1041,6 +992,7 @@ fn value(name: &str, f: &Figures, m: Metric) -> f64 {
         Metric::UdpOffloadsOff => stats(&f.udp_kpps_off).1,
         Metric::CpuPerGb => stats(&f.cpu_s_per_gb).1,
         Metric::FirstByte => stats(&f.first_byte_us).1,
+        Metric::FirstByteCpu => stats(&f.first_byte_cpu_us).1,
         Metric::FlowStart if tunnel => stats(&f.flow_start_us).1,
         Metric::FlowStart => stats(&f.first_byte_us).1,
     }
@@ -1133,6 +1085,10 @@ fn main() {
                 three(&f.cpu_s_per_gb, 1)
             );
         }
+        println!("\n{:<17} {:>26}", "daemons", "CPU µs per new TCP conn.");
+        for (name, f) in on_path.iter().filter(|(_, f)| !f.first_byte_cpu_us.is_empty()) {
+            println!("{name:<17} {}", three(&f.first_byte_cpu_us, 0));
+        }
     }
     println!(
         "\nfirst byte: median of 20 new connections; through the tunnels' established tunnel or SA.\n\
@@ -1180,6 +1136,11 @@ fn main() {
         ("UDP packet rate (64-byte datagrams), segmentation offloads off", "kpps", Metric::UdpOffloadsOff),
         ("CPU seconds per GB transferred (whole machine, TCP)", "s/GB", Metric::CpuPerGb),
         ("time to first byte of a new TCP connection", "us", Metric::FirstByte),
+        (
+            "CPU of the path's gscipd daemons per new TCP connection (DPRP and every crossing)",
+            "us",
+            Metric::FirstByteCpu,
+        ),
         (
             "flow start: time to first byte of the first TCP connection through a fresh tunnel (handshake included)",
             "us",

@@ -1,0 +1,268 @@
+//! Where the first byte of a new TCP connection spends its time, hop by hop (a diagnosis
+//! tool, not a benchmark: `make bench` gives the figures).
+//!
+//! ```text
+//! cargo build --release -p gscipd -p gscip-lab --examples
+//! target/release/examples/first_byte_timeline [hosts|gateways] [gscip|floor|plain] [-n N] [--capture]
+//! ```
+//!
+//! Builds the bench's lab path (A — R — B: GES — GEN — GES, or A — GA — GB — B: Term — GEN — GEN
+//! — Term) with GSCIP, the accept-only NFQUEUE floor or plain forwarding, opens N new TCP
+//! connections from A to an echo server on B one after the other (10 ms apart, as the bench) and prints each
+//! one's time to the first byte, their median and quartiles, and the CPU time the path's
+//! daemons spent per connection. With `--capture`, `tcpdump` runs in every namespace and the
+//! tool prints the median connection's timeline: every packet as each node's interfaces meet it
+//! (DPRP messages by type), with the time since the first and since the line before, so a
+//! daemon's residence time is the gap between a packet arriving at its node and leaving it.
+//! The capture costs CPU itself (three more processes on the lab's CPUs): compare timelines with
+//! timelines, and take the figures from a run without it. Needs root; cleans up after itself.
+
+use gscip_lab::load::{
+    cpu_ns, daemon_pid, gateways, path, PathEnd, ECHO_SERVER, FIRST_BYTE_CLIENT, GATEWAYS_B, PATH_B,
+};
+use gscip_lab::run::{start_daemons, RunOptions};
+use gscip_lab::{clean, Lab};
+use gscip_sim::topology::Topology;
+use gscip_sim::Scenario;
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Child processes killed when dropped (before the lab goes).
+struct Kill(Vec<Child>);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+struct Options {
+    gateways: bool,
+    mode: &'static str,
+    n: usize,
+    capture: bool,
+}
+
+fn options() -> Result<Options, String> {
+    let mut o = Options { gateways: false, mode: "gscip", n: 40, capture: false };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "hosts" => o.gateways = false,
+            "gateways" => o.gateways = true,
+            "gscip" => o.mode = "gscip",
+            "floor" => o.mode = "floor",
+            "plain" => o.mode = "plain",
+            "--capture" => o.capture = true,
+            "-n" => {
+                o.n = args.next().and_then(|v| v.parse().ok()).filter(|&n| n > 0).ok_or("-n needs a count")?;
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    Ok(o)
+}
+
+/// One packet as tcpdump showed it on a node.
+struct Seen {
+    at_ns: u128,
+    node: String,
+    line: String,
+}
+
+/// Reads `tcpdump -x` text: a summary line, then hex lines of the IP packet. DPRP messages get
+/// their type (UDP payload byte 3) in front of the summary.
+fn parse_capture(node: &str, text: &str) -> Vec<Seen> {
+    let mut out: Vec<Seen> = Vec::new();
+    let mut hex: Vec<u8> = Vec::new();
+    let flush = |out: &mut Vec<Seen>, hex: &mut Vec<u8>| {
+        if let Some(last) = out.last_mut() {
+            if last.line.contains(".4398 > ") && hex.len() > 31 {
+                let kind = ["?", "DDE", "RGI", "MPIT", "CDN"].get(hex[31] as usize).copied().unwrap_or("?");
+                last.line = format!("{kind:<4} {}", last.line);
+            }
+        }
+        hex.clear();
+    };
+    for l in text.lines() {
+        let t = l.trim_start();
+        if let Some(rest) = t.strip_prefix("0x") {
+            if hex.len() < 64 {
+                for word in rest.split_whitespace().skip(1) {
+                    for k in (0..word.len()).step_by(2) {
+                        if let Ok(b) = u8::from_str_radix(&word[k..(k + 2).min(word.len())], 16) {
+                            hex.push(b);
+                        }
+                    }
+                }
+            }
+            continue;
+        }
+        flush(&mut out, &mut hex);
+        let mut parts = l.splitn(2, ' ');
+        let (Some(ts), Some(rest)) = (parts.next(), parts.next()) else { continue };
+        let Some((s, ns)) = ts.split_once('.') else { continue };
+        let (Ok(s), Ok(ns)) = (s.parse::<u128>(), ns.parse::<u128>()) else { continue };
+        if !rest.contains(" IP ") || rest.contains("ICMP6") || rest.starts_with("lo ") {
+            continue;
+        }
+        let line: String = rest.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(100).collect();
+        out.push(Seen { at_ns: s * 1_000_000_000 + ns, node: node.to_owned(), line });
+    }
+    flush(&mut out, &mut hex);
+    out
+}
+
+fn main() {
+    let o = match options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("first_byte_timeline: {e}\nusage: first_byte_timeline [hosts|gateways] [gscip|floor|plain] [-n N] [--capture]");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(&o) {
+        eprintln!("first_byte_timeline: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(o: &Options) -> Result<(), String> {
+    let ges = o.mode != "plain";
+    let (s, dst, nodes): (Scenario, &str, &[&str]) = if o.gateways {
+        (gateways(ges), GATEWAYS_B, &["a", "ga", "gb", "b"])
+    } else {
+        let end = |e: PathEnd| if ges { e } else { PathEnd::Term };
+        (path(end(PathEnd::OpenGes), ges, end(PathEnd::ClosedGes)), PATH_B, &["a", "r", "b"])
+    };
+    let prefix = "fbt";
+    let _ = clean(prefix);
+    let mut opts = RunOptions::new(prefix);
+    opts.use_gms = false;
+    // This example's own profile: target/PROFILE/examples/THIS -> target/PROFILE/gscipd.
+    if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent()?.parent().map(|d| d.to_owned())) {
+        if std::env::var_os("GSCIPD").is_none() {
+            opts.gscipd = dir.join("gscipd");
+        }
+    }
+    if o.mode == "floor" {
+        opts.daemon_args = vec!["--accept-only".into()];
+    }
+    let work = opts.work_dir.clone();
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    std::fs::write(work.join("client.py"), FIRST_BYTE_CLIENT).map_err(|e| e.to_string())?;
+    std::fs::write(work.join("echo.py"), ECHO_SERVER).map_err(|e| e.to_string())?;
+    let lab = Lab::build(&s, prefix).map_err(|e| e.to_string())?;
+    let daemons = if ges {
+        Some(start_daemons(&s, &Topology::new(&s), &lab, &opts, None).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
+    let ns = |n: &str| lab.namespace(n).map(str::to_owned).ok_or(format!("no namespace for {n}"));
+    let mut echo = Command::new("ip")
+        .args(["netns", "exec", &ns("b")?, "python3"])
+        .arg(work.join("echo.py"))
+        .args([dst, "7000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut ready = [0u8; 6];
+    let _ = echo.stdout.as_mut().map(|out| out.read(&mut ready));
+    let mut procs = Kill(vec![echo]);
+    if o.capture {
+        for node in nodes {
+            let f = std::fs::File::create(work.join(format!("{node}.capture"))).map_err(|e| e.to_string())?;
+            let dump = Command::new("ip")
+                .args(["netns", "exec", &ns(node)?, "tcpdump", "-i", "any", "-nn", "-tt", "-x", "-l"])
+                .args(["--time-stamp-precision=nano", "ip", "and", "not", "port", "9"])
+                .stdout(f)
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| e.to_string())?;
+            procs.0.push(dump);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let pids: Vec<u32> =
+        if daemons.is_some() { nodes.iter().filter_map(|n| daemon_pid(&lab, n)).collect() } else { Vec::new() };
+    let cpu = || pids.iter().filter_map(|&p| cpu_ns(p)).sum::<u64>();
+    let c0 = cpu();
+    let client = work.join("client.py");
+    let out = lab
+        .exec("a", "python3", &[&client.to_string_lossy(), dst, "7000", &o.n.to_string(), "5"])
+        .map_err(|e| e.to_string())?;
+    let c1 = cpu();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(procs);
+    let times: Vec<f64> = out.split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    if times.len() != o.n {
+        return Err(format!("the client said {out:?}"));
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    let q = |f: f64| sorted[((sorted.len() - 1) as f64 * f).round() as usize];
+    println!("first byte, µs: {}", out.trim());
+    println!(
+        "{} path, {}: median {:.0} µs (quartiles {:.0} / {:.0}) of {} connections",
+        if o.gateways { "gateways" } else { "hosts" },
+        o.mode,
+        q(0.5),
+        q(0.25),
+        q(0.75),
+        o.n
+    );
+    if !pids.is_empty() {
+        println!("daemons' CPU per connection: {:.0} µs", (c1 - c0) as f64 / 1e3 / o.n as f64);
+    }
+    if o.capture {
+        let mut seen = Vec::new();
+        for node in nodes {
+            let text = std::fs::read_to_string(work.join(format!("{node}.capture"))).unwrap_or_default();
+            seen.extend(parse_capture(node, &text));
+        }
+        seen.sort_by_key(|s| s.at_ns);
+        // Connections are 10 ms apart: a gap of 5 ms or more starts the next one (bursts without
+        // a SYN, e.g. a multicast report, are not connections).
+        let mut bursts: Vec<&[Seen]> = Vec::new();
+        let mut start = 0;
+        for k in 1..=seen.len() {
+            if k == seen.len() || seen[k].at_ns - seen[k - 1].at_ns >= 5_000_000 {
+                bursts.push(&seen[start..k]);
+                start = k;
+            }
+        }
+        bursts.retain(|b| b.iter().any(|p| p.line.contains("Flags [S]")));
+        let median = times.iter().position(|&t| t == q(0.5)).unwrap_or(0);
+        match bursts.get(median) {
+            Some(b) if bursts.len() == o.n => {
+                println!("\nconnection {median} (the median), as each node met its packets (µs since the first, since the line before):");
+                let (t0, mut prev) = (b[0].at_ns, b[0].at_ns);
+                for p in b.iter() {
+                    println!(
+                        "{:>8.1} {:>+8.1}  {:<3} {}",
+                        (p.at_ns - t0) as f64 / 1e3,
+                        (p.at_ns - prev) as f64 / 1e3,
+                        p.node,
+                        p.line
+                    );
+                    prev = p.at_ns;
+                }
+            }
+            _ => {
+                println!("\nthe capture has {} bursts for {} connections: no timeline", bursts.len(), o.n);
+                for b in &bursts {
+                    println!("  burst of {} from {} {}", b.len(), b[0].node, b[0].line);
+                }
+            }
+        }
+    }
+    drop(daemons);
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(())
+}
