@@ -8,14 +8,15 @@
 //!
 //! Builds the bench's lab path (A — R — B: GES — GEN — GES, or A — GA — GB — B: Term — GEN — GEN
 //! — Term) with GSCIP, the accept-only NFQUEUE floor or plain forwarding, opens N new TCP
-//! connections from A to an echo server on B one after the other (10 ms apart, as the bench) and prints each
-//! one's time to the first byte, their median and quartiles, and the CPU time the path's
-//! daemons spent per connection. With `--capture`, `tcpdump` runs in every namespace and the
-//! tool prints the median connection's timeline: every packet as each node's interfaces meet it
-//! (DPRP messages by type), with the time since the first and since the line before, so a
-//! daemon's residence time is the gap between a packet arriving at its node and leaving it.
-//! The capture costs CPU itself (three more processes on the lab's CPUs): compare timelines with
-//! timelines, and take the figures from a run without it. Needs root; cleans up after itself.
+//! connections from A to an echo server on B one after the other (10 ms apart, as the bench
+//! does) and prints each one's time to the first byte, their median and quartiles, and the CPU
+//! time the path's daemons spent per connection. With `--capture`, `tcpdump` runs in every
+//! namespace and the tool prints the median connection's timeline: every packet as each node's
+//! interfaces meet it (DPRP messages by type), with the time since the first and since the line
+//! before, so a daemon's residence time is the gap between a packet arriving at its node and
+//! leaving it. The capture costs CPU itself (one `tcpdump` per node on the lab's CPUs): compare
+//! timelines with timelines, and take the figures from a run without it. Needs root, python3
+//! and, for `--capture`, tcpdump; cleans up after itself.
 
 use gscip_lab::load::{
     cpu_ns, daemon_pid, gateways, path, PathEnd, ECHO_SERVER, FIRST_BYTE_CLIENT, GATEWAYS_B, PATH_B,
@@ -217,7 +218,7 @@ fn run(o: &Options) -> Result<(), String> {
         o.n
     );
     if !pids.is_empty() {
-        println!("daemons' CPU per connection: {:.0} µs", (c1 - c0) as f64 / 1e3 / o.n as f64);
+        println!("daemons' CPU per connection: {:.0} µs", c1.saturating_sub(c0) as f64 / 1e3 / o.n as f64);
     }
     if o.capture {
         let mut seen = Vec::new();

@@ -801,7 +801,7 @@ fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
             f64::NAN
         }));
         if !pids.is_empty() {
-            let per = (daemons_cpu_ns() - c0) as f64 / 1e3 / FIRST_BYTE_CONNECTIONS as f64;
+            let per = daemons_cpu_ns().saturating_sub(c0) as f64 / 1e3 / FIRST_BYTE_CONNECTIONS as f64;
             f.first_byte_cpu_us.push(per);
         }
     }
