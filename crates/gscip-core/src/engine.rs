@@ -445,6 +445,16 @@ impl fmt::Debug for Engine {
     }
 }
 
+/// A flow toward a multicast or broadcast address, or from the unspecified address: there is no
+/// single host at the other end, so no pair of GEs can protect it.
+fn has_no_single_peer(cid: &Cid) -> bool {
+    let group = |a: IpAddr| match a {
+        IpAddr::V4(v4) => v4.is_multicast() || v4.is_broadcast(),
+        IpAddr::V6(v6) => v6.is_multicast(),
+    };
+    group(cid.dst) || group(cid.src) || cid.src.is_unspecified()
+}
+
 fn fill_random(rng: &mut dyn RngCore, out: &mut [u8]) {
     rng.fill_bytes(out);
 }
@@ -786,6 +796,17 @@ impl Engine {
         if let Some(key) = self.by_flow.get(&flow).copied() {
             return self.hold_in(WaitingOn::Negotiation(key), buf, to_local);
         }
+        if has_no_single_peer(&dg.cid) {
+            // No end GE can answer for a group or broadcast address, nor find a sender without
+            // an address: this GE decides alone, at once, with no DPRP message (a DDE or a
+            // restart request would go to a group address, and the packet would wait for the
+            // whole retransmission schedule only to meet the same "no pair").
+            let key = self.initiate(now, dg.cid);
+            self.finish_alone(now, key);
+            if let Some(v) = self.apply_entry(now, buf, &mut dg, ctx) {
+                return v;
+            }
+        }
         if self.restarts.contains_key(&flow) {
             return self.hold_in(WaitingOn::Restart(flow), buf, to_local);
         }
@@ -1061,6 +1082,9 @@ impl Engine {
     fn maybe_reject(&mut self, buf: &[u8], cid: &Cid) {
         if !self.protects(cid.src) {
             return; // from outside: dropped silently
+        }
+        if has_no_single_peer(cid) {
+            return; // no ICMP error about a datagram to a group or broadcast address (RFC 1122)
         }
         if let Ok(icmp) = emit_error(cid.dst, buf, IcmpErrorKind::AdminProhibited) {
             self.counters.rejects_sent += 1;

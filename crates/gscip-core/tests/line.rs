@@ -1279,3 +1279,39 @@ proptest! {
         }
     }
 }
+
+/// A packet to a multicast or broadcast address, or from the unspecified address (a DHCP
+/// client without a lease), has no single peer: no end GE can answer for it. The GE decides
+/// alone at once with the policy's "no pair" and sends no DPRP message for it: a closed GES
+/// discards its host's multicast and broadcast, an open one passes them; what the host sends
+/// before it has an address is not from a protected address (transit: passes), as it was
+/// when the GE got there only after its whole retransmission schedule.
+#[test]
+fn group_and_broadcast_addresses_are_decided_alone_at_once() {
+    let mcast: IpAddr = "224.0.0.251".parse().unwrap();
+    let bcast: IpAddr = "255.255.255.255".parse().unwrap();
+    let mcast6: IpAddr = "ff02::fb".parse().unwrap();
+    let any: IpAddr = "0.0.0.0".parse().unwrap();
+    for (mode, expected) in [(Mode::Closed, false), (Mode::Open, true)] {
+        let mut l = Line::new(vec![ges_a(mode, &[1]), ges_b(Mode::Closed, &[1])]);
+        let now = Timestamp(l.now);
+        for (src, dst, passes) in [(a_addr(), mcast, expected), (a_addr(), bcast, expected), (any, bcast, true)] {
+            let mut p = udp(src, dst, 5353, 5353, b"query");
+            let v = l.engines[0].handle_packet(now, &mut p);
+            assert_eq!(v == Verdict::Accept, passes, "{mode:?} {src} -> {dst}: {v:?}");
+            assert!(v != Verdict::Held, "{mode:?} {src} -> {dst}: held");
+            let sent: Vec<_> = std::iter::from_fn(|| l.engines[0].poll_transmit()).map(|t| t.kind).collect();
+            assert!(sent.is_empty(), "{mode:?} {src} -> {dst}: no DPRP message for a group address: {sent:?}");
+        }
+        assert_eq!(l.engines[0].counters().restarts_requested, 0);
+    }
+    // IPv6 multicast, and a multicast datagram reaching a GES from another host.
+    let mut l = Line::new(vec![ges_a(Mode::Closed, &[1]), ges_b(Mode::Closed, &[1])]);
+    let now = Timestamp(l.now);
+    let src6: IpAddr = "fe80::1".parse().unwrap();
+    let mut p = udp(src6, mcast6, 5353, 5353, b"query");
+    assert_ne!(l.engines[0].handle_packet(now, &mut p), Verdict::Held);
+    let mut p = udp(b_addr(), mcast, 5353, 5353, b"announce");
+    assert_ne!(l.engines[0].handle_packet(now, &mut p), Verdict::Held);
+    assert!(l.engines[0].poll_transmit().is_none(), "no restart request toward a group address's sender");
+}
