@@ -21,25 +21,13 @@
 use gscip_lab::load::{
     cpu_ns, daemon_pid, gateways, path, PathEnd, ECHO_SERVER, FIRST_BYTE_CLIENT, GATEWAYS_B, PATH_B,
 };
-use gscip_lab::run::{start_daemons, RunOptions};
+use gscip_lab::run::{start_daemons, Processes, RunOptions};
 use gscip_lab::{clean, Lab};
 use gscip_sim::topology::Topology;
 use gscip_sim::Scenario;
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// Child processes killed when dropped (before the lab goes).
-struct Kill(Vec<Child>);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 struct Options {
     gateways: bool,
@@ -174,7 +162,8 @@ fn run(o: &Options) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let mut ready = [0u8; 6];
     let _ = echo.stdout.as_mut().map(|out| out.read(&mut ready));
-    let mut procs = Kill(vec![echo]);
+    // Stopped when dropped, before the lab goes.
+    let mut procs = vec![Processes::one("echo", echo)];
     if o.capture {
         for node in nodes {
             let f = std::fs::File::create(work.join(format!("{node}.capture"))).map_err(|e| e.to_string())?;
@@ -185,7 +174,7 @@ fn run(o: &Options) -> Result<(), String> {
                 .stderr(Stdio::null())
                 .spawn()
                 .map_err(|e| e.to_string())?;
-            procs.0.push(dump);
+            procs.push(Processes::one("tcpdump", dump));
         }
         std::thread::sleep(Duration::from_secs(1));
     }

@@ -566,12 +566,12 @@ const FIRST_BYTE_CONNECTIONS: usize = 20;
 fn first_byte(lab: &Lab, work: &Path, dst: &str, n: usize, timeout_s: u32) -> Res<f64> {
     let limit = (n as u32 * (timeout_s + 1) + 10).to_string();
     let fb = work.join("fb.py");
-    let (n, timeout) = (n.to_string(), timeout_s.to_string());
+    let (count, timeout) = (n.to_string(), timeout_s.to_string());
     let out = lab
-        .exec("a", "timeout", &["-k", "2", &limit, "python3", &fb.to_string_lossy(), dst, "7000", &n, &timeout])
+        .exec("a", "timeout", &["-k", "2", &limit, "python3", &fb.to_string_lossy(), dst, "7000", &count, &timeout])
         .map_err(|e| e.to_string())?;
     let mut times: Vec<f64> = out.split_whitespace().filter_map(|v| v.parse().ok()).collect();
-    if times.is_empty() || times.len() != n.parse::<usize>().unwrap_or(0) {
+    if times.is_empty() || times.len() != n {
         return Err(format!("first byte: unexpected output {out:?}"));
     }
     times.sort_by(f64::total_cmp);
