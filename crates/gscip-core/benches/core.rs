@@ -15,7 +15,7 @@ use gscip_core::group::{GroupId, GroupKey, GroupKeyring};
 use gscip_core::identity::{CertificateAuthority, SigningIdentity};
 use gscip_core::pccom::{derive_flow_keys, AeadAlgorithm, PccomSession};
 use gscip_core::policy::{decide, PathGe};
-use gscip_core::{GeKind, Mode, Side, Timestamp};
+use gscip_core::{GeKind, Micros, Mode, Side, Timestamp};
 use gscip_wire::ip::{tcp_flags, Datagram, DatagramRepr};
 use gscip_wire::{Cid, L4Proto};
 use rand_chacha::rand_core::SeedableRng;
@@ -115,14 +115,21 @@ fn decision(c: &mut Criterion) {
     c.bench_function("dprp_decision/seed_path", |b| b.iter(|| black_box(decide(black_box(&path)))));
 }
 
-fn engine(ca: &CertificateAuthority, name: &str, mode: Mode, addr: IpAddr, seed: u8) -> Engine {
+fn engine(
+    ca: &CertificateAuthority,
+    name: &str,
+    mode: Mode,
+    addr: IpAddr,
+    seed: u8,
+    path_key_lifetime: Micros,
+) -> Engine {
     let s = Zeroizing::new([seed; 32]);
     let pk = SigningIdentity::public_key_for_seed(&s).unwrap();
     let cert = ca.issue(GeKind::Ges, mode, name, &[GroupId(1), GroupId(2)], pk, 4_000_000_000).unwrap();
     let mut keys = GroupKeyring::new();
     keys.insert(GroupKey::new(GroupId(1), 1, [1; 32]));
     keys.insert(GroupKey::new(GroupId(2), 1, [2; 32]));
-    let cfg = GeConfig { local_addrs: vec![addr], ..GeConfig::default() };
+    let cfg = GeConfig { local_addrs: vec![addr], path_key_lifetime, ..GeConfig::default() };
     Engine::new(
         cfg,
         SigningIdentity::new(&s, cert).unwrap(),
@@ -133,15 +140,25 @@ fn engine(ca: &CertificateAuthority, name: &str, mode: Mode, addr: IpAddr, seed:
     .unwrap()
 }
 
-/// One complete negotiation between two GESs, messages handed over directly.
+/// One complete negotiation between two GESs, messages handed over directly: with the path
+/// keys of the negotiations before (the engines work ahead between negotiations, as the daemon
+/// does when idle, and that work is counted), and with path keys off (every record checked by
+/// its signature).
 fn negotiation(c: &mut Criterion) {
+    for (label, path_keys) in [("two_ges", true), ("two_ges_signatures_only", false)] {
+        negotiation_of(c, label, path_keys);
+    }
+}
+
+fn negotiation_of(c: &mut Criterion, label: &str, path_keys: bool) {
     let ca = CertificateAuthority::from_seed(&Zeroizing::new([42; 32])).unwrap();
     let (a_addr, b_addr): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-    let mut a = engine(&ca, "a", Mode::Open, a_addr, 1);
-    let mut b = engine(&ca, "b", Mode::Closed, b_addr, 2);
+    let lifetime = if path_keys { Micros::from_secs(3600) } else { Micros(0) };
+    let mut a = engine(&ca, "a", Mode::Open, a_addr, 1, lifetime);
+    let mut b = engine(&ca, "b", Mode::Closed, b_addr, 2, lifetime);
     let mut port = 1024u16;
     let now = Timestamp(1_800_000_000 * 1_000_000);
-    c.bench_function("dprp_negotiation/two_ges", |bch| {
+    c.bench_function(&format!("dprp_negotiation/{label}"), |bch| {
         bch.iter(|| {
             port = port.wrapping_add(1).max(1024);
             let mut p = DatagramRepr {
@@ -177,8 +194,13 @@ fn negotiation(c: &mut Criterion) {
                 }
             }
             assert!(delivered);
+            while a.prepare() {}
+            while b.prepare() {}
         })
     });
+    if path_keys {
+        assert!(a.counters().macs_verified > 0 && b.counters().macs_verified > 0, "path keys were used");
+    }
 }
 
 criterion_group!(benches, pccom, decision, negotiation);

@@ -10,16 +10,17 @@
 use crate::error::{Error, PeerError};
 use crate::group::{GroupId, GroupKeyring};
 use crate::identity::{verify_signature, SigningIdentity, TrustAnchor};
+use crate::pathkey::{PathKeys, PendingPathKey, CDN_MAC_CONTEXT};
 use crate::pccom::{derive_flow_keys, AeadAlgorithm, Arrival, PccomSession, SealError};
 use crate::pit::{DecisionSummary, Direction, EntryState, Pit, PitEntry};
 use crate::policy::{decide, Decision, FlowAction, Outcome, PathGe};
 use crate::time::{Micros, Timestamp};
-use crate::transcript::{self, Chain, RecordParams, VerifiedPath};
+use crate::transcript::{self, AuthenticatedBy, Chain, RecordParams, VerifiedPath};
 use crate::unit::{Piece, ReassemblyLimits};
 use aws_lc_rs::agreement;
 use gscip_wire::dprp::{
-    is_dprp_ports, Body, CdnStatus, Extension, GeKind, GeRecordRepr, HeaderRepr, MessageRepr, Mode, Side, DPRP_PORT,
-    NONCE_LEN,
+    encode_path_hint, is_dprp_ports, parse_path_hint, Body, CdnStatus, Extension, GeKind, GeRecordRepr, HeaderRepr,
+    MessageRepr, Mode, RecordMac, Side, DPRP_PORT, MAX_HINT_NAMES, NONCE_LEN,
 };
 use gscip_wire::icmp::{emit_error, IcmpErrorKind, IcmpErrorRepr};
 use gscip_wire::ip::{tcp_flags, Datagram, DatagramRepr};
@@ -80,6 +81,12 @@ pub struct GeConfig {
     pub max_packet_len: usize,
     /// Bounds on the pieces of cut units held while the rest of their unit comes.
     pub reassembly: ReassemblyLimits,
+    /// How long a path key made with another GE serves (`docs/dprp.md` section 11): while it
+    /// does, the two authenticate their records to each other with an HMAC instead of an
+    /// Ed25519 verification. Zero: no path keys, every record is verified by its signature.
+    pub path_key_lifetime: Micros,
+    /// Other GEs this GE keeps path keys with, at most.
+    pub path_key_peers: usize,
 }
 
 impl Default for GeConfig {
@@ -103,6 +110,8 @@ impl Default for GeConfig {
             ephemeral_keys_ahead: 64,
             max_packet_len: usize::from(u16::MAX),
             reassembly: ReassemblyLimits::default(),
+            path_key_lifetime: Micros::from_secs(60),
+            path_key_peers: 4096,
         }
     }
 }
@@ -284,6 +293,12 @@ pub struct Counters {
     pub units_failed: u64,
     /// Flows switched to sealing segment by segment ([`Verdict::Segment`]).
     pub flows_segmented: u64,
+    /// Other GEs' records and CDNs authenticated by their Ed25519 signature.
+    pub signatures_verified: u64,
+    /// Other GEs' records and CDNs authenticated by a path-key MAC instead.
+    pub macs_verified: u64,
+    /// Path keys made with other GEs.
+    pub path_keys_derived: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -342,7 +357,10 @@ struct Negotiation {
     last_sent: Option<Vec<u8>>,
     /// After MPIT: what the CDN must confirm, and who signs it.
     confirm: Option<Chain>,
-    end_signer: Option<(String, [u8; 32])>,
+    /// The end GE: its name, public key and certificate hash.
+    end_signer: Option<(String, [u8; 32], Chain)>,
+    /// Names of GEs expected to verify this GE's record (the DDE's path hint).
+    hint: Vec<String>,
     /// Hash of the record this GE put in the negotiation.
     own_record: Option<Chain>,
     /// The DDE carried a critical extension this GE does not know: it must not be the end.
@@ -383,6 +401,15 @@ pub struct Engine {
     restart_answered: HashMap<Cid, Timestamp>,
     ge_cache: HashMap<IpAddr, GeCacheEntry>,
     verified_certs: HashSet<Chain>,
+    /// Pairwise keys with other GEs (`docs/dprp.md` section 11).
+    path_keys: PathKeys,
+    /// Path keys to make when idle ([`Engine::prepare`]), at most one per peer.
+    pending_path_keys: VecDeque<PendingPathKey>,
+    /// Hash of this GE's own certificate.
+    own_certificate: Chain,
+    /// Per destination: the GEs on the last path this GE negotiated toward it as initiator
+    /// (the DDE's path hint).
+    path_hints: HashMap<IpAddr, Vec<String>>,
     timers: BinaryHeap<Reverse<(Timestamp, TimerKey)>>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -455,6 +482,11 @@ fn has_no_single_peer(cid: &Cid) -> bool {
     group(cid.dst) || group(cid.src) || cid.src.is_unspecified()
 }
 
+/// Path keys waiting to be made, at most.
+const PENDING_PATH_KEYS_MAX: usize = 256;
+/// Destinations whose last path an initiator remembers for its path hints, at most.
+const PATH_HINTS_MAX: usize = 4096;
+
 fn fill_random(rng: &mut dyn RngCore, out: &mut [u8]) {
     rng.fill_bytes(out);
 }
@@ -496,6 +528,8 @@ impl Engine {
             return Err(Error::Configuration("every GE must accept AES-256-GCM".into()));
         }
         let cert = identity.certificate();
+        let own_certificate = transcript::certificate_hash(cert);
+        let path_keys = PathKeys::new(cfg.path_key_lifetime, cfg.path_key_peers);
         Ok(Engine {
             kind: cert.kind,
             mode: cert.mode,
@@ -514,6 +548,10 @@ impl Engine {
             restart_answered: HashMap::new(),
             ge_cache: HashMap::new(),
             verified_certs: HashSet::new(),
+            path_keys,
+            pending_path_keys: VecDeque::new(),
+            own_certificate,
+            path_hints: HashMap::new(),
             timers: BinaryHeap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -564,11 +602,24 @@ impl Engine {
         self.ephemeral_ahead.len()
     }
 
-    /// Work done ahead of need, one small step per call: makes one ephemeral X25519 key pair
-    /// while fewer than `GeConfig::ephemeral_keys_ahead` are ready. Returns whether it did
+    /// Path keys made with other GEs and still kept.
+    pub fn path_keys(&self) -> usize {
+        self.path_keys.len()
+    }
+
+    /// Work done ahead of need, one small step per call: makes a path key that a negotiation
+    /// made possible, or one ephemeral X25519 key pair while fewer than
+    /// `GeConfig::ephemeral_keys_ahead` are ready. Returns whether it did
     /// something (call again while it does). The caller calls it when idle, between looks at
     /// its packets, so a packet waits for one key pair's generation at most.
     pub fn prepare(&mut self) -> bool {
+        if let Some(p) = self.pending_path_keys.pop_front() {
+            if let Some((id, key)) = crate::pathkey::derive(&p) {
+                self.path_keys.insert(p.at, id, key, &p);
+                self.counters.path_keys_derived += 1;
+            }
+            return true;
+        }
         if self.ephemeral_ahead.len() >= self.cfg.ephemeral_keys_ahead {
             return false;
         }
@@ -627,7 +678,11 @@ impl Engine {
         }
         let changed = new.groups != old.groups || new.mode != old.mode;
         self.mode = new.mode;
+        self.own_certificate = transcript::certificate_hash(new);
         self.identity = identity;
+        // Path keys were bound to the old certificate.
+        self.path_keys.clear();
+        self.pending_path_keys.clear();
         if changed {
             for e in self.pit.drain_where(|_| true) {
                 self.entry_removed(e, RemovalReason::KeyChange);
@@ -1192,6 +1247,7 @@ impl Engine {
             last_sent: None,
             confirm: None,
             end_signer: None,
+            hint: Vec::new(),
             own_record: None,
             cannot_answer: false,
         }
@@ -1238,7 +1294,8 @@ impl Engine {
         let header = n.header;
         let wait =
             if end == EndRole::Probe { self.cfg.probe_timeout.min(self.cfg.dprp_rto) } else { self.cfg.dprp_rto };
-        let msg = self.emit_control(&header, Body::Dde { extensions: Vec::new() }, header.cid.src, header.cid.dst);
+        let extensions = self.path_hint_for(header.cid.dst);
+        let msg = self.emit_control(&header, Body::Dde { extensions }, header.cid.src, header.cid.dst);
         if let Some(n) = self.negotiations.get_mut(&key) {
             n.last_sent = msg;
             n.attempts = 1;
@@ -1246,6 +1303,95 @@ impl Engine {
             self.started += 1;
         }
         self.arm(now + wait, TimerKey::Negotiation(key));
+    }
+
+    /// The DDE's path hint toward `dst`: this GE and the GEs of its last path there, so that
+    /// they can MAC their records for each other. None when path keys are off.
+    fn path_hint_for(&self, dst: IpAddr) -> Vec<Extension> {
+        if !self.path_keys.enabled() {
+            return Vec::new();
+        }
+        let mine = self.name();
+        let others = self.path_hints.get(&dst).into_iter().flatten().map(String::as_str).filter(|n| *n != mine);
+        let value = encode_path_hint(std::iter::once(mine).chain(others));
+        vec![Extension { kind: Extension::PATH_HINT, value }]
+    }
+
+    /// Path-key MACs for `peers` over a record this GE built at chain position `prev`.
+    fn mac_own_record<'a>(
+        &self,
+        now: Timestamp,
+        rec: &mut GeRecordRepr,
+        prev: &Chain,
+        peers: impl IntoIterator<Item = &'a str>,
+    ) {
+        let me = self.name();
+        let peers = peers.into_iter().filter(|p| *p != me);
+        transcript::mac_record(rec, prev, &self.path_keys, now, Self::unix_s(now), peers);
+    }
+
+    /// Verifies a record list with this GE's trust anchor, group keys and path keys.
+    fn verify_path(
+        &mut self,
+        now: Timestamp,
+        h: &HeaderRepr,
+        records: &[GeRecordRepr],
+        own_record: Option<&Chain>,
+    ) -> Result<VerifiedPath, PeerError> {
+        let by = transcript::Verifier {
+            trust: &self.trust,
+            keys: &self.keys,
+            path_keys: &self.path_keys,
+            now,
+            now_unix_s: Self::unix_s(now),
+        };
+        transcript::verify_path(h, records, &by, &mut self.verified_certs, own_record)
+    }
+
+    /// Counts how each record of a verified path was authenticated.
+    fn count_verifications(&mut self, path: &VerifiedPath) {
+        for v in &path.ges {
+            match v.authenticated_by {
+                AuthenticatedBy::Signature => self.counters.signatures_verified += 1,
+                AuthenticatedBy::PathKey => self.counters.macs_verified += 1,
+                AuthenticatedBy::OwnRecord => {}
+            }
+        }
+    }
+
+    /// After a verified path: a path key is to be made with every GE whose record this GE
+    /// checked by its signature (it held no key that GE used), from this negotiation's
+    /// ephemeral keys. Made later, when idle ([`Engine::prepare`]).
+    fn queue_path_keys(&mut self, now: Timestamp, key: NegKey, records: &[GeRecordRepr], path: &VerifiedPath) {
+        if !self.path_keys.enabled() {
+            return;
+        }
+        let Some(n) = self.negotiations.get(&key) else { return };
+        for v in path.ges.iter().filter(|v| v.authenticated_by == AuthenticatedBy::Signature) {
+            let Some(rec) = records.get(v.record_index) else { continue };
+            let pending = PendingPathKey {
+                at: now,
+                my_secret: n.eph_secret.clone(),
+                my_certificate: self.own_certificate,
+                peer: rec.certificate.name.clone(),
+                peer_certificate: v.certificate_hash,
+                peer_not_after: rec.certificate.not_after,
+                peer_ephemeral: rec.ephemeral_public,
+                final_chain: path.final_chain,
+            };
+            // One per peer, the latest; bounded.
+            self.pending_path_keys.retain(|p| p.peer != pending.peer);
+            if self.pending_path_keys.len() < PENDING_PATH_KEYS_MAX {
+                self.pending_path_keys.push_back(pending);
+            }
+        }
+        if n.initiator {
+            if self.path_hints.len() >= PATH_HINTS_MAX {
+                self.path_hints.clear();
+            }
+            let names = path.ges.iter().map(|v| v.ge.name.clone()).take(MAX_HINT_NAMES).collect();
+            self.path_hints.insert(key.cid.dst, names);
+        }
     }
 
     /// Starts a new initiator negotiation now if the window has room, else queues it.
@@ -1463,8 +1609,8 @@ impl Engine {
             Body::Dde { extensions } => self.on_dde(now, h, &extensions),
             Body::Rgi { records } => self.on_rgi(now, h, records),
             Body::Mpit { records } => self.on_mpit(now, h, &records),
-            Body::Cdn { status, confirmation, signer, signature } => {
-                self.on_cdn(now, h, status, confirmation, &signer, &signature)
+            Body::Cdn { status, confirmation, signer, signature, macs } => {
+                self.on_cdn(now, h, status, confirmation, &signer, &signature, &macs)
             }
         }
     }
@@ -1559,6 +1705,11 @@ impl Engine {
         n.held = inherited;
         n.end = self.end_role(now, h.cid.dst);
         n.cannot_answer = has_unknown_critical(ext);
+        n.hint = ext
+            .iter()
+            .find(|e| e.kind == Extension::PATH_HINT)
+            .and_then(|e| parse_path_hint(&e.value).ok())
+            .unwrap_or_default();
         if n.end == EndRole::End && n.cannot_answer {
             self.drop_held(n.held);
             return Verdict::Consumed; // cannot honour a critical extension
@@ -1595,7 +1746,8 @@ impl Engine {
         }
         let header = n.header;
         let prev = transcript::chain_seed(&header);
-        let rec = transcript::build_record(&self.identity, &self.keys, &prev, &self.record_params(n));
+        let mut rec = transcript::build_record(&self.identity, &self.keys, &prev, &self.record_params(n));
+        self.mac_own_record(now, &mut rec, &prev, n.hint.iter().map(String::as_str));
         let own = transcript::record_hash(&rec);
         let msg = self.emit_control(&header, Body::Rgi { records: vec![rec] }, header.cid.dst, header.cid.src);
         let lifetime = self.lifetime();
@@ -1640,7 +1792,9 @@ impl Engine {
             return Verdict::Drop(DropReason::BadControl);
         }
         let prev = transcript::chain_over(&h, &records);
-        let rec = transcript::build_record(&self.identity, &self.keys, &prev, &self.record_params(n));
+        let mut rec = transcript::build_record(&self.identity, &self.keys, &prev, &self.record_params(n));
+        let peers = n.hint.iter().chain(records.iter().map(|r| &r.certificate.name)).map(String::as_str);
+        self.mac_own_record(now, &mut rec, &prev, peers);
         let own = transcript::record_hash(&rec);
         records.push(rec);
         self.learn(now, h.cid.dst, true);
@@ -1661,19 +1815,12 @@ impl Engine {
             return;
         }
         let prev = transcript::chain_over(&h, &records);
-        let rec = transcript::build_record(&self.identity, &self.keys, &prev, &self.record_params(n));
+        let mut rec = transcript::build_record(&self.identity, &self.keys, &prev, &self.record_params(n));
+        self.mac_own_record(now, &mut rec, &prev, records.iter().map(|r| r.certificate.name.as_str()));
         let own = transcript::record_hash(&rec);
         records.push(rec);
         self.learn(now, h.cid.dst, true);
-        let path = match transcript::verify_path(
-            &h,
-            &records,
-            &self.trust,
-            &self.keys,
-            Self::unix_s(now),
-            &mut self.verified_certs,
-            Some(&own),
-        ) {
+        let path = match self.verify_path(now, &h, &records, Some(&own)) {
             Ok(p) => p,
             Err(e) => {
                 self.peer_error(Some(h.cid), e.clone());
@@ -1705,6 +1852,8 @@ impl Engine {
         path: VerifiedPath,
     ) -> Option<Chain> {
         let h = self.negotiations.get(&key)?.header;
+        self.count_verifications(&path);
+        self.queue_path_keys(now, key, records, &path);
         let ges: Vec<PathGe> = path.ges.iter().map(|v| v.ge.clone()).collect();
         let decision = decide(&ges);
         let confirm = transcript::confirmation(&path.final_chain, &decision.outcome);
@@ -1717,7 +1866,8 @@ impl Engine {
             .unwrap_or(self.cfg.idle_timeout);
         let summary = summarize(&ges, &decision, false);
         let end_rec = records.first()?;
-        let end_signer = (end_rec.certificate.name.clone(), end_rec.certificate.public_key);
+        let end_hash = path.ges.iter().find(|v| v.record_index == 0).map(|v| v.certificate_hash)?;
+        let end_signer = (end_rec.certificate.name.clone(), end_rec.certificate.public_key, end_hash);
         let (action, session, group) = match me {
             Some(i) => {
                 let action = decision.actions[i];
@@ -1824,15 +1974,7 @@ impl Engine {
             .iter()
             .any(|r| r.certificate.name == self.name() && r.nonce == n.nonce && r.ephemeral_public == n.eph_public);
         let own = n.own_record;
-        let path = transcript::verify_path(
-            &h,
-            records,
-            &self.trust,
-            &self.keys,
-            Self::unix_s(now),
-            &mut self.verified_certs,
-            own.as_ref(),
-        );
+        let path = self.verify_path(now, &h, records, own.as_ref());
         let path = match (path, my_rec_present) {
             (Ok(p), true) => p,
             (Ok(_), false) => {
@@ -1848,12 +1990,21 @@ impl Engine {
             return self.refuse(now, key, is_end);
         };
         if is_end {
-            let sig = self.identity.sign(&[&MessageRepr::cdn_to_be_signed(CdnStatus::Complete, &confirm)]);
+            let tbs = MessageRepr::cdn_to_be_signed(CdnStatus::Complete, &confirm);
+            let sig = self.identity.sign(&[&tbs]);
+            let me = self.name();
+            let macs = self.path_keys.macs_for(
+                now,
+                Self::unix_s(now),
+                records.iter().map(|r| r.certificate.name.as_str()).filter(|n| *n != me),
+                &[CDN_MAC_CONTEXT, &tbs],
+            );
             let body = Body::Cdn {
                 status: CdnStatus::Complete,
                 confirmation: confirm,
                 signer: self.name().to_owned(),
                 signature: sig,
+                macs,
             };
             let cdn = self.emit_control(&h, body, h.cid.dst, h.cid.src);
             self.finalize(&h.cid);
@@ -1883,6 +2034,7 @@ impl Engine {
                 confirmation: zero,
                 signer: self.name().to_owned(),
                 signature: sig,
+                macs: Vec::new(),
             };
             self.emit_control(&header, body, h.cid.dst, h.cid.src);
         }
@@ -1900,6 +2052,7 @@ impl Engine {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_cdn(
         &mut self,
         now: Timestamp,
@@ -1908,6 +2061,7 @@ impl Engine {
         confirm: Chain,
         signer: &str,
         signature: &[u8; 64],
+        macs: &[RecordMac],
     ) -> Verdict {
         let key = NegKey { cid: h.cid, nonce: h.nonce };
         let Some(n) = self.negotiations.get(&key) else { return Verdict::Accept };
@@ -1919,10 +2073,23 @@ impl Engine {
         if n.stage != Stage::AwaitCdn {
             return pass;
         }
-        let Some((ref end_name, end_key)) = n.end_signer else { return pass };
-        if signer != end_name
-            || !verify_signature(&end_key, &[&MessageRepr::cdn_to_be_signed(status, &confirm)], signature)
-        {
+        let Some((ref end_name, end_key, end_certificate)) = n.end_signer else { return pass };
+        let tbs = MessageRepr::cdn_to_be_signed(status, &confirm);
+        let by_mac = signer == end_name
+            && !macs.is_empty()
+            && self.path_keys.verifies(
+                now,
+                Self::unix_s(now),
+                signer,
+                &end_certificate,
+                macs,
+                &[CDN_MAC_CONTEXT, &tbs],
+            );
+        if by_mac {
+            self.counters.macs_verified += 1;
+        } else if signer == end_name && verify_signature(&end_key, &[&tbs], signature) {
+            self.counters.signatures_verified += 1;
+        } else {
             self.peer_error(Some(h.cid), PeerError::BadSignature(signer.to_owned()));
             return Verdict::Drop(DropReason::BadControl);
         }

@@ -9,6 +9,7 @@
 //! | PIT (process information table) | [`pit::Pit`], [`pit::PitEntry`] |
 //! | DDE, RGI, MPIT, CDN | [`gscip_wire::dprp::Body`], driven by [`engine::Engine`] |
 //! | GE information | [`gscip_wire::dprp::CertificateRepr`], [`identity`] |
+//! | path key (pairwise GE key that spares signature checks) | [`pathkey::PathKeys`] |
 //! | group, group key (GK) | [`group::GroupId`], [`group::GroupKey`], [`group::GroupKeyring`] |
 //! | the policy of SPEC section 3 | [`policy::decide`] |
 //! | PCCOM | [`pccom::PccomSession`] |
@@ -23,6 +24,7 @@ pub mod error;
 pub mod group;
 pub mod identity;
 pub mod keysource;
+pub mod pathkey;
 pub mod pccom;
 pub mod pit;
 pub mod policy;

@@ -8,12 +8,16 @@
 //! sig        = Ed25519(ge_key, "gscip-dprp-v1 record" || chain[k-1] || record_tbs)
 //!   (record_tbs: the record's encoding without its 2-byte length prefix and its signature)
 //! chain[k]   = SHA-256("gscip-dprp-v1 chain" || chain[k-1] || record_bytes)
+//! mac(V)     = HMAC-SHA256(K_XV, "gscip-dprp-v1 record mac" || chain[k-1] || record_tbs)[..16]
+//!   (optional, one per GE V the author X holds a path key with: see [`crate::pathkey`])
 //! ```
 
 use crate::error::PeerError;
 use crate::group::{GroupId, GroupKeyring};
 use crate::identity::{verify_signature, SigningIdentity, TrustAnchor};
+use crate::pathkey::{PathKeys, RECORD_MAC_CONTEXT};
 use crate::policy::PathGe;
+use crate::time::Timestamp;
 use aws_lc_rs::{constant_time, digest, hmac};
 use gscip_wire::dprp::{GeRecordRepr, HeaderRepr, ProofRepr, CHAIN_LEN, NONCE_LEN, PROOF_TAG_LEN, PUBLIC_KEY_LEN};
 use std::collections::HashSet;
@@ -99,10 +103,35 @@ pub fn build_record(id: &SigningIdentity, keys: &GroupKeyring, prev: &Chain, p: 
         ephemeral_public: p.ephemeral_public,
         proofs,
         signature: [0; 64],
+        macs: Vec::new(),
     };
     let tbs = rec.to_be_signed();
     rec.signature = id.sign(&[b"gscip-dprp-v1 record", prev, &tbs]);
     rec
+}
+
+/// Adds to this GE's record `rec` (built at chain position `prev`) a MAC for each of `peers`
+/// it holds a path key with.
+pub fn mac_record<'a>(
+    rec: &mut GeRecordRepr,
+    prev: &Chain,
+    path_keys: &PathKeys,
+    now: Timestamp,
+    now_unix_s: u64,
+    peers: impl IntoIterator<Item = &'a str>,
+) {
+    if path_keys.is_empty() {
+        return;
+    }
+    let tbs = rec.to_be_signed();
+    rec.macs = path_keys.macs_for(now, now_unix_s, peers, &[RECORD_MAC_CONTEXT, prev, &tbs]);
+}
+
+/// SHA-256 of a certificate's encoding: what verified certificates and path keys are kept by.
+pub fn certificate_hash(cert: &gscip_wire::dprp::CertificateRepr) -> Chain {
+    let mut cert_bytes = Vec::with_capacity(160);
+    cert.emit(&mut cert_bytes);
+    sha256(&[&cert_bytes])
 }
 
 /// A record's identity for [`verify_path`]'s `own_record`.
@@ -120,6 +149,19 @@ pub struct VerifiedGe {
     pub record_index: usize,
     /// (group, version) pairs whose proofs this GE could check and that verified.
     pub proven_versions: Vec<(GroupId, u32)>,
+    /// SHA-256 of its certificate's encoding.
+    pub certificate_hash: Chain,
+    /// How its record was authenticated here: by a path-key MAC, by its signature, or not at
+    /// all because it is this GE's own.
+    pub authenticated_by: AuthenticatedBy,
+}
+
+/// How [`verify_path`] authenticated a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthenticatedBy {
+    OwnRecord,
+    Signature,
+    PathKey,
 }
 
 /// A path whose every record verified, in source-to-destination order.
@@ -127,6 +169,17 @@ pub struct VerifiedGe {
 pub struct VerifiedPath {
     pub ges: Vec<VerifiedGe>,
     pub final_chain: Chain,
+}
+
+/// What a GE verifies a path with: the GMS's key, its group keys and path keys, and the time.
+#[derive(Debug, Clone, Copy)]
+pub struct Verifier<'a> {
+    pub trust: &'a TrustAnchor,
+    pub keys: &'a GroupKeyring,
+    pub path_keys: &'a PathKeys,
+    pub now: Timestamp,
+    /// `now` in seconds since the Unix epoch (certificate expiry).
+    pub now_unix_s: u64,
 }
 
 /// Verifies a record list (as carried by an MPIT: the order in which the records were
@@ -141,12 +194,11 @@ pub struct VerifiedPath {
 pub fn verify_path(
     header: &HeaderRepr,
     records: &[GeRecordRepr],
-    trust: &TrustAnchor,
-    keys: &GroupKeyring,
-    now_unix_s: u64,
+    by: &Verifier<'_>,
     verified_certs: &mut HashSet<Chain>,
     own_record: Option<&Chain>,
 ) -> Result<VerifiedPath, PeerError> {
+    let Verifier { trust, keys, path_keys, now, now_unix_s } = *by;
     let mut chain = chain_seed(header);
     let mut names = HashSet::new();
     let mut out = Vec::with_capacity(records.len());
@@ -162,13 +214,17 @@ pub fn verify_path(
                 ge: PathGe { name: cert.name.clone(), mode: cert.mode, side: rec.side, groups },
                 record_index: i,
                 proven_versions,
+                certificate_hash: certificate_hash(cert),
+                authenticated_by: AuthenticatedBy::OwnRecord,
             });
             chain = chain_next(&chain, rec);
             continue;
         }
-        let mut cert_bytes = Vec::with_capacity(160);
-        cert.emit(&mut cert_bytes);
-        let cert_hash = sha256(&[&cert_bytes]);
+        let cert_hash = certificate_hash(cert);
+        // A certificate verified before is not verified again, but it still expires.
+        if cert.not_after < now_unix_s {
+            return Err(PeerError::BadCertificate(cert.name.clone()));
+        }
         if !verified_certs.contains(&cert_hash) {
             trust.verify(cert, now_unix_s)?;
             if verified_certs.len() > 4096 {
@@ -180,9 +236,21 @@ pub fn verify_path(
             return Err(PeerError::Inconsistent("a GE appears twice on the path"));
         }
         let tbs = rec.to_be_signed();
-        if !verify_signature(&cert.public_key, &[b"gscip-dprp-v1 record", &chain, &tbs], &rec.signature) {
+        let authenticated_by = if !rec.macs.is_empty()
+            && path_keys.verifies(
+                now,
+                now_unix_s,
+                &cert.name,
+                &cert_hash,
+                &rec.macs,
+                &[RECORD_MAC_CONTEXT, &chain, &tbs],
+            ) {
+            AuthenticatedBy::PathKey
+        } else if verify_signature(&cert.public_key, &[b"gscip-dprp-v1 record", &chain, &tbs], &rec.signature) {
+            AuthenticatedBy::Signature
+        } else {
             return Err(PeerError::BadSignature(cert.name.clone()));
-        }
+        };
         let mut groups = Vec::new();
         let mut proven_versions = Vec::new();
         for &g in &cert.groups {
@@ -220,6 +288,8 @@ pub fn verify_path(
             ge: PathGe { name: cert.name.clone(), mode: cert.mode, side: rec.side, groups },
             record_index: i,
             proven_versions,
+            certificate_hash: cert_hash,
+            authenticated_by,
         });
         chain = chain_next(&chain, rec);
     }

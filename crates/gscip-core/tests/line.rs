@@ -30,6 +30,9 @@ fn b_addr() -> IpAddr {
     "10.0.1.2".parse().unwrap()
 }
 
+/// Changes a control message entering link `usize`; returns whether it did.
+type RewriteControl = Box<dyn FnMut(usize, &mut MessageRepr) -> bool>;
+
 /// How to build one GE of the line.
 #[derive(Debug, Clone)]
 struct GeSpec {
@@ -104,6 +107,12 @@ struct Line {
     errors_a: usize,
     /// Drops a control message when it returns true (called with the message type).
     drop_control: Box<dyn FnMut(dprp::MessageType) -> bool>,
+    /// May change a control message as it enters a link (called with the link's index);
+    /// returns whether it did.
+    rewrite_control: RewriteControl,
+    /// Lets every engine work ahead (`Engine::prepare`) whenever the line is about to move on
+    /// in time, as the daemon does when its queue is empty.
+    prepare_when_idle: bool,
     events: Vec<(usize, Event)>,
 }
 
@@ -127,6 +136,8 @@ impl Line {
             app_b: Vec::new(),
             errors_a: 0,
             drop_control: Box::new(|_| false),
+            rewrite_control: Box::new(|_, _| false),
+            prepare_when_idle: false,
             events: Vec::new(),
         }
     }
@@ -138,17 +149,20 @@ impl Line {
         self.specs.iter().position(|s| s.local.contains(&b_addr()))
     }
 
-    fn put(&mut self, pos: i64, right: bool, p: Vec<u8>) {
+    fn put(&mut self, pos: i64, right: bool, mut p: Vec<u8>) {
+        let link = if right { pos } else { pos + 1 };
         if let Ok(d) = Datagram::parse(&p) {
             if dprp::is_dprp_ports(d.cid.src_port, d.cid.dst_port) {
-                if let Ok(m) = MessageRepr::parse(&p[d.payload_offset..d.end]) {
+                if let Ok(mut m) = MessageRepr::parse(&p[d.payload_offset..d.end]) {
                     if (self.drop_control)(m.body.message_type()) {
                         return;
+                    }
+                    if (self.rewrite_control)(link.max(0) as usize, &mut m) {
+                        p = udp(d.cid.src, d.cid.dst, d.cid.src_port, d.cid.dst_port, &m.emit().unwrap());
                     }
                 }
             }
         }
-        let link = if right { pos } else { pos + 1 };
         self.wire.push((link.max(0) as usize, p.clone()));
         self.seq += 1;
         self.queue.push(Reverse((self.now + LINK_US, self.seq, pos, right, p)));
@@ -253,6 +267,11 @@ impl Line {
             };
             if next > end {
                 break;
+            }
+            if self.prepare_when_idle && next > self.now {
+                for e in &mut self.engines {
+                    while e.prepare() {}
+                }
             }
             self.now = self.now.max(next);
             if next_pkt == Some(next) {
@@ -499,43 +518,52 @@ proptest! {
         }).collect();
         let reference = decide(&path);
         let mut l = Line::new(specs.clone());
+        // Two flows one after the other: the second negotiates with the path keys the first
+        // made (when the first completed), and must end the same.
+        l.prepare_when_idle = true;
         let mut k = 0usize;
         let lossy = !drops.is_empty();
         l.drop_control = Box::new(move |_| { let d = drops.get(k).copied().unwrap_or(false); k += 1; d });
-        let payload = b"0123456789abcdef-unique-payload!";
-        l.send_from_a(udp(a_addr(), b_addr(), 5555, 80, payload));
-        l.run_for(5_000_000);
-        let cid = Cid { proto: L4Proto::Udp, src: a_addr(), src_port: 5555, dst: b_addr(), dst_port: 80 };
-        let delivered = l.app_b.iter().any(|p| p == payload);
-        let must_be_protected = match reference.outcome {
-            Outcome::Protected { encryptor, decryptor, .. } => encryptor + 1..=decryptor,
-            #[allow(clippy::reversed_empty_ranges)]
-            _ => 1..=0, // nothing must be protected
-        };
-        let in_clear_on_wire = seen_in_clear(&l.wire, must_be_protected, payload);
-        for (i, s) in specs.iter().enumerate() {
-            if s.mode == Mode::Closed {
-                prop_assert_ne!(l.action(i, &cid), Some(FlowAction::Plain), "closed {} passes plaintext", s.name);
+        for (port, payload) in [(5555u16, b"0123456789abcdef-unique-payload!"), (5556, b"second-flow-payload-0123456789ab")] {
+            l.send_from_a(udp(a_addr(), b_addr(), port, 80, payload));
+            l.run_for(5_000_000);
+            let cid = Cid { proto: L4Proto::Udp, src: a_addr(), src_port: port, dst: b_addr(), dst_port: 80 };
+            let delivered = l.app_b.iter().any(|p| p == payload);
+            let must_be_protected = match reference.outcome {
+                Outcome::Protected { encryptor, decryptor, .. } => encryptor + 1..=decryptor,
+                #[allow(clippy::reversed_empty_ranges)]
+                _ => 1..=0, // nothing must be protected
+            };
+            let in_clear_on_wire = seen_in_clear(&l.wire, must_be_protected, payload);
+            for (i, s) in specs.iter().enumerate() {
+                if s.mode == Mode::Closed {
+                    prop_assert_ne!(l.action(i, &cid), Some(FlowAction::Plain), "closed {} passes plaintext", s.name);
+                }
             }
-        }
-        match reference.outcome {
-            Outcome::Protected { group, .. } => {
-                if delivered {
-                    for i in 0..specs.len() {
-                        if let Some((e, _)) = l.engines[i].pit().get(&cid) {
-                            if e.session.is_some() { prop_assert_eq!(e.group, Some(group)); }
+            match reference.outcome {
+                Outcome::Protected { group, .. } => {
+                    if delivered {
+                        for i in 0..specs.len() {
+                            if let Some((e, _)) = l.engines[i].pit().get(&cid) {
+                                if e.session.is_some() { prop_assert_eq!(e.group, Some(group)); }
+                            }
                         }
                     }
+                    if in_clear_on_wire {
+                        // Only a fallback of open GEs may do that, and a closed GE then stops it.
+                        prop_assert!(lossy, "plaintext on the wire without any loss");
+                        prop_assert!(!delivered || specs.iter().all(|s| s.mode == Mode::Open));
+                    }
+                    if !lossy { prop_assert!(delivered, "not delivered without loss"); }
                 }
-                if in_clear_on_wire {
-                    // Only a fallback of open GEs may do that, and a closed GE then stops it.
-                    prop_assert!(lossy, "plaintext on the wire without any loss");
-                    prop_assert!(!delivered || specs.iter().all(|s| s.mode == Mode::Open));
-                }
-                if !lossy { prop_assert!(delivered, "not delivered without loss"); }
+                Outcome::Discarded { .. } => prop_assert!(!delivered, "a discarded flow arrived"),
+                Outcome::Plaintext => if !lossy { prop_assert!(delivered); },
             }
-            Outcome::Discarded { .. } => prop_assert!(!delivered, "a discarded flow arrived"),
-            Outcome::Plaintext => if !lossy { prop_assert!(delivered); },
+        }
+        if !lossy && specs.len() > 1 {
+            // Without loss the second negotiation used the path keys the first made.
+            let macs_used: u64 = l.engines.iter().map(|e| e.counters().macs_verified).sum();
+            prop_assert!(macs_used > 0, "no path key was used");
         }
     }
 }
@@ -1314,4 +1342,132 @@ fn group_and_broadcast_addresses_are_decided_alone_at_once() {
     let mut p = udp(b_addr(), mcast, 5353, 5353, b"announce");
     assert_ne!(l.engines[0].handle_packet(now, &mut p), Verdict::Held);
     assert!(l.engines[0].poll_transmit().is_none(), "no restart request toward a group address's sender");
+}
+
+// ----- path keys (docs/dprp.md section 11) ----------------------------------------------------
+
+/// A — GEN — B, all in group 1, closed at both ends, working ahead when idle (as the daemon
+/// does), so that path keys are made between negotiations.
+fn keyed_line(tweak: &dyn Fn(&mut GeConfig)) -> Line {
+    let mut l =
+        Line::new_with(vec![ges_a(Mode::Closed, &[1]), gen_a(Mode::Open, &[1]), ges_b(Mode::Closed, &[1])], tweak);
+    l.prepare_when_idle = true;
+    l
+}
+
+/// Per engine: (signatures verified, MACs verified).
+fn verifications(l: &Line) -> Vec<(u64, u64)> {
+    l.engines.iter().map(|e| (e.counters().signatures_verified, e.counters().macs_verified)).collect()
+}
+
+fn flow_from_a(l: &mut Line, port: u16, payload: &[u8]) -> Cid {
+    l.send_from_a(udp(a_addr(), b_addr(), port, 53, payload));
+    l.run_for(100_000);
+    Cid { proto: L4Proto::Udp, src: a_addr(), src_port: port, dst: b_addr(), dst_port: 53 }
+}
+
+fn actions(l: &Line, cid: &Cid) -> Vec<Option<FlowAction>> {
+    (0..l.engines.len()).map(|i| l.action(i, cid)).collect()
+}
+
+#[test]
+fn later_negotiations_on_a_path_authenticate_records_by_path_keys() {
+    let mut l = keyed_line(&|_| {});
+    let first = flow_from_a(&mut l, 5000, b"first flow, signatures only.....");
+    // a checks b's and the GEN's records and b's CDN; the GEN b's and a's records and the CDN;
+    // b the GEN's and a's records.
+    assert_eq!(verifications(&l), vec![(3, 0), (3, 0), (2, 0)]);
+    assert!(l.engines.iter().all(|e| e.path_keys() == 2), "each GE made a key with the two others");
+    let second_payload = b"second flow, path keys.........!";
+    let second = flow_from_a(&mut l, 5001, second_payload);
+    assert_eq!(verifications(&l), vec![(3, 3), (3, 3), (2, 2)], "no signature verified the second time");
+    assert_eq!(l.app_b, vec![b"first flow, signatures only.....".to_vec(), second_payload.to_vec()]);
+    assert_eq!(actions(&l, &second), actions(&l, &first), "the same decisions");
+    assert!(actions(&l, &second).contains(&Some(FlowAction::Encrypt)));
+    assert!(!seen_in_clear(&l.wire, 1..=2, second_payload), "protected between the pair");
+    for e in &l.engines {
+        let c = e.counters();
+        assert_eq!((c.negotiations_failed, c.bad_control, c.path_keys_derived), (0, 0, 2), "{}: {c:?}", e.name());
+    }
+}
+
+#[test]
+fn a_ge_that_lost_its_path_keys_is_verified_by_signatures_and_keys_are_made_again() {
+    let mut l = keyed_line(&|_| {});
+    flow_from_a(&mut l, 5000, b"one");
+    // b restarts: same identity, no keys. The others still MAC for it; it cannot check those
+    // MACs and checks the signatures, which every record still carries.
+    let ca = CertificateAuthority::from_seed(&Zeroizing::new([99; 32])).unwrap();
+    l.engines[2] = build(&l.specs[2].clone(), &ca, 3);
+    let before = verifications(&l);
+    let cid = flow_from_a(&mut l, 5001, b"two");
+    let after = verifications(&l);
+    assert_eq!(l.app_b.last().map(Vec::as_slice), Some(&b"two"[..]));
+    assert_eq!(after[2], (2, 0), "b: both records by signature");
+    assert_eq!((after[0].0 - before[0].0, after[0].1 - before[0].1), (2, 1), "a: b's record and CDN signed only");
+    assert_eq!(l.action(2, &cid), Some(FlowAction::Decrypt));
+    let before = verifications(&l);
+    flow_from_a(&mut l, 5002, b"three");
+    let after = verifications(&l);
+    let delta: Vec<(u64, u64)> = after.iter().zip(&before).map(|(a, b)| (a.0 - b.0, a.1 - b.1)).collect();
+    assert_eq!(delta, vec![(0, 3), (0, 3), (0, 2)], "keys made again on both sides of the loss");
+}
+
+#[test]
+fn a_record_whose_mac_and_signature_fail_is_refused_and_a_bad_mac_alone_falls_back() {
+    let mut l = keyed_line(&|_| {});
+    flow_from_a(&mut l, 5000, b"one");
+    // On the link into a, the RGI's last record (the GEN's): its MACs are changed.
+    l.rewrite_control = Box::new(|link, m| match &mut m.body {
+        Body::Rgi { records } if link == 1 => {
+            let rec = records.last_mut().unwrap();
+            rec.macs.iter_mut().for_each(|mac| mac.tag[0] ^= 1);
+            !rec.macs.is_empty()
+        }
+        _ => false,
+    });
+    let before = verifications(&l);
+    flow_from_a(&mut l, 5001, b"two");
+    assert_eq!(l.app_b.last().map(Vec::as_slice), Some(&b"two"[..]), "the signature still stands");
+    let a = verifications(&l)[0];
+    assert_eq!((a.0 - before[0].0, a.1 - before[0].1), (1, 2), "the GEN's record checked by its signature");
+    // Now its signature is changed too: the record is refused, and closed a discards the flow.
+    l.rewrite_control = Box::new(|link, m| match &mut m.body {
+        Body::Rgi { records } if link == 1 => {
+            let rec = records.last_mut().unwrap();
+            rec.macs.iter_mut().for_each(|mac| mac.tag[0] ^= 1);
+            rec.signature[0] ^= 1;
+            true
+        }
+        _ => false,
+    });
+    let failed = l.engines[0].counters().negotiations_failed;
+    let cid = flow_from_a(&mut l, 5002, b"three");
+    assert_eq!(l.app_b.last().map(Vec::as_slice), Some(&b"two"[..]), "nothing more arrived");
+    assert_eq!(l.engines[0].counters().negotiations_failed, failed + 1);
+    assert_eq!(l.action(0, &cid), Some(FlowAction::Discard));
+}
+
+#[test]
+fn path_keys_expire_and_can_be_turned_off() {
+    let mut l = keyed_line(&|c| c.path_key_lifetime = gscip_core::Micros::from_secs(1));
+    flow_from_a(&mut l, 5000, b"one");
+    l.run_for(1_500_000);
+    flow_from_a(&mut l, 5001, b"two");
+    assert_eq!(verifications(&l), vec![(6, 0), (6, 0), (4, 0)], "expired keys are not used");
+    let mut off = keyed_line(&|c| c.path_key_lifetime = gscip_core::Micros(0));
+    let mut ddes_with_hints = 0;
+    for port in [5000, 5001] {
+        flow_from_a(&mut off, port, b"x");
+    }
+    for (_, p) in &off.wire {
+        let Ok(d) = Datagram::parse(p) else { continue };
+        if let Ok(MessageRepr { body: Body::Dde { extensions }, .. }) = MessageRepr::parse(&p[d.payload_offset..d.end])
+        {
+            ddes_with_hints += extensions.len();
+        }
+    }
+    assert_eq!(verifications(&off), vec![(6, 0), (6, 0), (4, 0)]);
+    assert!(off.engines.iter().all(|e| e.path_keys() == 0) && ddes_with_hints == 0);
+    assert_eq!(off.app_b.len(), 2);
 }

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo build --release -p gscipd -p gscip-lab --examples
 //! target/release/examples/first_byte_timeline [hosts|gateways] [gscip|floor|plain] [-n N] [--capture]
+//!     [--config 'TOML LINE']
 //! ```
 //!
 //! Builds the bench's lab path (A — R — B: GES — GEN — GES, or A — GA — GB — B: Term — GEN — GEN
@@ -16,7 +17,8 @@
 //! before, so a daemon's residence time is the gap between a packet arriving at its node and
 //! leaving it. The capture costs CPU itself (one `tcpdump` per node on the lab's CPUs): compare
 //! timelines with timelines, and take the figures from a run without it. Needs root, python3
-//! and, for `--capture`, tcpdump; cleans up after itself.
+//! and, for `--capture`, tcpdump; cleans up after itself. `--config` appends a line to every
+//! daemon's configuration, for A/B runs (e.g. `--config 'path_key_lifetime_s = 0'`).
 
 use gscip_lab::load::{
     cpu_ns, daemon_pid, gateways, path, PathEnd, ECHO_SERVER, FIRST_BYTE_CLIENT, GATEWAYS_B, PATH_B,
@@ -34,10 +36,11 @@ struct Options {
     mode: &'static str,
     n: usize,
     capture: bool,
+    config: String,
 }
 
 fn options() -> Result<Options, String> {
-    let mut o = Options { gateways: false, mode: "gscip", n: 40, capture: false };
+    let mut o = Options { gateways: false, mode: "gscip", n: 40, capture: false, config: String::new() };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -47,6 +50,10 @@ fn options() -> Result<Options, String> {
             "floor" => o.mode = "floor",
             "plain" => o.mode = "plain",
             "--capture" => o.capture = true,
+            "--config" => {
+                o.config.push_str(&args.next().ok_or("--config needs a TOML line")?);
+                o.config.push('\n');
+            }
             "-n" => {
                 o.n = args.next().and_then(|v| v.parse().ok()).filter(|&n| n > 0).ok_or("-n needs a count")?;
             }
@@ -110,7 +117,7 @@ fn main() {
     let o = match options() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("first_byte_timeline: {e}\nusage: first_byte_timeline [hosts|gateways] [gscip|floor|plain] [-n N] [--capture]");
+            eprintln!("first_byte_timeline: {e}\nusage: first_byte_timeline [hosts|gateways] [gscip|floor|plain] [-n N] [--capture] [--config 'TOML LINE']");
             std::process::exit(2);
         }
     };
@@ -138,6 +145,7 @@ fn run(o: &Options) -> Result<(), String> {
             opts.gscipd = dir.join("gscipd");
         }
     }
+    opts.extra_config = o.config.clone();
     if o.mode == "floor" {
         opts.daemon_args = vec!["--accept-only".into()];
     }

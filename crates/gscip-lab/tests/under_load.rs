@@ -10,11 +10,13 @@
 //! - 10,000 new flows started at once through the GEN lose no held packet, and none crosses
 //!   beyond the GEN in clear;
 //! - a host's traffic with itself (loopback, its own address) is no flow: its GES never sees it,
-//!   and a local TCP connection's first SYN is not held (it used to cost a SYN retransmission).
+//!   and a local TCP connection's first SYN is not held (it used to cost a SYN retransmission);
+//! - new flows after the first on a path are negotiated with path keys: no GE checks another's
+//!   record or CDN by its signature again, and the flows still work.
 //!
 //! Nothing here asserts on time. Root only; fails, never skips, when the lab cannot run.
 
-use gscip_lab::load::{path, PathEnd, PATH_B};
+use gscip_lab::load::{path, PathEnd, ECHO_SERVER, FIRST_BYTE_CLIENT, PATH_B};
 use gscip_lab::run::{start_daemons, Processes, RunOptions};
 use gscip_lab::{workspace_binary, Lab};
 use gscip_sim::topology::Topology;
@@ -160,7 +162,14 @@ impl Work {
         let dir = std::env::temp_dir().join(format!("gscip-under-load-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        for (name, text) in [("sniff.py", SNIFF), ("bulk.py", BULK), ("udp.py", UDP_ECHO), ("local.py", LOCAL)] {
+        for (name, text) in [
+            ("sniff.py", SNIFF),
+            ("bulk.py", BULK),
+            ("udp.py", UDP_ECHO),
+            ("local.py", LOCAL),
+            ("echo.py", ECHO_SERVER),
+            ("connect.py", FIRST_BYTE_CLIENT),
+        ] {
             std::fs::write(dir.join(name), text).unwrap();
         }
         Work(dir)
@@ -441,6 +450,32 @@ fn a_host_s_traffic_with_itself_is_no_flow() {
     for c in ["packets", "held", "negotiations_started"] {
         assert_eq!(before[c], after[c], "{c}: the closed GES met its host's own traffic: {after}");
     }
+    drop(daemons);
+    drop(lab);
+}
+
+#[test]
+fn later_flows_on_a_path_are_negotiated_with_path_keys() {
+    let work = Work::new("pathkeys");
+    let s = path_scenario(false);
+    let (lab, daemons) = up(&s, "ldpk", &work);
+    let server = serve(&lab, "b", &[&work.file("echo.py"), PATH_B, "7000"]);
+    let server = Processes::one("echo", server);
+    // Five TCP connections, 10 ms apart (the daemons make path keys between them).
+    let out = lab.exec("a", "python3", &[&work.file("connect.py"), PATH_B, "7000", "5", "5"]).unwrap();
+    assert_eq!(out.split_whitespace().count(), 5, "five connections answered: {out}");
+    // The first negotiation checks signatures: a checks b's and r's records and b's CDN, r
+    // checks b's and a's records and the CDN, b checks r's and a's records. The four after it
+    // check the same by path keys only.
+    for (ge, per_flow) in [("a", 3), ("r", 3), ("b", 2)] {
+        let st = status(&work.0, ge);
+        let c = &st["counters"];
+        assert_eq!(c["negotiations_failed"], 0, "{ge}: {c}");
+        assert_eq!(c["signatures_verified"], per_flow, "{ge}: signatures for the first flow only: {c}");
+        assert_eq!(c["macs_verified"], 4 * per_flow, "{ge}: path keys for the four after it: {c}");
+        assert_eq!(st["path_keys"], 2, "{ge}: a key with each of the two other GEs: {st}");
+    }
+    drop(server);
     drop(daemons);
     drop(lab);
 }

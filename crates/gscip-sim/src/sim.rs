@@ -485,6 +485,9 @@ impl Simulation {
         let mut events = Vec::new();
         let mut next = None;
         if let Some(e) = self.engines[node].as_mut() {
+            // Work ahead as the daemon does when its queue is empty: path keys the last
+            // negotiation made possible, ephemeral keys.
+            while e.prepare() {}
             while let Some(t) = e.poll_transmit() {
                 out.push(t);
             }

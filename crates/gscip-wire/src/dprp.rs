@@ -46,6 +46,10 @@ pub const PUBLIC_KEY_LEN: usize = 32;
 pub const SIGNATURE_LEN: usize = 64;
 pub const PROOF_TAG_LEN: usize = 16;
 pub const CHAIN_LEN: usize = 32;
+/// Most path-key MACs one record or CDN carries (one per GE expected to verify it).
+pub const MAX_MACS: usize = 8;
+pub const MAC_KEY_ID_LEN: usize = 8;
+pub const MAC_TAG_LEN: usize = 16;
 
 /// The four DPRP messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -334,6 +338,45 @@ pub struct ProofRepr {
     pub tag: [u8; PROOF_TAG_LEN],
 }
 
+/// A record's or CDN's authenticator for one verifier: an HMAC under a path key that the
+/// author and that verifier derived from an earlier negotiation (`docs/dprp.md` section 11).
+/// It never replaces the signature, which every record and CDN still carries: a verifier that
+/// holds the key may check the MAC instead of the signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordMac {
+    pub key_id: [u8; MAC_KEY_ID_LEN],
+    pub tag: [u8; MAC_TAG_LEN],
+}
+
+/// Writes a non-empty MAC list (count, then the MACs); writes nothing for an empty one.
+fn emit_macs(out: &mut Vec<u8>, macs: &[RecordMac]) {
+    if macs.is_empty() {
+        return;
+    }
+    out.push(macs.len() as u8);
+    for m in macs {
+        out.extend_from_slice(&m.key_id);
+        out.extend_from_slice(&m.tag);
+    }
+}
+
+/// Reads the optional MAC list that may follow a signature: absent, or a count of 1 to
+/// [`MAX_MACS`] and the MACs (an explicit count of 0 is not canonical and refused).
+fn read_macs(r: &mut Reader<'_>) -> Result<Vec<RecordMac>> {
+    if r.rest() == 0 {
+        return Ok(Vec::new());
+    }
+    let n = usize::from(r.u8()?);
+    if n == 0 || n > MAX_MACS {
+        return Err(WireError::Malformed("MAC count not in 1..=8"));
+    }
+    let mut macs = Vec::with_capacity(n);
+    for _ in 0..n {
+        macs.push(RecordMac { key_id: r.array()?, tag: r.array()? });
+    }
+    Ok(macs)
+}
+
 /// One GE's information in an RGI or MPIT.
 #[derive(Clone, PartialEq, Eq)]
 pub struct GeRecordRepr {
@@ -351,6 +394,8 @@ pub struct GeRecordRepr {
     pub proofs: Vec<ProofRepr>,
     /// Ed25519 signature by the certificate's key (see `docs/dprp.md`).
     pub signature: [u8; SIGNATURE_LEN],
+    /// Path-key MACs for the GEs the author expects to verify the record (may be empty).
+    pub macs: Vec<RecordMac>,
 }
 
 impl core::fmt::Debug for GeRecordRepr {
@@ -360,6 +405,7 @@ impl core::fmt::Debug for GeRecordRepr {
             .field("side", &self.side)
             .field("groups", &self.certificate.groups)
             .field("proofs", &self.proofs.len())
+            .field("macs", &self.macs.len())
             .finish_non_exhaustive()
     }
 }
@@ -389,10 +435,12 @@ impl GeRecordRepr {
 
     pub fn emit(&self, out: &mut Vec<u8>) {
         let body = self.to_be_signed();
-        let len = 2 + body.len() + SIGNATURE_LEN;
+        let macs = if self.macs.is_empty() { 0 } else { 1 + self.macs.len() * (MAC_KEY_ID_LEN + MAC_TAG_LEN) };
+        let len = 2 + body.len() + SIGNATURE_LEN + macs;
         out.extend_from_slice(&(len as u16).to_be_bytes());
         out.extend_from_slice(&body);
         out.extend_from_slice(&self.signature);
+        emit_macs(out, &self.macs);
     }
 
     fn read(r: &mut Reader<'_>) -> Result<Self> {
@@ -418,8 +466,9 @@ impl GeRecordRepr {
             proofs.push(ProofRepr { group: r.u16()?, key_version: r.u32()?, tag: r.array()? });
         }
         let signature = r.array()?;
+        let macs = read_macs(&mut r)?;
         if r.rest() != 0 {
-            return Err(WireError::Malformed("bytes after record signature"));
+            return Err(WireError::Malformed("bytes after record MACs"));
         }
         Ok(GeRecordRepr {
             certificate,
@@ -431,6 +480,7 @@ impl GeRecordRepr {
             ephemeral_public,
             proofs,
             signature,
+            macs,
         })
     }
 }
@@ -447,6 +497,38 @@ pub struct Extension {
 impl Extension {
     pub const CRITICAL: u8 = 0x80;
     pub const PEER_NAME: u8 = 0x81;
+    /// Not critical: the names of the GEs the initiator expects on the path (itself first),
+    /// from its last negotiation toward the destination, so that GEs can MAC their records
+    /// for them ([`encode_path_hint`], `docs/dprp.md` section 11).
+    pub const PATH_HINT: u8 = 0x02;
+}
+
+/// Most names a path hint carries.
+pub const MAX_HINT_NAMES: usize = 8;
+
+/// Encodes a path hint's value: each name as a length byte and its bytes. Names that are not
+/// valid GE names, and any beyond [`MAX_HINT_NAMES`], are left out.
+pub fn encode_path_hint<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for name in names.into_iter().filter(|n| check_name(n.as_bytes()).is_ok()).take(MAX_HINT_NAMES) {
+        out.push(name.len() as u8);
+        out.extend_from_slice(name.as_bytes());
+    }
+    out
+}
+
+/// Decodes a path hint's value (see [`encode_path_hint`]).
+pub fn parse_path_hint(value: &[u8]) -> Result<Vec<String>> {
+    let mut r = Reader::new(value);
+    let mut names = Vec::new();
+    while r.rest() > 0 {
+        if names.len() == MAX_HINT_NAMES {
+            return Err(WireError::Malformed("more than 8 names in a path hint"));
+        }
+        let l = usize::from(r.u8()?);
+        names.push(check_name(r.take(l)?)?.to_owned());
+    }
+    Ok(names)
 }
 
 /// Outcome reported by a CDN.
@@ -476,6 +558,8 @@ pub enum Body {
         confirmation: [u8; CHAIN_LEN],
         signer: String,
         signature: [u8; SIGNATURE_LEN],
+        /// Path-key MACs for the GEs on the path (may be empty).
+        macs: Vec<RecordMac>,
     },
 }
 
@@ -641,7 +725,8 @@ impl MessageRepr {
                 let nl = usize::from(r.u8()?);
                 let signer = check_name(r.take(nl)?)?.to_owned();
                 let signature = r.array()?;
-                Body::Cdn { status, confirmation, signer, signature }
+                let macs = read_macs(&mut r)?;
+                Body::Cdn { status, confirmation, signer, signature, macs }
             }
         };
         if r.rest() != 0 {
@@ -692,17 +777,24 @@ impl MessageRepr {
                     if rec.proofs.len() > MAX_PROOFS {
                         return Err(WireError::Malformed("too many proofs"));
                     }
+                    if rec.macs.len() > MAX_MACS {
+                        return Err(WireError::Malformed("too many MACs"));
+                    }
                     rec.certificate.validate()?;
                     rec.emit(&mut out);
                 }
             }
-            Body::Cdn { status, confirmation, signer, signature } => {
+            Body::Cdn { status, confirmation, signer, signature, macs } => {
                 check_name(signer.as_bytes())?;
+                if macs.len() > MAX_MACS {
+                    return Err(WireError::Malformed("too many MACs"));
+                }
                 out.push(*status as u8);
                 out.extend_from_slice(confirmation);
                 out.push(signer.len() as u8);
                 out.extend_from_slice(signer.as_bytes());
                 out.extend_from_slice(signature);
+                emit_macs(&mut out, macs);
             }
         }
         let len = u16::try_from(out.len()).map_err(|_| WireError::Malformed("DPRP message too long"))?;
@@ -765,8 +857,9 @@ mod tests {
             any::<[u8; 32]>(),
             proptest::collection::vec((any::<u16>(), any::<u32>(), any::<[u8; 16]>()), 0..4),
             proptest::collection::vec(any::<u8>(), 64),
+            arb_macs(),
         )
-            .prop_map(|(certificate, side, a, idle, nonce, eph, proofs, sig)| GeRecordRepr {
+            .prop_map(|(certificate, side, a, idle, nonce, eph, proofs, sig, macs)| GeRecordRepr {
                 certificate,
                 side: Side::from_u8(side).unwrap(),
                 aead_supported: a,
@@ -779,7 +872,13 @@ mod tests {
                     .map(|(group, key_version, tag)| ProofRepr { group, key_version, tag })
                     .collect(),
                 signature: sig.try_into().unwrap(),
+                macs,
             })
+    }
+
+    fn arb_macs() -> impl Strategy<Value = Vec<RecordMac>> {
+        proptest::collection::vec((any::<[u8; 8]>(), any::<[u8; 16]>()), 0..=MAX_MACS)
+            .prop_map(|m| m.into_iter().map(|(key_id, tag)| RecordMac { key_id, tag }).collect())
     }
 
     fn arb_message() -> impl Strategy<Value = MessageRepr> {
@@ -789,14 +888,14 @@ mod tests {
             ),
             proptest::collection::vec(arb_record(), 0..4).prop_map(|records| Body::Rgi { records }),
             proptest::collection::vec(arb_record(), 0..4).prop_map(|records| Body::Mpit { records }),
-            (any::<bool>(), any::<[u8; 32]>(), "[a-z]{1,10}", proptest::collection::vec(any::<u8>(), 64)).prop_map(
-                |(ok, confirmation, signer, sig)| Body::Cdn {
+            (any::<bool>(), any::<[u8; 32]>(), "[a-z]{1,10}", proptest::collection::vec(any::<u8>(), 64), arb_macs())
+                .prop_map(|(ok, confirmation, signer, sig, macs)| Body::Cdn {
                     status: if ok { CdnStatus::Complete } else { CdnStatus::Refused },
                     confirmation,
                     signer,
                     signature: sig.try_into().unwrap(),
-                }
-            ),
+                    macs,
+                }),
         ];
         (any::<u8>(), any::<[u8; 16]>(), arb_cid(), body)
             .prop_map(|(flags, nonce, cid, body)| MessageRepr { header: HeaderRepr { flags, nonce, cid }, body })
@@ -863,6 +962,12 @@ mod tests {
             let _ = MessageRepr::parse(&bytes);
             let cut = cut % (bytes.len() + 1);
             let _ = MessageRepr::parse(&bytes[..cut]);
+        }
+
+        #[test]
+        fn path_hints_round_trip(names in proptest::collection::vec("[a-z][a-z0-9-]{0,20}", 0..=MAX_HINT_NAMES)) {
+            let v = encode_path_hint(names.iter().map(String::as_str));
+            prop_assert_eq!(parse_path_hint(&v).unwrap(), names);
         }
 
         #[test]

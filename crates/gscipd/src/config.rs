@@ -16,6 +16,7 @@
 //! gso_queue = 1                       # its number (default: queue + 1)
 //! fail_open = false                   # open GEs only: let traffic pass if the daemon is gone
 //! aead = "aes-256-gcm"                # or "chacha20-poly1305"
+//! path_key_lifetime_s = 60            # path keys with other GEs (0: off; docs/dprp.md §11)
 //! bridges = ["br0"]                   # GEA only: its bridges (one per subnet of its servers)
 //! events_file = "/run/gscip/ges1.events"  # optional: decisions as JSON lines (the lab reads them)
 //! control_socket = "/run/gscip/ges1.sock"  # optional; default /run/gscip/NAME.sock
@@ -67,6 +68,10 @@ pub struct Config {
     pub fail_open: bool,
     #[serde(default)]
     pub aead: Option<String>,
+    /// Seconds a path key with another GE serves (docs/dprp.md section 11); 0 turns path keys
+    /// off (every record is then checked by its signature). Default 60, at most 3600.
+    #[serde(default)]
+    pub path_key_lifetime_s: Option<u64>,
     /// GEA: its bridges (default `["br0"]`).
     #[serde(default)]
     pub bridges: Vec<String>,
@@ -173,6 +178,9 @@ impl Config {
         if c.gso_queue() == Some(c.queue) {
             return Err(format!("`gso_queue` must differ from `queue` ({})", c.queue));
         }
+        if c.path_key_lifetime_s.is_some_and(|s| s > 3600) {
+            return Err("`path_key_lifetime_s` must be at most 3600 (0 turns path keys off)".into());
+        }
         match (&c.key_file, &c.gms) {
             (Some(_), Some(_)) => return Err("give either `key_file` or a `[gms]` table, not both".into()),
             (None, None) => return Err("give `key_file` or a `[gms]` table: where the GE gets its keys".into()),
@@ -212,6 +220,9 @@ impl Config {
             local_addrs: self.local_addrs.clone(),
             aead: self.aead_algorithm().map_err(DaemonError::Configuration)?,
             max_packet_len: crate::nfqueue::MAX_PAYLOAD,
+            path_key_lifetime: self
+                .path_key_lifetime_s
+                .map_or(gscip_core::GeConfig::default().path_key_lifetime, gscip_core::Micros::from_secs),
             ..gscip_core::GeConfig::default()
         })
     }
@@ -238,6 +249,11 @@ mod tests {
         assert_eq!(Config::parse(&format!("{base}gso = false\n")).unwrap().gso_queue(), None);
         assert!(Config::parse(&format!("{base}queue = 3\ngso_queue = 3\n")).unwrap_err().contains("differ"));
         assert!(Config::parse(&format!("{base}gso = false\ngso_queue = 3\n")).unwrap_err().contains("gso"));
+        let lifetime =
+            |text: &str| Config::parse(&format!("{base}{text}")).map(|c| c.ge_config().unwrap().path_key_lifetime);
+        assert_eq!(lifetime(""), Ok(gscip_core::Micros::from_secs(60)));
+        assert_eq!(lifetime("path_key_lifetime_s = 0\n"), Ok(gscip_core::Micros(0)), "0 turns them off");
+        assert!(lifetime("path_key_lifetime_s = 3601\n").unwrap_err().contains("at most 3600"));
         assert!(Config::parse(&format!("{base}queue = 65535\n")).unwrap_err().contains("gso_queue"));
     }
 

@@ -93,6 +93,7 @@ pub fn status_json(engine: &Engine) -> serde_json::Value {
         "negotiations_in_progress": engine.negotiations_in_progress(),
         "negotiations_waiting": engine.negotiations_waiting(),
         "ephemeral_keys_ready": engine.ephemeral_keys_ready(),
+        "path_keys": engine.path_keys(),
         "counters": {
             "packets": c.packets, "sealed": c.sealed, "opened": c.opened, "held": c.held,
             "released": c.released, "hold_overflow": c.hold_overflow, "hold_expired": c.hold_expired,
@@ -104,6 +105,8 @@ pub fn status_json(engine: &Engine) -> serde_json::Value {
             "pieces_held": c.pieces_held, "units_reassembled": c.units_reassembled,
             "pieces_dropped": c.pieces_dropped, "units_failed": c.units_failed,
             "flows_segmented": c.flows_segmented,
+            "signatures_verified": c.signatures_verified, "macs_verified": c.macs_verified,
+            "path_keys_derived": c.path_keys_derived,
         },
         "pit": pit,
     })

@@ -24,6 +24,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// to the same message.
 pub fn dprp_message(data: &[u8]) {
     let Ok(msg) = MessageRepr::parse(data) else { return };
+    if let gscip_wire::dprp::Body::Dde { extensions } = &msg.body {
+        // A path hint that parses encodes back to the same bytes.
+        for e in extensions.iter().filter(|e| e.kind == gscip_wire::dprp::Extension::PATH_HINT) {
+            if let Ok(names) = gscip_wire::dprp::parse_path_hint(&e.value) {
+                let again = gscip_wire::dprp::encode_path_hint(names.iter().map(String::as_str));
+                assert_eq!(again, e.value, "path hint changed on parse + encode");
+            }
+        }
+    }
     let bytes = match msg.emit() {
         Ok(b) => b,
         Err(e) => panic!("a parsed DPRP message does not emit: {e}: {msg:?}"),

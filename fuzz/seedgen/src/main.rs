@@ -15,7 +15,7 @@
 use gscip_core::{Engine, GeConfig, GeKind, Mode, Timestamp, Transmit};
 use gscip_fuzz_harness as h;
 use gscip_fuzz_harness::{op, Step};
-use gscip_wire::dprp::{Body, Extension, HeaderRepr, MessageRepr, DPRP_PORT};
+use gscip_wire::dprp::{Body, Extension, HeaderRepr, MessageRepr, RecordMac, DPRP_PORT};
 use gscip_wire::icmp::{emit_error, IcmpErrorKind};
 use gscip_wire::ip::{Datagram, DatagramRepr};
 use gscip_wire::pccom::TrailerRepr;
@@ -469,6 +469,19 @@ fn main() {
     }
     for ((ty, v6), m) in &dprp_by_type {
         w.put("dprp_message", &format!("type{ty}-v{}", if *v6 == 1 { 6 } else { 4 }), m);
+        // The same with path-key MACs on every record or on the CDN (the exchanges above make
+        // none: their engines never work ahead).
+        let mut with_macs = MessageRepr::parse(m).expect("the engines' own messages parse");
+        let macs = |n: u8| (0..n).map(|i| RecordMac { key_id: [i; 8], tag: [0xa0 | i; 16] }).collect::<Vec<_>>();
+        match &mut with_macs.body {
+            Body::Rgi { records } | Body::Mpit { records } => {
+                records.iter_mut().enumerate().for_each(|(i, r)| r.macs = macs(i as u8 + 1))
+            }
+            Body::Cdn { macs: m, .. } => *m = macs(2),
+            Body::Dde { .. } => continue,
+        }
+        let bytes = with_macs.emit().expect("emits");
+        w.put("dprp_message", &format!("type{ty}-v{}-macs", if *v6 == 1 { 6 } else { 4 }), &bytes);
     }
     for ((v, proto, data), p) in &dg_by_shape {
         w.put("datagram", &format!("v{v}-proto{proto}-{}", if *data { "data" } else { "empty" }), p);
