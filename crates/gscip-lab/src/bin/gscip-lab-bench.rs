@@ -589,9 +589,11 @@ struct Spec {
     extra_config: &'static str,
     daemon_args: &'static [&'static str],
     tunnel: Option<Tunnel>,
+    /// Only the first-byte figures (no throughput runs).
+    first_byte_only: bool,
 }
 
-const SPECS: [Spec; 12] = [
+const SPECS: [Spec; 14] = [
     Spec {
         name: "plain",
         topo: Topo::Hosts,
@@ -601,6 +603,7 @@ const SPECS: [Spec; 12] = [
         extra_config: "",
         daemon_args: &[],
         tunnel: None,
+        first_byte_only: false,
     },
     // The floor: accept-only loops on the hooks a protected flow uses in steady state (A's and
     // B's OUTPUT/INPUT); R forwards in the kernel, as a GEN's fast path does.
@@ -613,6 +616,7 @@ const SPECS: [Spec; 12] = [
         extra_config: "",
         daemon_args: &["--accept-only"],
         tunnel: None,
+        first_byte_only: false,
     },
     // The same with NFQUEUE's GSO flag: packets up to 64 KiB reach the loops unsegmented (the
     // issue's "GSO floor"; GSCIP takes TCP the same way on its second queue and seals it in units).
@@ -625,6 +629,7 @@ const SPECS: [Spec; 12] = [
         extra_config: "",
         daemon_args: &["--accept-only", "--gso"],
         tunnel: None,
+        first_byte_only: false,
     },
     Spec {
         name: "wireguard-go",
@@ -635,6 +640,7 @@ const SPECS: [Spec; 12] = [
         extra_config: "",
         daemon_args: &[],
         tunnel: Some(Tunnel::WireGuardGo),
+        first_byte_only: false,
     },
     Spec {
         name: "boringtun",
@@ -645,6 +651,7 @@ const SPECS: [Spec; 12] = [
         extra_config: "",
         daemon_args: &[],
         tunnel: Some(Tunnel::Boringtun),
+        first_byte_only: false,
     },
     Spec {
         name: "strongswan",
@@ -655,6 +662,7 @@ const SPECS: [Spec; 12] = [
         extra_config: "",
         daemon_args: &[],
         tunnel: Some(Tunnel::StrongSwan),
+        first_byte_only: false,
     },
     Spec {
         name: "gscip-aes",
@@ -665,6 +673,7 @@ const SPECS: [Spec; 12] = [
         extra_config: "aead = \"aes-256-gcm\"",
         daemon_args: &[],
         tunnel: None,
+        first_byte_only: false,
     },
     Spec {
         name: "gscip-chacha",
@@ -675,6 +684,20 @@ const SPECS: [Spec; 12] = [
         extra_config: "aead = \"chacha20-poly1305\"",
         daemon_args: &[],
         tunnel: None,
+        first_byte_only: false,
+    },
+    // Path keys off: every new flow checks signatures, as the first flow on a path does (and
+    // the first after a path key expired). First byte only.
+    Spec {
+        name: "gscip-aes-sigs",
+        topo: Topo::Hosts,
+        tag: "aessig",
+        ges: true,
+        gen: true,
+        extra_config: "aead = \"aes-256-gcm\"\npath_key_lifetime_s = 0",
+        daemon_args: &[],
+        tunnel: None,
+        first_byte_only: true,
     },
     Spec {
         name: "gw-plain",
@@ -685,6 +708,7 @@ const SPECS: [Spec; 12] = [
         extra_config: "",
         daemon_args: &[],
         tunnel: None,
+        first_byte_only: false,
     },
     // The gateways' floor: accept-only loops on both GENs' FORWARD hooks.
     Spec {
@@ -696,6 +720,7 @@ const SPECS: [Spec; 12] = [
         extra_config: "",
         daemon_args: &["--accept-only"],
         tunnel: None,
+        first_byte_only: false,
     },
     Spec {
         name: "gw-gscip-aes",
@@ -706,6 +731,7 @@ const SPECS: [Spec; 12] = [
         extra_config: "aead = \"aes-256-gcm\"",
         daemon_args: &[],
         tunnel: None,
+        first_byte_only: false,
     },
     Spec {
         name: "gw-gscip-chacha",
@@ -716,6 +742,18 @@ const SPECS: [Spec; 12] = [
         extra_config: "aead = \"chacha20-poly1305\"",
         daemon_args: &[],
         tunnel: None,
+        first_byte_only: false,
+    },
+    Spec {
+        name: "gw-gscip-aes-sigs",
+        topo: Topo::Gateways,
+        tag: "gwsig",
+        ges: false,
+        gen: true,
+        extra_config: "aead = \"aes-256-gcm\"\npath_key_lifetime_s = 0",
+        daemon_args: &[],
+        tunnel: None,
+        first_byte_only: true,
     },
 ];
 
@@ -756,25 +794,27 @@ fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
     if let Some(Up::StrongSwan(swan)) = &tunnel {
         swan.initiate()?;
     }
-    let server = Proc(vec![Command::new("ip")
-        .args(["netns", "exec", &ns_b, "iperf3", "-s", "-B", dst])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("iperf3: {e}"))?]);
-    std::thread::sleep(Duration::from_millis(300));
-    throughput(&lab, dst, runs, secs, &mut f.tcp_gbps, &mut f.udp_kpps, Some(&mut f.cpu_s_per_gb));
-    if _daemons.is_some() && !spec.daemon_args.contains(&"--accept-only") {
-        report_unit_counters(spec.name, &s, &opts.work_dir);
-        report_sender_tcp(spec.name, &lab);
+    if !spec.first_byte_only {
+        let server = Proc(vec![Command::new("ip")
+            .args(["netns", "exec", &ns_b, "iperf3", "-s", "-B", dst])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("iperf3: {e}"))?]);
+        std::thread::sleep(Duration::from_millis(300));
+        throughput(&lab, dst, runs, secs, &mut f.tcp_gbps, &mut f.udp_kpps, Some(&mut f.cpu_s_per_gb));
+        if _daemons.is_some() && !spec.daemon_args.contains(&"--accept-only") {
+            report_unit_counters(spec.name, &s, &opts.work_dir);
+            report_sender_tcp(spec.name, &lab);
+        }
+        // The same with segmentation offloads off on every lab link: packets as a wire carries
+        // them after a real NIC's TSO (one MTU each), then back to the veth defaults.
+        lab.set_offloads(false).map_err(|e| e.to_string())?;
+        throughput(&lab, dst, runs, secs, &mut f.tcp_gbps_off, &mut f.udp_kpps_off, None);
+        lab.set_offloads(true).map_err(|e| e.to_string())?;
+        drop(server);
     }
-    // The same with segmentation offloads off on every lab link: packets as a wire carries
-    // them after a real NIC's TSO (one MTU each), then back to the veth defaults.
-    lab.set_offloads(false).map_err(|e| e.to_string())?;
-    throughput(&lab, dst, runs, secs, &mut f.tcp_gbps_off, &mut f.udp_kpps_off, None);
-    lab.set_offloads(true).map_err(|e| e.to_string())?;
-    drop(server);
     // The echo server listens on every address: a tunnel's address comes and goes with it.
     let bind = if spec.tunnel.is_some() { "0.0.0.0" } else { dst };
     let mut echo = Command::new("ip")
@@ -1095,7 +1135,9 @@ fn main() {
          flow start: the first connection through a fresh tunnel, handshake included (strongSwan:\n\
          IKEv2 on demand, started by the first packet, which is dropped). Plain, the floor and\n\
          GSCIP have no tunnel: each new connection is a fresh flow, their flow start is their first\n\
-         byte (DPRP included for GSCIP)."
+         byte (DPRP included for GSCIP). GSCIP's GEs check each other's signatures on a path's first\n\
+         flow and use path keys for the next ones (docs/dprp.md section 11); the -sigs paths have path\n\
+         keys off, so every flow there costs what a path's first flow costs."
     );
     if let Some(m) = &many {
         println!(
@@ -1162,8 +1204,9 @@ fn main() {
             "strongswan",
             "gscip-aes",
             "gscip-chacha",
+            "gscip-aes-sigs",
         ];
-        let gateways = ["gw-nfqueue-floor", "gw-gscip-aes", "gw-gscip-chacha"];
+        let gateways = ["gw-nfqueue-floor", "gw-gscip-aes", "gw-gscip-chacha", "gw-gscip-aes-sigs"];
         for (names, plain, floor) in
             [(&hosts[..], "plain", "nfqueue-floor"), (&gateways[..], "gw-plain", "gw-nfqueue-floor")]
         {
