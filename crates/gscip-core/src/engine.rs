@@ -350,6 +350,8 @@ struct Negotiation {
     nonce: [u8; NONCE_LEN],
     eph_secret: Zeroizing<[u8; 32]>,
     eph_public: [u8; 32],
+    /// The same private key, parsed once (aws-lc computes the public key again on every parse).
+    eph_key: Option<agreement::PrivateKey>,
     attempts: u32,
     deadline: Timestamp,
     held: VecDeque<Held>,
@@ -457,6 +459,7 @@ const UNIT_POOL_MAX: usize = 256;
 struct EphemeralKey {
     secret: Zeroizing<[u8; 32]>,
     public: [u8; 32],
+    key: Option<agreement::PrivateKey>,
 }
 
 impl fmt::Debug for Engine {
@@ -495,12 +498,11 @@ fn new_ephemeral_key(rng: &mut dyn RngCore) -> EphemeralKey {
     let mut secret = Zeroizing::new([0u8; 32]);
     fill_random(rng, &mut secret[..]);
     let mut public = [0u8; 32];
-    if let Ok(k) = agreement::PrivateKey::from_private_key(&agreement::X25519, &secret[..]) {
-        if let Ok(p) = k.compute_public_key() {
-            public.copy_from_slice(p.as_ref());
-        }
+    let key = agreement::PrivateKey::from_private_key(&agreement::X25519, &secret[..]).ok();
+    if let Some(p) = key.as_ref().and_then(|k| k.compute_public_key().ok()) {
+        public.copy_from_slice(p.as_ref());
     }
-    EphemeralKey { secret, public }
+    EphemeralKey { secret, public, key }
 }
 
 impl Engine {
@@ -1230,7 +1232,7 @@ impl Engine {
     fn new_negotiation(&mut self, header: HeaderRepr, initiator: bool, now: Timestamp) -> Negotiation {
         let mut nonce = [0u8; NONCE_LEN];
         fill_random(&mut *self.rng, &mut nonce);
-        let EphemeralKey { secret, public: eph_public } =
+        let EphemeralKey { secret, public: eph_public, key: eph_key } =
             self.ephemeral_ahead.pop().unwrap_or_else(|| new_ephemeral_key(&mut *self.rng));
         Negotiation {
             side: self.side_of(&header.cid),
@@ -1241,6 +1243,7 @@ impl Engine {
             nonce,
             eph_secret: secret,
             eph_public,
+            eph_key,
             attempts: 0,
             deadline: now,
             held: VecDeque::new(),
@@ -1537,10 +1540,10 @@ impl Engine {
 
     // ----- DPRP messages ------------------------------------------------------------------
 
-    fn emit_control(&mut self, header: &HeaderRepr, body: Body, src: IpAddr, dst: IpAddr) -> Option<Vec<u8>> {
-        let msg_type = body.message_type();
+    /// A DPRP message as an IP datagram from `src` to `dst`.
+    fn control_packet(header: &HeaderRepr, body: Body, src: IpAddr, dst: IpAddr) -> Option<Vec<u8>> {
         let payload = MessageRepr { header: *header, body }.emit().ok()?;
-        let packet = DatagramRepr {
+        DatagramRepr {
             cid: Cid { proto: L4Proto::Udp, src, src_port: DPRP_PORT, dst, dst_port: DPRP_PORT },
             ttl: 64,
             tcp_flags: 0,
@@ -1550,7 +1553,12 @@ impl Engine {
             payload: &payload,
         }
         .emit()
-        .ok()?;
+        .ok()
+    }
+
+    fn emit_control(&mut self, header: &HeaderRepr, body: Body, src: IpAddr, dst: IpAddr) -> Option<Vec<u8>> {
+        let msg_type = body.message_type();
+        let packet = Self::control_packet(header, body, src, dst)?;
         // Only the end GE's CDN may wait: nothing on the data path depends on it.
         self.push_control(packet.clone(), matches!(msg_type, gscip_wire::dprp::MessageType::Cdn));
         Some(packet)
@@ -1581,7 +1589,7 @@ impl Engine {
         self.events.push_back(Event::PeerMisbehaved { cid, error });
     }
 
-    fn handle_dprp(&mut self, now: Timestamp, buf: &[u8], dg: &Datagram) -> Verdict {
+    fn handle_dprp(&mut self, now: Timestamp, buf: &mut Vec<u8>, dg: &Datagram) -> Verdict {
         let msg = match MessageRepr::parse(&buf[dg.payload_offset..dg.end]) {
             Ok(m) => m,
             // A later version of DPRP: this GE cannot take part, but must not block it (it
@@ -1607,7 +1615,7 @@ impl Engine {
         match msg.body {
             Body::Dde { extensions } if restart => self.on_restart_request(now, h, &extensions),
             Body::Dde { extensions } => self.on_dde(now, h, &extensions),
-            Body::Rgi { records } => self.on_rgi(now, h, records),
+            Body::Rgi { records } => self.on_rgi(now, h, records, buf),
             Body::Mpit { records } => self.on_mpit(now, h, &records),
             Body::Cdn { status, confirmation, signer, signature, macs } => {
                 self.on_cdn(now, h, status, confirmation, &signer, &signature, &macs)
@@ -1761,7 +1769,9 @@ impl Engine {
         self.arm(now + lifetime, TimerKey::Negotiation(key));
     }
 
-    fn on_rgi(&mut self, now: Timestamp, h: HeaderRepr, mut records: Vec<GeRecordRepr>) -> Verdict {
+    /// An RGI. A GE in the middle appends its record and passes the RGI on in place of the one
+    /// it met (`buf`, the packet handed in, is replaced: no packet of its own to send).
+    fn on_rgi(&mut self, now: Timestamp, h: HeaderRepr, mut records: Vec<GeRecordRepr>, buf: &mut Vec<u8>) -> Verdict {
         let key = NegKey { cid: h.cid, nonce: h.nonce };
         if !self.negotiations.contains_key(&key) {
             // The DDE did not pass here (asymmetric route, or this GE restarted): join now.
@@ -1803,8 +1813,14 @@ impl Engine {
             n.stage = Stage::AwaitMpit;
             n.end = EndRole::NotEnd;
         }
-        self.emit_control(&h, Body::Rgi { records }, h.cid.dst, h.cid.src);
-        Verdict::Consumed
+        match Self::control_packet(&h, Body::Rgi { records }, h.cid.dst, h.cid.src) {
+            Some(packet) => {
+                self.counters.control_sent += 1;
+                *buf = packet;
+                Verdict::Accept
+            }
+            None => Verdict::Consumed,
+        }
     }
 
     fn initiator_on_rgi(&mut self, now: Timestamp, key: NegKey, mut records: Vec<GeRecordRepr>) {
@@ -1924,10 +1940,10 @@ impl Engine {
         let version = other_v.proven_versions.iter().filter(|(g, _)| *g == group).map(|(_, v)| *v).max()?;
         let gk = self.keys.get(group, version)?;
         let other_rec = &records[other_v.record_index];
-        let my_key = agreement::PrivateKey::from_private_key(&agreement::X25519, &n.eph_secret[..]).ok()?;
+        let my_key = n.eph_key.as_ref()?;
         let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, other_rec.ephemeral_public);
         let material =
-            agreement::agree(&my_key, peer, (), |shared| Ok(derive_flow_keys(gk, shared, &path.final_chain))).ok()?;
+            agreement::agree(my_key, peer, (), |shared| Ok(derive_flow_keys(gk, shared, &path.final_chain))).ok()?;
         let enc_rec = &records[path.ges[encryptor].record_index];
         let dec_rec = &records[path.ges[decryptor].record_index];
         let alg = AeadAlgorithm::choose(
