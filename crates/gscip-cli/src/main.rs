@@ -286,12 +286,13 @@ fn status(socket: Option<PathBuf>, name: Option<String>, json: bool) -> ExitCode
         return ExitCode::SUCCESS;
     }
     println!(
-        "{} ({} {}): {} held packets, {} negotiations in progress",
+        "{} ({} {}): {} held packets, {} negotiations in progress, {} path keys",
         v["name"].as_str().unwrap_or("?"),
         v["kind"].as_str().unwrap_or("?"),
         v["mode"].as_str().unwrap_or("?"),
         v["held_packets"],
-        v["negotiations_in_progress"]
+        v["negotiations_in_progress"],
+        v["path_keys"]
     );
     println!(
         "{:<48} {:<8} {:>5} {:>9} {:>8} {:>8} {:>6} {:>7}",
