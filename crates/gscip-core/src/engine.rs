@@ -604,6 +604,19 @@ impl Engine {
         self.ephemeral_ahead.len()
     }
 
+    /// Makes one path key that a negotiation made possible, if any is waiting (one X25519
+    /// agreement); returns whether it did. [`Engine::prepare`] does this first; a busy caller
+    /// may also call it once in a while, since one key spares the signature checks of every
+    /// later negotiation with that GE (during a burst of new flows the caller is never idle).
+    pub fn make_path_key(&mut self) -> bool {
+        let Some(p) = self.pending_path_keys.pop_front() else { return false };
+        if let Some((id, key)) = crate::pathkey::derive(&p) {
+            self.path_keys.insert(p.at, id, key, &p);
+            self.counters.path_keys_derived += 1;
+        }
+        true
+    }
+
     /// Path keys made with other GEs and still kept.
     pub fn path_keys(&self) -> usize {
         self.path_keys.len()
@@ -615,11 +628,7 @@ impl Engine {
     /// something (call again while it does). The caller calls it when idle, between looks at
     /// its packets, so a packet waits for one key pair's generation at most.
     pub fn prepare(&mut self) -> bool {
-        if let Some(p) = self.pending_path_keys.pop_front() {
-            if let Some((id, key)) = crate::pathkey::derive(&p) {
-                self.path_keys.insert(p.at, id, key, &p);
-                self.counters.path_keys_derived += 1;
-            }
+        if self.make_path_key() {
             return true;
         }
         if self.ephemeral_ahead.len() >= self.cfg.ephemeral_keys_ahead {

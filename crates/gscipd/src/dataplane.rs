@@ -220,6 +220,10 @@ impl Dataplane {
             self.deferred = deferred; // kept with its capacity
             self.report();
             if busy {
+                // A path key waiting to be made is made even when busy, one per turn: it spares
+                // the signature checks of every later negotiation with that GE (a burst of new
+                // flows would otherwise never leave an idle moment for it).
+                self.engine.make_path_key();
                 // While packets keep coming, a status request is looked for now and then.
                 if let Some(c) = &self.control {
                     if t.0.saturating_sub(self.control_checked.0) >= CONTROL_CHECK_US {
