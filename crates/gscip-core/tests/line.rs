@@ -1471,3 +1471,21 @@ fn path_keys_expire_and_can_be_turned_off() {
     assert!(off.engines.iter().all(|e| e.path_keys() == 0) && ddes_with_hints == 0);
     assert_eq!(off.app_b.len(), 2);
 }
+
+#[test]
+fn a_certificate_checked_before_is_refused_once_it_has_expired() {
+    // Certificates here expire a day after T0. Both GEs check (and cache) each other's on the
+    // first flow; a day later the same certificates must no longer be accepted.
+    let mut l = Line::new(vec![ges_a(Mode::Closed, &[1]), ges_b(Mode::Closed, &[1])]);
+    l.send_from_a(udp(a_addr(), b_addr(), 5000, 53, b"today"));
+    l.run_for(100_000);
+    assert_eq!(l.app_b, vec![b"today".to_vec()]);
+    l.run_for(86_400 * 1_000_000 + 1_000_000);
+    l.send_from_a(udp(a_addr(), b_addr(), 5001, 53, b"tomorrow"));
+    l.run_for(5_000_000);
+    assert_eq!(l.app_b, vec![b"today".to_vec()], "a flow negotiated with expired certificates");
+    let a = l.engines[0].counters();
+    assert!(a.bad_control > 0 && a.negotiations_failed > 0, "{a:?}");
+    let cid = Cid { proto: L4Proto::Udp, src: a_addr(), src_port: 5001, dst: b_addr(), dst_port: 53 };
+    assert_eq!(l.action(0, &cid), Some(FlowAction::Discard), "closed a falls back to discarding");
+}
