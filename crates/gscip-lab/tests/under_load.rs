@@ -8,7 +8,7 @@
 //! - on a path that loses segments, flows whose units were cut switch to sealing segment by
 //!   segment and still arrive intact;
 //! - 10,000 new flows started at once through the GEN lose no held packet, and none crosses
-//!   beyond the GEN in clear; the GEN makes its path key with b during the burst;
+//!   beyond the GEN in clear;
 //! - a host's traffic with itself (loopback, its own address) is no flow: its GES never sees it,
 //!   and a local TCP connection's first SYN is not held (it used to cost a SYN retransmission);
 //! - new flows after the first on a path are negotiated with path keys: no GE checks another's
@@ -423,11 +423,11 @@ fn ten_thousand_new_flows_through_one_gen_lose_no_held_packet() {
     assert_eq!(gen["held_packets"], 0);
     let encrypting = gen["pit"].as_array().unwrap().iter().filter(|e| e["action"] == "encrypt").count();
     assert!(encrypting as u64 >= FLOWS, "{encrypting} encrypting PIT entries");
-    // The GEN made its path key with b during the burst (never idle): most of b's records and
-    // CDNs were checked by MAC, only those of the first negotiations by signature.
+    // How the GEN checked b's records and CDNs during the burst: a diagnosis, not asserted. Both
+    // are correct; whether the two GEs meet on a path key during a burst is not guaranteed yet
+    // (docs/dprp.md section 11).
     let (sigs, macs) = (c["signatures_verified"].as_u64().unwrap(), c["macs_verified"].as_u64().unwrap());
     eprintln!("the GEN checked {sigs} records and CDNs by signature, {macs} by path-key MAC");
-    assert!(macs > 4 * sigs, "path keys during the burst: {sigs} signatures, {macs} MACs checked: {c}");
 
     // Between the terminal and the GEN the datagrams are plaintext by design; beyond the GEN
     // (the right link's ports), never.
