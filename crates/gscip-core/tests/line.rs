@@ -1477,15 +1477,12 @@ fn a_certificate_checked_before_is_refused_once_it_has_expired() {
     // Certificates here expire a day after T0. Both GEs check (and cache) each other's on the
     // first flow; a day later the same certificates must no longer be accepted.
     let mut l = Line::new(vec![ges_a(Mode::Closed, &[1]), ges_b(Mode::Closed, &[1])]);
-    l.send_from_a(udp(a_addr(), b_addr(), 5000, 53, b"today"));
-    l.run_for(100_000);
+    flow_from_a(&mut l, 5000, b"today");
     assert_eq!(l.app_b, vec![b"today".to_vec()]);
     l.run_for(86_400 * 1_000_000 + 1_000_000);
-    l.send_from_a(udp(a_addr(), b_addr(), 5001, 53, b"tomorrow"));
-    l.run_for(5_000_000);
+    let cid = flow_from_a(&mut l, 5001, b"tomorrow");
     assert_eq!(l.app_b, vec![b"today".to_vec()], "a flow negotiated with expired certificates");
     let a = l.engines[0].counters();
     assert!(a.bad_control > 0 && a.negotiations_failed > 0, "{a:?}");
-    let cid = Cid { proto: L4Proto::Udp, src: a_addr(), src_port: 5001, dst: b_addr(), dst_port: 53 };
     assert_eq!(l.action(0, &cid), Some(FlowAction::Discard), "closed a falls back to discarding");
 }
