@@ -34,7 +34,7 @@ use std::fmt;
 use std::net::IpAddr;
 use zeroize::Zeroizing;
 
-pub use gscip_wire::dprp::FLAG_RESTART;
+pub use gscip_wire::dprp::{FLAG_PATH_KEYS, FLAG_RESTART};
 
 /// How a GE is set up, apart from its identity and keys (which the GMS decides).
 #[derive(Debug, Clone)]
@@ -299,6 +299,9 @@ pub struct Counters {
     pub macs_verified: u64,
     /// Path keys made with other GEs.
     pub path_keys_derived: u64,
+    /// Negotiations this GE started with [`FLAG_PATH_KEYS`]: the path's GEs make their path
+    /// keys from these.
+    pub negotiations_marked: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -367,6 +370,8 @@ struct Negotiation {
     own_record: Option<Chain>,
     /// The DDE carried a critical extension this GE does not know: it must not be the end.
     cannot_answer: bool,
+    /// Initiator: when its DDE was first sent.
+    sent_at: Timestamp,
 }
 
 struct RestartWait {
@@ -412,6 +417,12 @@ pub struct Engine {
     /// Per destination: the GEs on the last path this GE negotiated toward it as initiator
     /// (the DDE's path hint).
     path_hints: HashMap<IpAddr, Vec<String>>,
+    /// Destinations toward which a negotiation marked [`FLAG_PATH_KEYS`] is in flight (at
+    /// most one each).
+    marked_toward: HashSet<IpAddr>,
+    /// Destinations whose next negotiation is to be marked: a GE on the last path checked by
+    /// signature although this GE held a key with it from before (the other GE lost its keys).
+    path_keys_wanted: HashSet<IpAddr>,
     timers: BinaryHeap<Reverse<(Timestamp, TimerKey)>>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -554,6 +565,8 @@ impl Engine {
             pending_path_keys: VecDeque::new(),
             own_certificate,
             path_hints: HashMap::new(),
+            marked_toward: HashSet::new(),
+            path_keys_wanted: HashSet::new(),
             timers: BinaryHeap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -1262,6 +1275,7 @@ impl Engine {
             hint: Vec::new(),
             own_record: None,
             cannot_answer: false,
+            sent_at: now,
         }
     }
 
@@ -1274,6 +1288,9 @@ impl Engine {
         let n = self.negotiations.remove(key)?;
         if n.initiator && n.attempts > 0 {
             self.started = self.started.saturating_sub(1);
+        }
+        if n.initiator && n.header.flags & FLAG_PATH_KEYS != 0 {
+            self.marked_toward.remove(&key.cid.dst);
         }
         if self.by_flow.get(&key.cid.canonical()) == Some(key) {
             self.by_flow.remove(&key.cid.canonical());
@@ -1301,8 +1318,16 @@ impl Engine {
             self.finish_alone(now, key);
             return;
         }
+        let mark = self.mark_for_path_keys(now, key.cid.dst);
         let Some(n) = self.negotiations.get_mut(&key) else { return };
         n.end = end;
+        n.sent_at = now;
+        if mark {
+            n.header.flags |= FLAG_PATH_KEYS;
+            self.marked_toward.insert(key.cid.dst);
+            self.path_keys_wanted.remove(&key.cid.dst);
+            self.counters.negotiations_marked += 1;
+        }
         let header = n.header;
         let wait =
             if end == EndRole::Probe { self.cfg.probe_timeout.min(self.cfg.dprp_rto) } else { self.cfg.dprp_rto };
@@ -1315,6 +1340,24 @@ impl Engine {
             self.started += 1;
         }
         self.arm(now + wait, TimerKey::Negotiation(key));
+    }
+
+    /// Whether this GE's next negotiation toward `dst` should carry [`FLAG_PATH_KEYS`]: path
+    /// keys are on, none is in flight toward `dst`, and this GE lacks a key (live or about to
+    /// be made) with a GE of its last path there, or knows that one of them lost its keys.
+    fn mark_for_path_keys(&self, now: Timestamp, dst: IpAddr) -> bool {
+        if !self.path_keys.enabled() || self.marked_toward.contains(&dst) {
+            return false;
+        }
+        if self.path_keys_wanted.contains(&dst) {
+            return true;
+        }
+        let Some(names) = self.path_hints.get(&dst) else { return true };
+        let unix_s = Self::unix_s(now);
+        names.iter().filter(|n| n.as_str() != self.name()).any(|peer| {
+            self.path_keys.for_peer(now, unix_s, peer).is_none()
+                && !self.pending_path_keys.iter().any(|p| p.peer == *peer)
+        })
     }
 
     /// The DDE's path hint toward `dst`: this GE and the GEs of its last path there, so that
@@ -1379,8 +1422,23 @@ impl Engine {
             return;
         }
         let Some(n) = self.negotiations.get(&key) else { return };
+        let marked = n.header.flags & FLAG_PATH_KEYS != 0;
+        let unix_s = Self::unix_s(now);
         for v in path.ges.iter().filter(|v| v.authenticated_by == AuthenticatedBy::Signature) {
             let Some(rec) = records.get(v.record_index) else { continue };
+            if !marked {
+                // Keys come from marked negotiations only. An initiator that checked by
+                // signature a GE it held a key with when it sent the DDE learns that the GE
+                // lost its keys: the next negotiation there is marked.
+                let peer = rec.certificate.name.as_str();
+                if n.initiator && self.path_keys.made_at(now, unix_s, peer).is_some_and(|made| made <= n.sent_at) {
+                    if self.path_keys_wanted.len() >= PATH_HINTS_MAX {
+                        self.path_keys_wanted.clear();
+                    }
+                    self.path_keys_wanted.insert(key.cid.dst);
+                }
+                continue;
+            }
             let pending = PendingPathKey {
                 at: now,
                 my_secret: n.eph_secret.clone(),
@@ -2053,7 +2111,9 @@ impl Engine {
             let zero = [0u8; 32];
             let sig = self.identity.sign(&[&MessageRepr::cdn_to_be_signed(CdnStatus::Refused, &zero)]);
             let h = key;
-            let header = HeaderRepr { flags: 0, nonce: h.nonce, cid: h.cid };
+            // The negotiation's flags, as on its other messages.
+            let flags = self.negotiations.get(&key).map_or(0, |n| n.header.flags);
+            let header = HeaderRepr { flags, nonce: h.nonce, cid: h.cid };
             let body = Body::Cdn {
                 status: CdnStatus::Refused,
                 confirmation: zero,

@@ -219,6 +219,11 @@ impl PathKeys {
         self.by_id.get(id).filter(|k| k.live(now, now_unix_s)).map(|k| (*id, k))
     }
 
+    /// When the newest live key with `peer` was made.
+    pub fn made_at(&self, now: Timestamp, now_unix_s: u64, peer: &str) -> Option<Timestamp> {
+        self.for_peer(now, now_unix_s, peer).map(|(_, k)| Timestamp(k.expires.0.saturating_sub(self.lifetime.0)))
+    }
+
     /// Whether one of `macs` is a valid MAC over `parts` under a live key with the GE `author`
     /// holding the certificate whose hash is `certificate`.
     pub fn verifies(

@@ -113,6 +113,9 @@ struct Line {
     /// Lets every engine work ahead (`Engine::prepare`) whenever the line is about to move on
     /// in time, as the daemon does when its queue is empty.
     prepare_when_idle: bool,
+    /// Lets an engine make one waiting path key after every packet it handles, as a busy
+    /// daemon does once per turn (`Engine::make_path_key`).
+    path_key_per_packet: bool,
     events: Vec<(usize, Event)>,
 }
 
@@ -138,6 +141,7 @@ impl Line {
             drop_control: Box::new(|_| false),
             rewrite_control: Box::new(|_, _| false),
             prepare_when_idle: false,
+            path_key_per_packet: false,
             events: Vec::new(),
         }
     }
@@ -196,6 +200,9 @@ impl Line {
         let i = pos as usize;
         let v = self.engines[i].handle_packet(Timestamp(self.now), &mut p);
         self.drain(i);
+        if self.path_key_per_packet {
+            self.engines[i].make_path_key();
+        }
         if v == Verdict::Accept {
             let next = if right { pos + 1 } else { pos - 1 };
             let local_host = self.specs[i].local.contains(&Self::dst(&p));
@@ -1406,11 +1413,47 @@ fn a_ge_that_lost_its_path_keys_is_verified_by_signatures_and_keys_are_made_agai
     assert_eq!(after[2], (2, 0), "b: both records by signature");
     assert_eq!((after[0].0 - before[0].0, after[0].1 - before[0].1), (2, 1), "a: b's record and CDN signed only");
     assert_eq!(l.action(2, &cid), Some(FlowAction::Decrypt));
+    assert_eq!(l.engines[0].counters().negotiations_marked, 1, "the second flow was not marked: a had keys");
+    assert_eq!(l.engines[2].counters().path_keys_derived, 0, "b makes no key from an unmarked negotiation");
+    // a checked b by signature although it held a key with b from before: b lost its keys, so
+    // a marks its next negotiation there, and the keys are made again from it on both sides.
     let before = verifications(&l);
     flow_from_a(&mut l, 5002, b"three");
     let after = verifications(&l);
+    assert_eq!(l.engines[0].counters().negotiations_marked, 2);
+    assert_eq!(after[2], (4, 0), "b: still by signature");
+    assert_eq!(l.engines[2].counters().path_keys_derived, 2, "b made keys with a and the GEN");
+    assert_eq!((after[0].0 - before[0].0, after[0].1 - before[0].1), (2, 1));
+    let before = verifications(&l);
+    flow_from_a(&mut l, 5003, b"four");
+    let after = verifications(&l);
     let delta: Vec<(u64, u64)> = after.iter().zip(&before).map(|(a, b)| (a.0 - b.0, a.1 - b.1)).collect();
     assert_eq!(delta, vec![(0, 3), (0, 3), (0, 2)], "keys made again on both sides of the loss");
+    assert_eq!(l.engines[0].counters().negotiations_marked, 2, "and no more marks");
+}
+
+#[test]
+fn in_a_burst_every_ge_makes_its_path_keys_from_the_one_marked_negotiation() {
+    let mut l = keyed_line(&|_| {});
+    // Keys made as soon as a negotiation allows, as a busy daemon does (one per turn).
+    l.path_key_per_packet = true;
+    // Twenty new flows at once: their negotiations overlap at every GE. Only the first is
+    // marked; each GE makes one key per peer from it, so the pairs meet on the same keys.
+    for port in 6000..6020u16 {
+        l.send_from_a(udp(a_addr(), b_addr(), port, 53, b"burst"));
+    }
+    l.run_for(200_000);
+    assert_eq!(l.app_b.len(), 20, "every flow's packet arrived");
+    assert_eq!(l.engines[0].counters().negotiations_marked, 1, "one marked negotiation in flight at a time");
+    for e in &l.engines {
+        assert_eq!(e.counters().path_keys_derived, 2, "{}: one key with each of the two others", e.name());
+    }
+    let before = verifications(&l);
+    flow_from_a(&mut l, 6100, b"after the burst");
+    let after = verifications(&l);
+    let delta: Vec<(u64, u64)> = after.iter().zip(&before).map(|(a, b)| (a.0 - b.0, a.1 - b.1)).collect();
+    assert_eq!(delta, vec![(0, 3), (0, 3), (0, 2)], "the next flow checks no signature");
+    assert_eq!(l.engines[0].counters().negotiations_marked, 1);
 }
 
 #[test]

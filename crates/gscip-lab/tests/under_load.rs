@@ -8,7 +8,7 @@
 //! - on a path that loses segments, flows whose units were cut switch to sealing segment by
 //!   segment and still arrive intact;
 //! - 10,000 new flows started at once through the GEN lose no held packet, and none crosses
-//!   beyond the GEN in clear;
+//!   beyond the GEN in clear; the GEN and b meet on a path key during the burst;
 //! - a host's traffic with itself (loopback, its own address) is no flow: its GES never sees it,
 //!   and a local TCP connection's first SYN is not held (it used to cost a SYN retransmission);
 //! - new flows after the first on a path are negotiated with path keys: no GE checks another's
@@ -423,11 +423,13 @@ fn ten_thousand_new_flows_through_one_gen_lose_no_held_packet() {
     assert_eq!(gen["held_packets"], 0);
     let encrypting = gen["pit"].as_array().unwrap().iter().filter(|e| e["action"] == "encrypt").count();
     assert!(encrypting as u64 >= FLOWS, "{encrypting} encrypting PIT entries");
-    // How the GEN checked b's records and CDNs during the burst: a diagnosis, not asserted. Both
-    // are correct; whether the two GEs meet on a path key during a burst is not guaranteed yet
-    // (docs/dprp.md section 11).
+    // The GEN and b made their path keys from the same, marked, negotiation during the burst
+    // (never idle): most of b's records and CDNs were checked by MAC, only those of the
+    // negotiations under way before the keys were made by signature (docs/dprp.md section 11).
     let (sigs, macs) = (c["signatures_verified"].as_u64().unwrap(), c["macs_verified"].as_u64().unwrap());
-    eprintln!("the GEN checked {sigs} records and CDNs by signature, {macs} by path-key MAC");
+    let (marked, keys) = (c["negotiations_marked"].as_u64().unwrap(), c["path_keys_derived"].as_u64().unwrap());
+    eprintln!("the GEN checked {sigs} records and CDNs by signature, {macs} by path-key MAC; {marked} negotiations marked, {keys} keys made");
+    assert!(macs > 4 * sigs, "path keys during the burst: {sigs} signatures, {macs} MACs checked: {c}");
 
     // Between the terminal and the GEN the datagrams are plaintext by design; beyond the GEN
     // (the right link's ports), never.
@@ -479,7 +481,10 @@ fn later_flows_on_a_path_are_negotiated_with_path_keys() {
         assert_eq!(c["signatures_verified"], per_flow, "{ge}: signatures for the first flow only: {c}");
         assert_eq!(c["macs_verified"], 4 * per_flow, "{ge}: path keys for the four after it: {c}");
         assert_eq!(st["path_keys"], 2, "{ge}: a key with each of the two other GEs: {st}");
+        assert_eq!(c["path_keys_derived"], 2, "{ge}: made from the first, marked, negotiation only: {c}");
     }
+    let c = &status(&work.0, "a")["counters"];
+    assert_eq!(c["negotiations_marked"], 1, "a marked the first negotiation only: {c}");
     drop(server);
     drop(daemons);
     drop(lab);

@@ -34,8 +34,13 @@ pub const VERSION: u8 = 1;
 pub const FIXED_HEADER_LEN: usize = 24;
 /// Flag on a DDE that travels from the CID's destination toward its source and asks the GE
 /// nearest the source to start a fresh negotiation (a GE that met a packet of a flow it does not
-/// know, e.g. after it restarted). The other flag bits are reserved and sent as zero.
+/// know, e.g. after it restarted).
 pub const FLAG_RESTART: u8 = 0x01;
+/// Flag set by the initiator: the GEs of the path make their path keys from this negotiation
+/// (each pair that checked each other's record by signature in it), and from no other, so that
+/// both ends of a pair make the same key (docs/dprp.md section 11). Covered by every record's
+/// signature (the chain's seed). The other flag bits are reserved and sent as zero.
+pub const FLAG_PATH_KEYS: u8 = 0x02;
 /// Limits that keep a hostile message from asking for much memory.
 pub const MAX_RECORDS: usize = 32;
 pub const MAX_PROOFS: usize = 64;

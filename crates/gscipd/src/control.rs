@@ -107,6 +107,7 @@ pub fn status_json(engine: &Engine) -> serde_json::Value {
             "flows_segmented": c.flows_segmented,
             "signatures_verified": c.signatures_verified, "macs_verified": c.macs_verified,
             "path_keys_derived": c.path_keys_derived,
+            "negotiations_marked": c.negotiations_marked,
         },
         "pit": pit,
     })
