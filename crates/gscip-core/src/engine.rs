@@ -191,6 +191,16 @@ pub enum FastPath {
     Drop,
 }
 
+/// What the kernel fast path does with the packets of a flow whose action is `action`, if it
+/// can do it alone (no cryptography).
+fn fast_path_of(action: FlowAction) -> Option<FastPath> {
+    match action {
+        FlowAction::Relay | FlowAction::Plain => Some(FastPath::Pass),
+        FlowAction::Discard => Some(FastPath::Drop),
+        FlowAction::Encrypt | FlowAction::Decrypt => None,
+    }
+}
+
 /// Why a packet is coming out of the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransmitKind {
@@ -652,22 +662,20 @@ impl Engine {
         true
     }
 
-    /// Whether the rest of this packet's flow can be handled without the engine: a final PIT
-    /// entry whose action needs no cryptography (relay or plaintext: pass; discard: drop).
+    /// Whether the rest of this packet's flow can be handled without the engine: a PIT entry
+    /// whose action needs no cryptography (relay or plaintext: pass; discard: drop), final, or
+    /// provisional when no CDN could change what the kernel would do (a relaying GE between a
+    /// closed initiator and a closed end GE; a GE whose fallback does the same as its action).
     /// A data plane with a kernel fast path (conntrack marks) asks this after
-    /// [`Engine::handle_packet`]; flows that are sealed or opened, and provisional decisions
-    /// (which a CDN may still overturn), always come back to the engine.
+    /// [`Engine::handle_packet`]; flows that are sealed or opened, and other provisional
+    /// decisions (which a CDN may still overturn), always come back to the engine.
     pub fn fast_path(&self, packet: &[u8]) -> Option<FastPath> {
         let dg = Datagram::parse(packet).ok()?;
         let (e, dir) = self.pit.get(&dg.cid)?;
-        if e.state != EntryState::Final {
+        if e.state != EntryState::Final && !e.settled_for_kernel {
             return None;
         }
-        match e.action_for(dir) {
-            FlowAction::Relay | FlowAction::Plain => Some(FastPath::Pass),
-            FlowAction::Discard => Some(FastPath::Drop),
-            FlowAction::Encrypt | FlowAction::Decrypt => None,
-        }
+        fast_path_of(e.action_for(dir))
     }
 
     /// Replaces the group keys (a rotation, a new member group, a removal). Entries that relied
@@ -1582,6 +1590,7 @@ impl Engine {
             key_version,
             session,
             state,
+            settled_for_kernel: false,
             negotiation,
             idle_timeout,
             created: now,
@@ -1985,8 +1994,33 @@ impl Engine {
             std::mem::take(&mut n.held)
         };
         self.install(now, h.cid, h.nonce, action, session, group, EntryState::Provisional, idle, summary);
+        if me.is_some_and(|i| self.settled_for_kernel(&ges, i, action)) {
+            if let Some((e, _)) = self.pit.get_mut(&h.cid) {
+                e.settled_for_kernel = true;
+            }
+        }
         self.release(now, held);
         Some(confirm)
+    }
+
+    /// Whether the CDN cannot change what the kernel fast path would do with the flow at this
+    /// GE (`ges[me]`, whose provisional action is `action`), so that it may take the flow over
+    /// at once. Either this GE's fallback, should the negotiation fail, passes or drops as its
+    /// action does (a transit or open GE relaying); or it relays and both the initiator and
+    /// the end GE, the GEs nearest the flow's two endpoints, are closed: should the
+    /// negotiation fail they discard the flow, so no plaintext of it reaches this GE but what
+    /// a relayed flow's fast path passes anyway (docs/dprp.md section 9).
+    fn settled_for_kernel(&self, ges: &[PathGe], me: usize, action: FlowAction) -> bool {
+        let fast = fast_path_of(action);
+        if fast.is_some() && fast == fast_path_of(self.fallback_action(ges[me].side)) {
+            return true;
+        }
+        let ends_closed = |a: Option<&PathGe>| a.is_some_and(|g| g.mode == Mode::Closed);
+        action == FlowAction::Relay
+            && me != 0
+            && me + 1 != ges.len()
+            && ends_closed(ges.first())
+            && ends_closed(ges.last())
     }
 
     /// Derives the pair's PCCOM session when this GE is one of its ends.

@@ -75,6 +75,10 @@ pub struct PitEntry {
     pub key_version: Option<u32>,
     pub session: Option<PccomSession>,
     pub state: EntryState,
+    /// While provisional: whether no CDN could change what the kernel fast path would do with
+    /// the flow's packets, so that it may take the flow over before the CDN
+    /// ([`crate::Engine::fast_path`]).
+    pub settled_for_kernel: bool,
     pub negotiation: [u8; 16],
     pub idle_timeout: Micros,
     pub created: Timestamp,

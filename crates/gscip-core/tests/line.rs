@@ -575,6 +575,35 @@ proptest! {
     }
 }
 
+/// The GEN's fast-path answer for a flow a → b while the CDN has not reached it (every CDN
+/// lost), with the given modes of a, the GEN and b.
+fn gen_fast_path_before_the_cdn(a: Mode, gen: Mode, b: Mode) -> Option<gscip_core::engine::FastPath> {
+    let mut l = Line::new(vec![ges_a(a, &[1]), gen_a(gen, &[1]), ges_b(b, &[1])]);
+    l.drop_control = Box::new(|t| t == dprp::MessageType::Cdn);
+    let packet = udp(a_addr(), b_addr(), 5000, 53, b"x");
+    l.send_from_a(packet.clone());
+    l.run_for(1_000);
+    assert_eq!(l.app_b, vec![b"x".to_vec()], "released behind the MPIT");
+    let cid = Cid { proto: L4Proto::Udp, src: a_addr(), src_port: 5000, dst: b_addr(), dst_port: 53 };
+    let (entry, _) = l.engines[1].pit().get(&cid).expect("the GEN's entry");
+    assert_eq!((entry.action, entry.state), (FlowAction::Relay, gscip_core::pit::EntryState::Provisional));
+    l.engines[1].fast_path(&packet)
+}
+
+#[test]
+fn a_relaying_gen_hands_the_flow_to_the_kernel_before_the_cdn_only_when_no_cdn_could_change_it() {
+    use gscip_core::engine::FastPath;
+    // Closed GESs at both ends discard the flow should the negotiation fail: no plaintext of
+    // it can reach the closed GEN but what its relayed flow's fast path passes anyway.
+    assert_eq!(gen_fast_path_before_the_cdn(Mode::Closed, Mode::Closed, Mode::Closed), Some(FastPath::Pass));
+    // An open GEN passes the flow whatever the CDN says (relayed, or plaintext after a failure).
+    assert_eq!(gen_fast_path_before_the_cdn(Mode::Open, Mode::Open, Mode::Open), Some(FastPath::Pass));
+    // An open end would fall back to plaintext, which the closed GEN must then discard: the
+    // flow stays with the engine until the CDN; likewise with an open initiator.
+    assert_eq!(gen_fast_path_before_the_cdn(Mode::Closed, Mode::Closed, Mode::Open), None);
+    assert_eq!(gen_fast_path_before_the_cdn(Mode::Open, Mode::Closed, Mode::Closed), None);
+}
+
 #[test]
 fn a_lost_cdn_is_sent_again_when_the_mpit_is_retransmitted() {
     let mut l = Line::new(vec![ges_a(Mode::Open, &[1]), ges_b(Mode::Closed, &[1])]);

@@ -485,6 +485,22 @@ fn later_flows_on_a_path_are_negotiated_with_path_keys() {
     }
     let c = &status(&work.0, "a")["counters"];
     assert_eq!(c["negotiations_marked"], 1, "a marked the first negotiation only: {c}");
+    // The closed GEN relays between two closed GESs: no CDN could change what its kernel does
+    // with a connection, so the kernel takes each one over from its SYN (marked as it passes
+    // after the MPIT); the SYN-ACK and the rest never reach the daemon. Waiting for the CDN,
+    // the SYN-ACK (at least) came to it too: 10 packets or more for the five.
+    let gen = status(&work.0, "r");
+    let relayed: Vec<u64> = gen["pit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["cid"].as_str().is_some_and(|c| c.contains(":7000")) && e["action"] == "relay")
+        .map(|e| e["packets"].as_u64().unwrap())
+        .collect();
+    assert_eq!(relayed.len(), 5, "the GEN relays the five connections: {gen}");
+    // A SYN that reaches the GEN's daemon before the MPIT it follows (the two queues are read
+    // in turn) is released without the mark, and the SYN-ACK marks the connection instead.
+    assert!(relayed.iter().sum::<u64>() <= 7, "the GEN's daemon met {relayed:?} packets of the five connections");
     drop(server);
     drop(daemons);
     drop(lab);
