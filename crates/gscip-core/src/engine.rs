@@ -2142,15 +2142,16 @@ impl Engine {
     /// This GE cannot accept the negotiation: fall back, and if it is the end, say so.
     fn refuse(&mut self, now: Timestamp, key: NegKey, is_end: bool) -> Verdict {
         if is_end {
-            let zero = [0u8; 32];
-            let sig = self.identity.sign(&[&MessageRepr::cdn_to_be_signed(CdnStatus::Refused, &zero)]);
             let h = key;
             // The negotiation's flags, as on its other messages.
             let flags = self.negotiations.get(&key).map_or(0, |n| n.header.flags);
             let header = HeaderRepr { flags, nonce: h.nonce, cid: h.cid };
+            // Bound to this negotiation: a refusal cannot be replayed into another one.
+            let bound = transcript::chain_seed(&header);
+            let sig = self.identity.sign(&[&MessageRepr::cdn_to_be_signed(CdnStatus::Refused, &bound)]);
             let body = Body::Cdn {
                 status: CdnStatus::Refused,
-                confirmation: zero,
+                confirmation: bound,
                 signer: self.name().to_owned(),
                 signature: sig,
                 macs: Vec::new(),
@@ -2193,6 +2194,11 @@ impl Engine {
             return pass;
         }
         let Some((ref end_name, end_key, end_certificate)) = n.end_signer else { return pass };
+        if status == CdnStatus::Refused && confirm != transcript::chain_seed(&n.header) {
+            // A refusal signed for another negotiation (replayed): not about this one.
+            self.peer_error(Some(h.cid), PeerError::Inconsistent("refused CDN not bound to this negotiation"));
+            return Verdict::Drop(DropReason::BadControl);
+        }
         let tbs = MessageRepr::cdn_to_be_signed(status, &confirm);
         let by_mac = signer == end_name
             && !macs.is_empty()

@@ -605,6 +605,49 @@ fn a_relaying_gen_hands_the_flow_to_the_kernel_before_the_cdn_only_when_no_cdn_c
 }
 
 #[test]
+fn a_refusal_replayed_into_another_negotiation_is_dropped_and_the_negotiation_goes_on() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let mut l = Line::new(vec![ges_a(Mode::Closed, &[1]), ges_b(Mode::Closed, &[1])]);
+    // Flow one: a's record in the MPIT is spoiled on its way to b, which refuses; the refusal
+    // is kept as it crosses toward a.
+    let refusal: Rc<RefCell<Option<Body>>> = Rc::default();
+    let kept = refusal.clone();
+    l.rewrite_control = Box::new(move |_, m| {
+        match &mut m.body {
+            Body::Mpit { records } => records.last_mut().unwrap().signature[0] ^= 1,
+            Body::Cdn { .. } => *kept.borrow_mut() = Some(m.body.clone()),
+            _ => return false,
+        }
+        true
+    });
+    flow_from_a(&mut l, 5000, b"x");
+    l.run_for(2_000_000);
+    assert_eq!(l.engines[0].counters().negotiations_failed, 1, "b refused flow one");
+    let refusal = refusal.borrow().clone().expect("b's refusal");
+    assert!(matches!(refusal, Body::Cdn { status: dprp::CdnStatus::Refused, .. }));
+    // Flow two: its first CDN is replaced by flow one's refusal, signed by b. It is not about
+    // this negotiation: a drops it and completes on the CDN b sends again.
+    let mut replaced = false;
+    l.rewrite_control = Box::new(move |_, m| {
+        if replaced || !matches!(m.body, Body::Cdn { .. }) {
+            return false;
+        }
+        replaced = true;
+        m.body = refusal.clone();
+        true
+    });
+    let bad = l.engines[0].counters().bad_control;
+    let cid = flow_from_a(&mut l, 5001, b"x");
+    l.run_for(2_000_000); // the retransmitted MPIT, and b's CDN again
+    let c = l.engines[0].counters();
+    assert_eq!((c.negotiations_failed, c.negotiations_completed), (1, 1), "{c:?}");
+    assert_eq!(c.bad_control, bad + 1, "the replayed refusal counted as bad");
+    assert_eq!(l.engines[0].pit().get(&cid).unwrap().0.state, gscip_core::pit::EntryState::Final);
+    assert_eq!(l.app_b.last().map(Vec::as_slice), Some(&b"x"[..]));
+}
+
+#[test]
 fn a_lost_cdn_is_sent_again_when_the_mpit_is_retransmitted() {
     let mut l = Line::new(vec![ges_a(Mode::Open, &[1]), ges_b(Mode::Closed, &[1])]);
     let mut cdns = 0;
