@@ -19,8 +19,8 @@ use crate::transcript::{self, AuthenticatedBy, Chain, RecordParams, VerifiedPath
 use crate::unit::{Piece, ReassemblyLimits};
 use aws_lc_rs::agreement;
 use gscip_wire::dprp::{
-    encode_path_hint, is_dprp_ports, parse_path_hint, Body, CdnStatus, Extension, GeKind, GeRecordRepr, HeaderRepr,
-    MessageRepr, Mode, RecordMac, Side, DPRP_PORT, MAX_HINT_NAMES, NONCE_LEN,
+    encode_path_hint, is_dprp_ports, parse_initiator_ephemeral, parse_path_hint, Body, CdnStatus, Extension, GeKind,
+    GeRecordRepr, HeaderRepr, MessageRepr, Mode, RecordMac, Side, DPRP_PORT, MAX_HINT_NAMES, NONCE_LEN,
 };
 use gscip_wire::icmp::{emit_error, IcmpErrorKind, IcmpErrorRepr};
 use gscip_wire::ip::{tcp_flags, Datagram, DatagramRepr};
@@ -312,6 +312,9 @@ pub struct Counters {
     /// Negotiations this GE started with [`FLAG_PATH_KEYS`]: the path's GEs make their path
     /// keys from these.
     pub negotiations_marked: u64,
+    /// Pair sessions made with an agreement computed ahead, while waiting for the MPIT (the
+    /// initiator's ephemeral key announced in its DDE).
+    pub agreements_ahead_used: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -382,6 +385,11 @@ struct Negotiation {
     cannot_answer: bool,
     /// Initiator: when its DDE was first sent.
     sent_at: Timestamp,
+    /// The initiator's ephemeral key as its DDE announced it (unauthenticated until its record
+    /// is verified).
+    initiator_ephemeral: Option<[u8; 32]>,
+    /// The agreement of this GE's ephemeral key with `initiator_ephemeral`, computed ahead.
+    agreement_ahead: Option<Zeroizing<[u8; 32]>>,
 }
 
 struct RestartWait {
@@ -422,6 +430,8 @@ pub struct Engine {
     path_keys: PathKeys,
     /// Path keys to make when idle ([`Engine::prepare`]), at most one per peer.
     pending_path_keys: VecDeque<PendingPathKey>,
+    /// Negotiations whose pair agreement can be computed ahead ([`Engine::agree_ahead`]).
+    pending_agreements: VecDeque<NegKey>,
     /// Hash of this GE's own certificate.
     own_certificate: Chain,
     /// Per destination: the GEs on the last path this GE negotiated toward it as initiator
@@ -508,6 +518,9 @@ fn has_no_single_peer(cid: &Cid) -> bool {
 
 /// Path keys waiting to be made, at most.
 const PENDING_PATH_KEYS_MAX: usize = 256;
+/// Most agreements waiting to be computed ahead ([`Engine::agree_ahead`]); beyond, the MPIT
+/// computes its own.
+const PENDING_AGREEMENTS_MAX: usize = 256;
 /// Destinations whose last path an initiator remembers for its path hints, at most.
 const PATH_HINTS_MAX: usize = 4096;
 
@@ -573,6 +586,7 @@ impl Engine {
             verified_certs: HashSet::new(),
             path_keys,
             pending_path_keys: VecDeque::new(),
+            pending_agreements: VecDeque::new(),
             own_certificate,
             path_hints: HashMap::new(),
             marked_toward: HashSet::new(),
@@ -640,6 +654,24 @@ impl Engine {
         true
     }
 
+    /// Computes one waiting agreement ahead, if any: an end GE that answered a DDE announcing
+    /// the initiator's ephemeral key agrees its own ephemeral key with it while it waits for
+    /// the MPIT (one X25519), so that the MPIT, with the flow's first packet right behind it,
+    /// does not wait for it. Returns whether it took one from the queue. Like
+    /// [`Engine::make_path_key`], a busy caller calls it once a turn, after its verdicts.
+    pub fn agree_ahead(&mut self) -> bool {
+        let Some(key) = self.pending_agreements.pop_front() else { return false };
+        let Some(n) = self.negotiations.get_mut(&key) else { return true };
+        if let (Some(peer), Some(mine), None) = (n.initiator_ephemeral, n.eph_key.as_ref(), &n.agreement_ahead) {
+            let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, peer);
+            n.agreement_ahead = agreement::agree(mine, peer, (), |shared| {
+                <[u8; 32]>::try_from(shared).map(Zeroizing::new).map_err(|_| ())
+            })
+            .ok();
+        }
+        true
+    }
+
     /// Path keys made with other GEs and still kept.
     pub fn path_keys(&self) -> usize {
         self.path_keys.len()
@@ -651,7 +683,7 @@ impl Engine {
     /// something (call again while it does). The caller calls it when idle, between looks at
     /// its packets, so a packet waits for one key pair's generation at most.
     pub fn prepare(&mut self) -> bool {
-        if self.make_path_key() {
+        if self.agree_ahead() || self.make_path_key() {
             return true;
         }
         if self.ephemeral_ahead.len() >= self.cfg.ephemeral_keys_ahead {
@@ -1284,6 +1316,8 @@ impl Engine {
             own_record: None,
             cannot_answer: false,
             sent_at: now,
+            initiator_ephemeral: None,
+            agreement_ahead: None,
         }
     }
 
@@ -1336,10 +1370,11 @@ impl Engine {
             self.path_keys_wanted.remove(&key.cid.dst);
             self.counters.negotiations_marked += 1;
         }
-        let header = n.header;
+        let (header, eph_public) = (n.header, n.eph_public);
         let wait =
             if end == EndRole::Probe { self.cfg.probe_timeout.min(self.cfg.dprp_rto) } else { self.cfg.dprp_rto };
-        let extensions = self.path_hint_for(header.cid.dst);
+        let mut extensions = self.path_hint_for(header.cid.dst);
+        extensions.push(Extension { kind: Extension::INITIATOR_EPHEMERAL, value: eph_public.to_vec() });
         let msg = self.emit_control(&header, Body::Dde { extensions }, header.cid.src, header.cid.dst);
         if let Some(n) = self.negotiations.get_mut(&key) {
             n.last_sent = msg;
@@ -1794,6 +1829,10 @@ impl Engine {
             .find(|e| e.kind == Extension::PATH_HINT)
             .and_then(|e| parse_path_hint(&e.value).ok())
             .unwrap_or_default();
+        n.initiator_ephemeral = ext
+            .iter()
+            .find(|e| e.kind == Extension::INITIATOR_EPHEMERAL)
+            .and_then(|e| parse_initiator_ephemeral(&e.value).ok());
         if n.end == EndRole::End && n.cannot_answer {
             self.drop_held(n.held);
             return Verdict::Consumed; // cannot honour a critical extension
@@ -1841,6 +1880,9 @@ impl Engine {
             n.stage = Stage::AwaitMpit;
             n.last_sent = msg;
             n.deadline = now + lifetime;
+            if n.initiator_ephemeral.is_some() && self.pending_agreements.len() < PENDING_AGREEMENTS_MAX {
+                self.pending_agreements.push_back(key);
+            }
         }
         self.arm(now + lifetime, TimerKey::Negotiation(key));
     }
@@ -2026,7 +2068,7 @@ impl Engine {
     /// Derives the pair's PCCOM session when this GE is one of its ends.
     #[allow(clippy::too_many_arguments)]
     fn pair_session(
-        &self,
+        &mut self,
         h: &HeaderRepr,
         records: &[GeRecordRepr],
         path: &VerifiedPath,
@@ -2041,10 +2083,19 @@ impl Engine {
         let version = other_v.proven_versions.iter().filter(|(g, _)| *g == group).map(|(_, v)| *v).max()?;
         let gk = self.keys.get(group, version)?;
         let other_rec = &records[other_v.record_index];
-        let my_key = n.eph_key.as_ref()?;
-        let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, other_rec.ephemeral_public);
-        let material =
-            agreement::agree(my_key, peer, (), |shared| Ok(derive_flow_keys(gk, shared, &path.final_chain))).ok()?;
+        let material = match &n.agreement_ahead {
+            // Computed ahead with the key the DDE announced: good only if it is the key the
+            // verified record carries.
+            Some(shared) if n.initiator_ephemeral == Some(other_rec.ephemeral_public) => {
+                self.counters.agreements_ahead_used += 1;
+                derive_flow_keys(gk, &shared[..], &path.final_chain)
+            }
+            _ => {
+                let my_key = n.eph_key.as_ref()?;
+                let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, other_rec.ephemeral_public);
+                agreement::agree(my_key, peer, (), |shared| Ok(derive_flow_keys(gk, shared, &path.final_chain))).ok()?
+            }
+        };
         let enc_rec = &records[path.ges[encryptor].record_index];
         let dec_rec = &records[path.ges[decryptor].record_index];
         let alg = AeadAlgorithm::choose(

@@ -1529,6 +1529,33 @@ fn in_a_burst_every_ge_makes_its_path_keys_from_the_one_marked_negotiation() {
 }
 
 #[test]
+fn the_end_ge_agrees_with_the_announced_initiator_key_ahead_and_only_uses_a_matching_one() {
+    let mut l = keyed_line(&|_| {});
+    let payload = b"agreed ahead, sealed all the same";
+    flow_from_a(&mut l, 5000, payload);
+    assert_eq!(l.app_b, vec![payload.to_vec()]);
+    assert!(!seen_in_clear(&l.wire, 1..=2, payload), "protected between the pair");
+    assert_eq!(l.engines[2].counters().agreements_ahead_used, 1, "b agreed while waiting for the MPIT");
+    assert_eq!(l.engines[0].counters().agreements_ahead_used, 0, "the initiator has nothing to agree ahead");
+    // A DDE whose announced key was changed on the way: b agrees ahead with the wrong key, sees
+    // that the verified record carries another, and agrees again with that one.
+    l.rewrite_control = Box::new(|_, m| match &mut m.body {
+        Body::Dde { extensions } => {
+            for e in extensions.iter_mut().filter(|e| e.kind == dprp::Extension::INITIATOR_EPHEMERAL) {
+                e.value = vec![9; 32];
+            }
+            true
+        }
+        _ => false,
+    });
+    let payload = b"announced key forged, flow intact";
+    flow_from_a(&mut l, 5001, payload);
+    assert_eq!(l.app_b.last().map(Vec::as_slice), Some(&payload[..]));
+    assert!(!seen_in_clear(&l.wire, 1..=2, payload));
+    assert_eq!(l.engines[2].counters().agreements_ahead_used, 1, "the forged key's agreement unused");
+}
+
+#[test]
 fn a_record_whose_mac_and_signature_fail_is_refused_and_a_bad_mac_alone_falls_back() {
     let mut l = keyed_line(&|_| {});
     flow_from_a(&mut l, 5000, b"one");
@@ -1579,7 +1606,7 @@ fn path_keys_expire_and_can_be_turned_off() {
         let Ok(d) = Datagram::parse(p) else { continue };
         if let Ok(MessageRepr { body: Body::Dde { extensions }, .. }) = MessageRepr::parse(&p[d.payload_offset..d.end])
         {
-            ddes_with_hints += extensions.len();
+            ddes_with_hints += extensions.iter().filter(|e| e.kind == dprp::Extension::PATH_HINT).count();
         }
     }
     assert_eq!(verifications(&off), vec![(6, 0), (6, 0), (4, 0)]);

@@ -506,6 +506,16 @@ impl Extension {
     /// from its last negotiation toward the destination, so that GEs can MAC their records
     /// for them ([`encode_path_hint`], `docs/dprp.md` section 11).
     pub const PATH_HINT: u8 = 0x02;
+    /// Not critical: the initiator's ephemeral X25519 public key (32 bytes), the one its record
+    /// will carry, so that the end GE can compute the pair's agreement while it waits for the
+    /// MPIT ([`parse_initiator_ephemeral`], `docs/dprp.md` section 12).
+    pub const INITIATOR_EPHEMERAL: u8 = 0x03;
+}
+
+/// Decodes an initiator-ephemeral extension's value: exactly one X25519 public key.
+pub fn parse_initiator_ephemeral(value: &[u8]) -> Result<[u8; PUBLIC_KEY_LEN]> {
+    <[u8; PUBLIC_KEY_LEN]>::try_from(value)
+        .map_err(|_| WireError::Malformed("an initiator's ephemeral key is not 32 bytes"))
 }
 
 /// Most names a path hint carries.

@@ -108,6 +108,7 @@ pub fn status_json(engine: &Engine) -> serde_json::Value {
             "signatures_verified": c.signatures_verified, "macs_verified": c.macs_verified,
             "path_keys_derived": c.path_keys_derived,
             "negotiations_marked": c.negotiations_marked,
+            "agreements_ahead_used": c.agreements_ahead_used,
         },
         "pit": pit,
     })

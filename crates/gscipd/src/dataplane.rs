@@ -220,9 +220,11 @@ impl Dataplane {
             self.deferred = deferred; // kept with its capacity
             self.report();
             if busy {
-                // A path key waiting to be made is made even when busy, one per turn: it spares
-                // the signature checks of every later negotiation with that GE (a burst of new
-                // flows would otherwise never leave an idle moment for it).
+                // Work that is due soon is done even when busy, one piece each per turn: an
+                // agreement for an MPIT on its way (docs/dprp.md section 12), and a path key,
+                // which spares the signature checks of every later negotiation with that GE (a
+                // burst of new flows would otherwise never leave an idle moment for either).
+                self.engine.agree_ahead();
                 self.engine.make_path_key();
                 // While packets keep coming, a status request is looked for now and then.
                 if let Some(c) = &self.control {

@@ -32,6 +32,11 @@ pub fn dprp_message(data: &[u8]) {
                 assert_eq!(again, e.value, "path hint changed on parse + encode");
             }
         }
+        for e in extensions.iter().filter(|e| e.kind == gscip_wire::dprp::Extension::INITIATOR_EPHEMERAL) {
+            if let Ok(key) = gscip_wire::dprp::parse_initiator_ephemeral(&e.value) {
+                assert_eq!(&key[..], &e.value[..], "initiator's ephemeral key changed on parse");
+            }
+        }
     }
     let bytes = match msg.emit() {
         Ok(b) => b,

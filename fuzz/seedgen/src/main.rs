@@ -473,15 +473,30 @@ fn main() {
         // none: their engines never work ahead).
         let mut with_macs = MessageRepr::parse(m).expect("the engines' own messages parse");
         let macs = |n: u8| (0..n).map(|i| RecordMac { key_id: [i; 8], tag: [0xa0 | i; 16] }).collect::<Vec<_>>();
-        match &mut with_macs.body {
+        let suffix = match &mut with_macs.body {
             Body::Rgi { records } | Body::Mpit { records } => {
-                records.iter_mut().enumerate().for_each(|(i, r)| r.macs = macs(i as u8 + 1))
+                records.iter_mut().enumerate().for_each(|(i, r)| r.macs = macs(i as u8 + 1));
+                "macs"
             }
-            Body::Cdn { macs: m, .. } => *m = macs(2),
-            Body::Dde { .. } => continue,
-        }
+            Body::Cdn { macs: m, .. } => {
+                *m = macs(2);
+                "macs"
+            }
+            // A marked DDE with a path hint and the initiator's ephemeral key.
+            Body::Dde { extensions } => {
+                with_macs.header.flags = gscip_wire::dprp::FLAG_PATH_KEYS;
+                *extensions = vec![
+                    Extension {
+                        kind: Extension::PATH_HINT,
+                        value: gscip_wire::dprp::encode_path_hint(["a", "gen-1", "b"]),
+                    },
+                    Extension { kind: Extension::INITIATOR_EPHEMERAL, value: vec![0x42; 32] },
+                ];
+                "ext"
+            }
+        };
         let bytes = with_macs.emit().expect("emits");
-        w.put("dprp_message", &format!("type{ty}-v{}-macs", if *v6 == 1 { 6 } else { 4 }), &bytes);
+        w.put("dprp_message", &format!("type{ty}-v{}-{suffix}", if *v6 == 1 { 6 } else { 4 }), &bytes);
     }
     for ((v, proto, data), p) in &dg_by_shape {
         w.put("datagram", &format!("v{v}-proto{proto}-{}", if *data { "data" } else { "empty" }), p);
