@@ -4,11 +4,11 @@
 //! ```text
 //! cargo build --release -p gscipd -p gscip-lab --examples
 //! target/release/examples/first_byte_timeline [hosts|gateways] [gscip|floor|plain] [-n N] [--capture]
-//!     [--config 'TOML LINE']
+//!     [--config 'TOML LINE'] [--open-a]
 //! ```
 //!
-//! Builds the bench's lab path (A — R — B: GES — GEN — GES, or A — GA — GB — B: Term — GEN — GEN
-//! — Term) with GSCIP, the accept-only NFQUEUE floor or plain forwarding, opens N new TCP
+//! Builds the bench's lab path (A — R — B: GES — GEN — GES, all closed, or with `--open-a` A an
+//! open GES; or A — GA — GB — B: Term — GEN — GEN — Term) with GSCIP, the accept-only NFQUEUE floor or plain forwarding, opens N new TCP
 //! connections from A to an echo server on B one after the other (10 ms apart, as the bench
 //! does) and prints each one's time to the first byte, their median and quartiles, and the CPU
 //! time the path's daemons spent per connection. With `--capture`, `tcpdump` runs in every
@@ -37,10 +37,11 @@ struct Options {
     n: usize,
     capture: bool,
     config: String,
+    open_a: bool,
 }
 
 fn options() -> Result<Options, String> {
-    let mut o = Options { gateways: false, mode: "gscip", n: 40, capture: false, config: String::new() };
+    let mut o = Options { gateways: false, mode: "gscip", n: 40, capture: false, config: String::new(), open_a: false };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -50,6 +51,7 @@ fn options() -> Result<Options, String> {
             "floor" => o.mode = "floor",
             "plain" => o.mode = "plain",
             "--capture" => o.capture = true,
+            "--open-a" => o.open_a = true,
             "--config" => {
                 o.config.push_str(&args.next().ok_or("--config needs a TOML line")?);
                 o.config.push('\n');
@@ -117,7 +119,7 @@ fn main() {
     let o = match options() {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("first_byte_timeline: {e}\nusage: first_byte_timeline [hosts|gateways] [gscip|floor|plain] [-n N] [--capture] [--config 'TOML LINE']");
+            eprintln!("first_byte_timeline: {e}\nusage: first_byte_timeline [hosts|gateways] [gscip|floor|plain] [-n N] [--capture] [--config 'TOML LINE'] [--open-a]");
             std::process::exit(2);
         }
     };
@@ -133,7 +135,11 @@ fn run(o: &Options) -> Result<(), String> {
         (gateways(ges), GATEWAYS_B, &["a", "ga", "gb", "b"])
     } else {
         let end = |e: PathEnd| if ges { e } else { PathEnd::Term };
-        (path(end(PathEnd::OpenGes), ges, end(PathEnd::ClosedGes)), PATH_B, &["a", "r", "b"])
+        (
+            path(end(if o.open_a { PathEnd::OpenGes } else { PathEnd::ClosedGes }), ges, end(PathEnd::ClosedGes)),
+            PATH_B,
+            &["a", "r", "b"],
+        )
     };
     let prefix = "fbt";
     let _ = clean(prefix);

@@ -54,17 +54,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The path: GESs at the ends (A open, B closed) or plain hosts, a GEN or a plain router in
-/// the middle.
-fn scenario(ges: bool, gen: bool) -> Scenario {
-    scenario_with(ges, gen, ges)
-}
-
-/// The path with each end chosen: a GES (A open, B closed) or a plain host.
-fn scenario_with(ges_a: bool, gen: bool, ges_b: bool) -> Scenario {
-    let a = if ges_a { PathEnd::OpenGes } else { PathEnd::Term };
-    let b = if ges_b { PathEnd::ClosedGes } else { PathEnd::Term };
-    path(a, gen, b)
+/// The path: closed GESs at the ends (A open with `open_a`) or plain hosts, a GEN or a plain
+/// router in the middle.
+fn scenario(ges: bool, gen: bool, open_a: bool) -> Scenario {
+    let a = match (ges, open_a) {
+        (false, _) => PathEnd::Term,
+        (true, false) => PathEnd::ClosedGes,
+        (true, true) => PathEnd::OpenGes,
+    };
+    path(a, gen, if ges { PathEnd::ClosedGes } else { PathEnd::Term })
 }
 
 /// Which lab path a figure is measured on.
@@ -591,9 +589,12 @@ struct Spec {
     tunnel: Option<Tunnel>,
     /// Only the first-byte figures (no throughput runs).
     first_byte_only: bool,
+    /// A is an open GES (else closed): a GEN between an open initiator and the end GE waits
+    /// for the CDN before it hands the flow to the kernel (docs/dprp.md section 9).
+    open_a: bool,
 }
 
-const SPECS: [Spec; 14] = [
+const SPECS: [Spec; 15] = [
     Spec {
         name: "plain",
         topo: Topo::Hosts,
@@ -604,6 +605,7 @@ const SPECS: [Spec; 14] = [
         daemon_args: &[],
         tunnel: None,
         first_byte_only: false,
+        open_a: false,
     },
     // The floor: accept-only loops on the hooks a protected flow uses in steady state (A's and
     // B's OUTPUT/INPUT); R forwards in the kernel, as a GEN's fast path does.
@@ -617,6 +619,7 @@ const SPECS: [Spec; 14] = [
         daemon_args: &["--accept-only"],
         tunnel: None,
         first_byte_only: false,
+        open_a: false,
     },
     // The same with NFQUEUE's GSO flag: packets up to 64 KiB reach the loops unsegmented (the
     // issue's "GSO floor"; GSCIP takes TCP the same way on its second queue and seals it in units).
@@ -630,6 +633,7 @@ const SPECS: [Spec; 14] = [
         daemon_args: &["--accept-only", "--gso"],
         tunnel: None,
         first_byte_only: false,
+        open_a: false,
     },
     Spec {
         name: "wireguard-go",
@@ -641,6 +645,7 @@ const SPECS: [Spec; 14] = [
         daemon_args: &[],
         tunnel: Some(Tunnel::WireGuardGo),
         first_byte_only: false,
+        open_a: false,
     },
     Spec {
         name: "boringtun",
@@ -652,6 +657,7 @@ const SPECS: [Spec; 14] = [
         daemon_args: &[],
         tunnel: Some(Tunnel::Boringtun),
         first_byte_only: false,
+        open_a: false,
     },
     Spec {
         name: "strongswan",
@@ -663,6 +669,7 @@ const SPECS: [Spec; 14] = [
         daemon_args: &[],
         tunnel: Some(Tunnel::StrongSwan),
         first_byte_only: false,
+        open_a: false,
     },
     Spec {
         name: "gscip-aes",
@@ -674,6 +681,7 @@ const SPECS: [Spec; 14] = [
         daemon_args: &[],
         tunnel: None,
         first_byte_only: false,
+        open_a: false,
     },
     Spec {
         name: "gscip-chacha",
@@ -685,6 +693,7 @@ const SPECS: [Spec; 14] = [
         daemon_args: &[],
         tunnel: None,
         first_byte_only: false,
+        open_a: false,
     },
     // Path keys off: every new flow checks signatures, as the first flow on a path does (and
     // the first after a path key expired). First byte only.
@@ -698,6 +707,20 @@ const SPECS: [Spec; 14] = [
         daemon_args: &[],
         tunnel: None,
         first_byte_only: true,
+        open_a: false,
+    },
+    // A open: the GEN waits for each flow's CDN (first byte only).
+    Spec {
+        name: "gscip-aes-open-a",
+        topo: Topo::Hosts,
+        tag: "aesopa",
+        ges: true,
+        gen: true,
+        extra_config: "aead = \"aes-256-gcm\"",
+        daemon_args: &[],
+        tunnel: None,
+        first_byte_only: true,
+        open_a: true,
     },
     Spec {
         name: "gw-plain",
@@ -709,6 +732,7 @@ const SPECS: [Spec; 14] = [
         daemon_args: &[],
         tunnel: None,
         first_byte_only: false,
+        open_a: false,
     },
     // The gateways' floor: accept-only loops on both GENs' FORWARD hooks.
     Spec {
@@ -721,6 +745,7 @@ const SPECS: [Spec; 14] = [
         daemon_args: &["--accept-only"],
         tunnel: None,
         first_byte_only: false,
+        open_a: false,
     },
     Spec {
         name: "gw-gscip-aes",
@@ -732,6 +757,7 @@ const SPECS: [Spec; 14] = [
         daemon_args: &[],
         tunnel: None,
         first_byte_only: false,
+        open_a: false,
     },
     Spec {
         name: "gw-gscip-chacha",
@@ -743,6 +769,7 @@ const SPECS: [Spec; 14] = [
         daemon_args: &[],
         tunnel: None,
         first_byte_only: false,
+        open_a: false,
     },
     Spec {
         name: "gw-gscip-aes-sigs",
@@ -754,12 +781,13 @@ const SPECS: [Spec; 14] = [
         daemon_args: &[],
         tunnel: None,
         first_byte_only: true,
+        open_a: false,
     },
 ];
 
 fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
     let s = match spec.topo {
-        Topo::Hosts => scenario(spec.ges, spec.gen),
+        Topo::Hosts => scenario(spec.ges, spec.gen, spec.open_a),
         Topo::Gateways => gateways(spec.gen),
     };
     let prefix = format!("bn{}", spec.tag);
@@ -939,7 +967,7 @@ struct ManyFlowFigures {
 fn measure_many_flows(runs: usize) -> Res<ManyFlowFigures> {
     let mut f = ManyFlowFigures::default();
     for gscip in [true, false] {
-        let s = scenario_with(false, gscip, gscip);
+        let s = path(PathEnd::Term, gscip, if gscip { PathEnd::ClosedGes } else { PathEnd::Term });
         let prefix = if gscip { "bnflows" } else { "bnflowsp" };
         for _ in 0..runs {
             let _ = clean(prefix);
@@ -1205,6 +1233,7 @@ fn main() {
             "gscip-aes",
             "gscip-chacha",
             "gscip-aes-sigs",
+            "gscip-aes-open-a",
         ];
         let gateways = ["gw-nfqueue-floor", "gw-gscip-aes", "gw-gscip-chacha", "gw-gscip-aes-sigs"];
         for (names, plain, floor) in
