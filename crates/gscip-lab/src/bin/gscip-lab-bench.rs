@@ -34,7 +34,8 @@
 //! wireguard-go and boringtun and strongSwan, and writes `target/bench/lab.json`
 //! (`[{"name", "value", "unit", "baseline", "baseline_value", "ratio"}]`).
 //!
-//! Environment: `BENCH_RUNS` (3), `BENCH_SECONDS` (5 per iperf3 run), `BENCH_LAB_PATHS` (a
+//! Environment: `BENCH_RUNS` (3), `BENCH_SECONDS` (5 per iperf3 TCP run; UDP runs take at most
+//! 3), `BENCH_LAB_PATHS` (a
 //! comma-separated subset of the path names above and `flows`, for a quick check), `BORINGTUN` (the
 //! `boringtun-cli` binary; else `target/tools/bin/boringtun-cli`, else `PATH`). Exits 1 when a
 //! path could not be measured (its figures are null), 2 when the lab cannot run at all.
@@ -518,6 +519,9 @@ fn machine_cpu_seconds() -> f64 {
     ticks as f64 / 100.0
 }
 
+/// The longest UDP packet-rate run, seconds.
+const UDP_SECONDS_MAX: u32 = 3;
+
 /// TCP and UDP runs through the path, into `tcp`, `udp` and (if given) `cpu`.
 fn throughput(
     lab: &Lab,
@@ -538,7 +542,10 @@ fn throughput(
             let gb = r["end"]["sum_received"]["bytes"].as_f64().unwrap_or(f64::NAN) / 1e9;
             cpu.push(if gb > 0.0 { (c1 - c0) / gb } else { f64::NAN });
         }
-        let r = iperf(lab, secs, &["-c", dst, "-t", &t, "-u", "-b", "0", "-l", "64", "-J"]);
+        // The packet rate settles within a second: 3 s (at most) keep the whole bench under
+        // 20 minutes.
+        let udp_secs = secs.min(UDP_SECONDS_MAX);
+        let r = iperf(lab, udp_secs, &["-c", dst, "-t", &udp_secs.to_string(), "-u", "-b", "0", "-l", "64", "-J"]);
         let pk = r["end"]["sum"]["packets"].as_f64().unwrap_or(f64::NAN);
         let lost = r["end"]["sum"]["lost_packets"].as_f64().unwrap_or(0.0);
         let secs_f = r["end"]["sum"]["seconds"].as_f64().unwrap_or(1.0).max(0.001);
