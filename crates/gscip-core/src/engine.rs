@@ -1331,7 +1331,7 @@ impl Engine {
         if n.initiator && n.attempts > 0 {
             self.started = self.started.saturating_sub(1);
         }
-        if n.initiator && n.header.flags & FLAG_PATH_KEYS != 0 {
+        if n.initiator && n.header.is_marked_for_path_keys() {
             self.marked_toward.remove(&key.cid.dst);
         }
         if self.by_flow.get(&key.cid.canonical()) == Some(key) {
@@ -1465,7 +1465,7 @@ impl Engine {
             return;
         }
         let Some(n) = self.negotiations.get(&key) else { return };
-        let marked = n.header.flags & FLAG_PATH_KEYS != 0;
+        let marked = n.header.is_marked_for_path_keys();
         let unix_s = Self::unix_s(now);
         for v in path.ges.iter().filter(|v| v.authenticated_by == AuthenticatedBy::Signature) {
             let Some(rec) = records.get(v.record_index) else { continue };
@@ -2193,10 +2193,11 @@ impl Engine {
     /// This GE cannot accept the negotiation: fall back, and if it is the end, say so.
     fn refuse(&mut self, now: Timestamp, key: NegKey, is_end: bool) -> Verdict {
         if is_end {
-            let h = key;
-            // The negotiation's flags, as on its other messages.
-            let flags = self.negotiations.get(&key).map_or(0, |n| n.header.flags);
-            let header = HeaderRepr { flags, nonce: h.nonce, cid: h.cid };
+            // The negotiation's header (its flags included), as on its other messages.
+            let header = self
+                .negotiations
+                .get(&key)
+                .map_or(HeaderRepr { flags: 0, nonce: key.nonce, cid: key.cid }, |n| n.header);
             // Bound to this negotiation: a refusal cannot be replayed into another one.
             let bound = transcript::chain_seed(&header);
             let sig = self.identity.sign(&[&MessageRepr::cdn_to_be_signed(CdnStatus::Refused, &bound)]);
@@ -2207,7 +2208,7 @@ impl Engine {
                 signature: sig,
                 macs: Vec::new(),
             };
-            self.emit_control(&header, body, h.cid.dst, h.cid.src);
+            self.emit_control(&header, body, key.cid.dst, key.cid.src);
         }
         self.fail(now, key, "path could not be verified");
         if is_end {

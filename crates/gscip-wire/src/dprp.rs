@@ -611,6 +611,11 @@ impl HeaderRepr {
     pub fn is_restart(&self) -> bool {
         self.flags & FLAG_RESTART != 0
     }
+    /// Whether the initiator marked this negotiation for the path's GEs to make their path
+    /// keys from ([`FLAG_PATH_KEYS`]).
+    pub fn is_marked_for_path_keys(&self) -> bool {
+        self.flags & FLAG_PATH_KEYS != 0
+    }
 }
 
 fn emit_cid(out: &mut Vec<u8>, cid: &Cid) {
