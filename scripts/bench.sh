@@ -8,7 +8,7 @@ python3 scripts/bench-report.py
 # The lab part (root): A — R — B with plain, the NFQUEUE floor, wireguard-go, boringtun,
 # strongSwan (kernel-libipsec), GSCIP; A — GA — GB — B with plain, the floor, GSCIP; 10,000 new
 # flows through one GEN; offloads on and off.
-./scripts/install-deps.sh ip iptables python3 iperf3 ethtool unshare timeout wireguard-go wg swanctl \
+./scripts/install-deps.sh ip iptables python3 iperf3 ethtool ping unshare timeout wireguard-go wg swanctl \
   /usr/lib/ipsec/charon /usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so \
   /usr/lib/ipsec/plugins/libstrongswan-openssl.so
 # boringtun-cli 0.7.1 from crates.io, built once (2-3 minutes) into target/tools.

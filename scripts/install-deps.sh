@@ -5,7 +5,7 @@
 set -euo pipefail
 declare -A package=(
   [ip]=iproute2 [python3]=python3 [c++]=g++ [make]=make [iptables]=iptables [iperf3]=iperf3 [wireguard-go]=wireguard-go [wg]=wireguard-tools [pg_ctlcluster]=postgresql [chromium]=chromium
-  [unshare]=util-linux [timeout]=coreutils [ethtool]=ethtool
+  [unshare]=util-linux [timeout]=coreutils [ethtool]=ethtool [ping]=iputils-ping
   # strongSwan for `make bench`: charon, swanctl (vici), user-mode ESP (kernel-libipsec; this
   # kernel has no ESP) and the openssl plugin (AES-GCM, X25519).
   [swanctl]=strongswan-swanctl [/usr/lib/ipsec/charon]=strongswan

@@ -19,7 +19,10 @@
 //! both gateways' FORWARD hooks), **gw-gscip-aes** and **gw-gscip-chacha** (the GENs protect
 //! what crosses between the sites). And 10,000 new UDP flows at once from a terminal through one
 //! GEN to a GES (and through a plain router, the baseline): setup rate, first packets lost, the
-//! GEN daemon's memory growth per flow.
+//! GEN daemon's memory growth per flow. And **paired**: what DPRP adds to a new flow's first
+//! byte, on each path, with the floor's lab and GSCIP AES's lab standing side by side and runs of
+//! new connections alternating between them (9 rounds), against the mark of 1 RTT (ping A — B
+//! in the same rounds) + 200 µs.
 //!
 //! Figures: single-stream TCP throughput and UDP packet rate (iperf3), both also with
 //! segmentation offloads off on every lab link, CPU seconds of the whole machine per GB of TCP
@@ -36,7 +39,7 @@
 //!
 //! Environment: `BENCH_RUNS` (3), `BENCH_SECONDS` (5 per iperf3 TCP run; UDP runs take at most
 //! 3), `BENCH_LAB_PATHS` (a
-//! comma-separated subset of the path names above and `flows`, for a quick check), `BORINGTUN` (the
+//! comma-separated subset of the path names above, `flows` and `paired`, for a quick check), `BORINGTUN` (the
 //! `boringtun-cli` binary; else `target/tools/bin/boringtun-cli`, else `PATH`). Exits 1 when a
 //! path could not be measured (its figures are null), 2 when the lab cannot run at all.
 //! Everything it starts is stopped and everything it creates removed, also on failure.
@@ -44,7 +47,7 @@
 use gscip_lab::load::{
     cpu_ns, daemon_pid, gateways, path, PathEnd, ECHO_SERVER, FIRST_BYTE_CLIENT, GATEWAYS_B, PATH_A, PATH_B,
 };
-use gscip_lab::run::{start_daemons, RunOptions};
+use gscip_lab::run::{start_daemons, Processes, RunOptions};
 use gscip_lab::{clean, Lab};
 use gscip_sim::topology::Topology;
 use gscip_sim::Scenario;
@@ -792,38 +795,79 @@ const SPECS: [Spec; 15] = [
     },
 ];
 
+/// One path of the benchmark set up: its lab in namespaces named by `prefix` and, where the
+/// path has GEs, their daemons.
+struct Stand {
+    // Fields drop in order: the daemons before the lab, the work dir last.
+    daemons: Option<Processes>,
+    lab: Lab,
+    work: WorkDir,
+    scenario: Scenario,
+    prefix: String,
+}
+
+impl Stand {
+    fn up(spec: &Spec, prefix: &str) -> Res<Stand> {
+        let s = match spec.topo {
+            Topo::Hosts => scenario(spec.ges, spec.gen, spec.open_a),
+            Topo::Gateways => gateways(spec.gen),
+        };
+        let _ = clean(prefix);
+        let mut opts = RunOptions::new(prefix);
+        opts.extra_config = spec.extra_config.to_owned();
+        opts.daemon_args = spec.daemon_args.iter().map(|a| a.to_string()).collect();
+        let _ = std::fs::remove_dir_all(&opts.work_dir);
+        std::fs::create_dir_all(&opts.work_dir).map_err(|e| e.to_string())?;
+        let work = WorkDir(opts.work_dir.clone());
+        std::fs::write(work.0.join("echo.py"), ECHO_SERVER).map_err(|e| e.to_string())?;
+        std::fs::write(work.0.join("fb.py"), FIRST_BYTE_CLIENT).map_err(|e| e.to_string())?;
+        let lab = Lab::build(&s, prefix).map_err(|e| e.to_string())?;
+        // Every GE on the path (GESs at the ends, GENs in the middle) runs a daemon.
+        let daemons = if spec.ges || spec.gen {
+            Some(start_daemons(&s, &Topology::new(&s), &lab, &opts, None).map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        Ok(Stand { daemons, lab, work, scenario: s, prefix: prefix.to_owned() })
+    }
+
+    /// The process ids of the path's daemons (none without GEs).
+    fn daemon_pids(&self) -> Vec<u32> {
+        if self.daemons.is_none() {
+            return Vec::new();
+        }
+        self.scenario.nodes.iter().filter(|n| n.kind.is_ge()).filter_map(|n| daemon_pid(&self.lab, &n.name)).collect()
+    }
+
+    /// Starts the echo server of the first-byte runs on B, listening on `bind`, port 7000.
+    fn echo(&self, bind: &str) -> Res<Proc> {
+        let ns_b = namespace(&self.lab, "b")?;
+        let mut echo = Command::new("ip")
+            .args(["netns", "exec", ns_b, "python3"])
+            .arg(self.work.0.join("echo.py"))
+            .args([bind, "7000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("python3: {e}"))?;
+        let mut ready = [0u8; 6];
+        let _ = echo.stdout.as_mut().map(|o| o.read(&mut ready));
+        Ok(Proc(vec![echo]))
+    }
+}
+
 fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
-    let s = match spec.topo {
-        Topo::Hosts => scenario(spec.ges, spec.gen, spec.open_a),
-        Topo::Gateways => gateways(spec.gen),
-    };
-    let prefix = format!("bn{}", spec.tag);
-    let _ = clean(&prefix);
-    let mut opts = RunOptions::new(&prefix);
-    opts.extra_config = spec.extra_config.to_owned();
-    opts.daemon_args = spec.daemon_args.iter().map(|a| a.to_string()).collect();
-    let _ = std::fs::remove_dir_all(&opts.work_dir);
-    std::fs::create_dir_all(&opts.work_dir).map_err(|e| e.to_string())?;
-    let work = WorkDir(opts.work_dir.clone());
-    std::fs::write(work.0.join("echo.py"), ECHO_SERVER).map_err(|e| e.to_string())?;
-    std::fs::write(work.0.join("fb.py"), FIRST_BYTE_CLIENT).map_err(|e| e.to_string())?;
-    // Dropped in reverse order: the tunnel and daemons before the lab, the work dir last.
-    let lab = Lab::build(&s, &prefix).map_err(|e| e.to_string())?;
-    let topo = Topology::new(&s);
-    // Every GE on the path (GESs at the ends, GENs in the middle) runs a daemon.
-    let _daemons = if spec.ges || spec.gen {
-        Some(start_daemons(&s, &topo, &lab, &opts, None).map_err(|e| e.to_string())?)
-    } else {
-        None
-    };
-    let ns_b = namespace(&lab, "b")?.to_owned();
+    // Dropped in reverse order: the tunnel, servers and daemons before the lab, the work dir last.
+    let stand = Stand::up(spec, &format!("bn{}", spec.tag))?;
+    let (s, lab, work, prefix) = (&stand.scenario, &stand.lab, &stand.work, &stand.prefix);
+    let ns_b = namespace(lab, "b")?.to_owned();
     let dst = spec.tunnel.map_or(spec.topo.destination(), Tunnel::destination);
     let mut f = Figures::default();
 
     // Established: the tunnel up (strongSwan: its SA initiated), then throughput, packet rate
     // and new connections through it.
     let tunnel = match spec.tunnel {
-        Some(t) => Some(t.up(&lab, &prefix, &work.0, 0)?),
+        Some(t) => Some(t.up(lab, prefix, &work.0, 0)?),
         None => None,
     };
     if let Some(Up::StrongSwan(swan)) = &tunnel {
@@ -838,40 +882,25 @@ fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
             .spawn()
             .map_err(|e| format!("iperf3: {e}"))?]);
         std::thread::sleep(Duration::from_millis(300));
-        throughput(&lab, dst, runs, secs, &mut f.tcp_gbps, &mut f.udp_kpps, Some(&mut f.cpu_s_per_gb));
-        if _daemons.is_some() && !spec.daemon_args.contains(&"--accept-only") {
-            report_unit_counters(spec.name, &s, &opts.work_dir);
-            report_sender_tcp(spec.name, &lab);
+        throughput(lab, dst, runs, secs, &mut f.tcp_gbps, &mut f.udp_kpps, Some(&mut f.cpu_s_per_gb));
+        if stand.daemons.is_some() && !spec.daemon_args.contains(&"--accept-only") {
+            report_unit_counters(spec.name, s, &work.0);
+            report_sender_tcp(spec.name, lab);
         }
         // The same with segmentation offloads off on every lab link: packets as a wire carries
         // them after a real NIC's TSO (one MTU each), then back to the veth defaults.
         lab.set_offloads(false).map_err(|e| e.to_string())?;
-        throughput(&lab, dst, runs, secs, &mut f.tcp_gbps_off, &mut f.udp_kpps_off, None);
+        throughput(lab, dst, runs, secs, &mut f.tcp_gbps_off, &mut f.udp_kpps_off, None);
         lab.set_offloads(true).map_err(|e| e.to_string())?;
         drop(server);
     }
     // The echo server listens on every address: a tunnel's address comes and goes with it.
-    let bind = if spec.tunnel.is_some() { "0.0.0.0" } else { dst };
-    let mut echo = Command::new("ip")
-        .args(["netns", "exec", &ns_b, "python3"])
-        .arg(work.0.join("echo.py"))
-        .args([bind, "7000"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("python3: {e}"))?;
-    let mut ready = [0u8; 6];
-    let _ = echo.stdout.as_mut().map(|o| o.read(&mut ready));
-    let _echo = Proc(vec![echo]);
-    let pids: Vec<u32> = if _daemons.is_some() {
-        s.nodes.iter().filter(|n| n.kind.is_ge()).filter_map(|n| daemon_pid(&lab, &n.name)).collect()
-    } else {
-        Vec::new()
-    };
+    let _echo = stand.echo(if spec.tunnel.is_some() { "0.0.0.0" } else { dst })?;
+    let pids = stand.daemon_pids();
     let daemons_cpu_ns = || pids.iter().filter_map(|&p| cpu_ns(p)).sum::<u64>();
     for _ in 0..runs {
         let c0 = daemons_cpu_ns();
-        f.first_byte_us.push(first_byte(&lab, &work.0, dst, FIRST_BYTE_CONNECTIONS, 5).unwrap_or_else(|e| {
+        f.first_byte_us.push(first_byte(lab, &work.0, dst, FIRST_BYTE_CONNECTIONS, 5).unwrap_or_else(|e| {
             eprintln!("  {}: {e}", spec.name);
             f64::NAN
         }));
@@ -885,13 +914,13 @@ fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
     // Flow start: a fresh tunnel each time, and the first byte of its first connection.
     if let Some(t) = spec.tunnel {
         for run in 1..=runs {
-            let up = t.up(&lab, &prefix, &work.0, run)?;
+            let up = t.up(lab, prefix, &work.0, run)?;
             let trigger = match &up {
                 Up::StrongSwan(swan) => Some(swan.on_demand()?),
                 Up::WireGuard(wg) if wg.handshaken() => return Err("a handshake before the first packet".into()),
                 Up::WireGuard(_) => None,
             };
-            let v = first_byte(&lab, &work.0, dst, 1, 10);
+            let v = first_byte(lab, &work.0, dst, 1, 10);
             if let Some(trigger) = trigger {
                 match trigger.join().unwrap_or_else(|_| Err("trigger panicked".into())) {
                     Ok(us) => f.setup_us.push(us),
@@ -905,6 +934,57 @@ fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
         }
     }
     Ok(f)
+}
+
+/// Rounds of the paired first-byte measurement, each one run of new connections through the
+/// floor and one through GSCIP.
+const PAIRED_ROUNDS: usize = 9;
+
+/// DPRP's cost to a new flow's first byte, measured in pairs.
+#[derive(Default)]
+struct PairedFigures {
+    /// Each round's GSCIP first byte minus the floor's, µs.
+    added_us: Vec<f64>,
+    /// Each round's ping round trip A — B, µs (the floor queues no echo: the kernel's RTT).
+    rtt_us: Vec<f64>,
+}
+
+/// The floor's lab and GSCIP's (AES, every GE closed) stand side by side on `topo`, and runs
+/// of [`FIRST_BYTE_CONNECTIONS`] new connections alternate between them, the order swapped
+/// every round: both meet the machine in the same minute, which the separate runs above
+/// cannot promise (their first-byte figures move by hundreds of µs between minutes).
+fn measure_paired(topo: Topo, rounds: usize) -> Res<PairedFigures> {
+    let (floor, gscip, tags) = match topo {
+        Topo::Hosts => ("nfqueue-floor", "gscip-aes", ["pfl", "pgs"]),
+        Topo::Gateways => ("gw-nfqueue-floor", "gw-gscip-aes", ["qfl", "qgs"]),
+    };
+    let spec = |name: &str| SPECS.iter().find(|s| s.name == name).ok_or_else(|| format!("no path {name}"));
+    let stands =
+        [Stand::up(spec(floor)?, &format!("bn{}", tags[0]))?, Stand::up(spec(gscip)?, &format!("bn{}", tags[1]))?];
+    let dst = topo.destination();
+    let _echo = [stands[0].echo(dst)?, stands[1].echo(dst)?];
+    let mut f = PairedFigures::default();
+    for round in 0..rounds {
+        let mut us = [f64::NAN; 2];
+        for k in [round % 2, 1 - round % 2] {
+            us[k] = first_byte(&stands[k].lab, &stands[k].work.0, dst, FIRST_BYTE_CONNECTIONS, 5)?;
+        }
+        f.added_us.push(us[1] - us[0]);
+        f.rtt_us.push(ping_rtt_us(&stands[0].lab, dst)?);
+    }
+    Ok(f)
+}
+
+/// The average round trip of 20 pings from A to `dst`, µs.
+fn ping_rtt_us(lab: &Lab, dst: &str) -> Res<f64> {
+    let out = lab.exec("a", "ping", &["-c", "20", "-i", "0.01", "-q", dst]).map_err(|e| e.to_string())?;
+    // "rtt min/avg/max/mdev = 0.041/0.057/0.090/0.011 ms"
+    out.lines()
+        .find_map(|l| l.split_once(" = ").filter(|(k, _)| k.contains("min/avg")).map(|(_, v)| v.split('/').nth(1)))
+        .flatten()
+        .and_then(|avg| avg.parse::<f64>().ok())
+        .map(|ms| ms * 1e3)
+        .ok_or_else(|| format!("ping: unexpected output {out:?}"))
 }
 
 /// Prints what each GE did with units during the throughput runs (to stderr: a diagnosis of
@@ -1119,6 +1199,19 @@ fn main() {
     } else {
         None
     };
+    let mut paired: Vec<(&str, PairedFigures)> = Vec::new();
+    if only.as_ref().is_none_or(|o| o.iter().any(|n| n == "paired")) {
+        for (topo, name) in [(Topo::Hosts, "gscip-aes"), (Topo::Gateways, "gw-gscip-aes")] {
+            eprintln!("gscip-lab-bench: {name} against the floor, paired ({} s so far)", started.elapsed().as_secs());
+            match measure_paired(topo, PAIRED_ROUNDS) {
+                Ok(p) => paired.push((name, p)),
+                Err(e) => {
+                    eprintln!("gscip-lab-bench: {name}: paired first byte not measured: {e}");
+                    failed = true;
+                }
+            }
+        }
+    }
 
     let num = |x: f64, prec: usize| if x.is_finite() { format!("{x:.prec$}") } else { "-".into() };
     let three = |v: &[f64], prec: usize| {
@@ -1183,6 +1276,18 @@ fn main() {
         println!("{:<44} {}", "first packets lost", three(&m.lost, 0));
         println!("{:<44} {}", "GEN gscipd memory growth per flow, KiB", three(&m.kib_per_flow, 1));
         println!("{:<44} {}", "GEN gscipd peak memory, MiB", three(&m.peak_mib, 0));
+    }
+    if !paired.is_empty() {
+        println!(
+            "\nDPRP's cost to the first byte, paired: GSCIP AES (all closed) minus the floor, {PAIRED_ROUNDS} rounds \
+             of {FIRST_BYTE_CONNECTIONS} connections\nthrough each, alternating, the two labs side by side; \
+             the mark is 1 RTT (ping A — B, same rounds) + 200 µs\n"
+        );
+        println!("{:<17} {:>26} {:>10} {:>10}", "path", "added µs", "RTT µs", "mark µs");
+        for (name, p) in &paired {
+            let rtt = stats(&p.rtt_us).1;
+            println!("{name:<17} {} {:>10} {:>10}", three(&p.added_us, 0), num(rtt, 0), num(rtt + 200.0, 0));
+        }
     }
     if let Some(f) = get("strongswan") {
         let s = stats(&f.setup_us);
@@ -1281,6 +1386,19 @@ fn main() {
                     }
                 }
             }
+        }
+    }
+    for (name, p) in &paired {
+        let (added, rtt) = (stats(&p.added_us).1, stats(&p.rtt_us).1);
+        if added.is_finite() && rtt.is_finite() {
+            row(
+                "time DPRP adds to the first byte of a new TCP connection (paired against the floor, same minute)",
+                "us",
+                name,
+                added,
+                "mark: 1 RTT + 200 us (ping RTT of the same rounds)",
+                rtt + 200.0,
+            );
         }
     }
     if let Some(m) = &many {
