@@ -885,8 +885,10 @@ fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
         throughput(lab, dst, runs, secs, &mut f.tcp_gbps, &mut f.udp_kpps, Some(&mut f.cpu_s_per_gb));
         if stand.daemons.is_some() && !spec.daemon_args.contains(&"--accept-only") {
             report_unit_counters(spec.name, s, &work.0);
-            report_sender_tcp(spec.name, lab);
         }
+        // Every path's: the lab's veth links reorder on their own (below), so GSCIP's figures
+        // are read against the others'.
+        report_sender_tcp(spec.name, lab);
         // The same with segmentation offloads off on every lab link: packets as a wire carries
         // them after a real NIC's TSO (one MTU each), then back to the veth defaults.
         lab.set_offloads(false).map_err(|e| e.to_string())?;
@@ -1014,13 +1016,23 @@ fn report_unit_counters(name: &str, s: &Scenario, work: &Path) {
 }
 
 /// Prints the sending host's TCP loss recovery during the throughput runs (to stderr, with
-/// the GE counters above): retransmitted segments, tail loss probes, timeouts, spurious
-/// retransmissions seen through DSACK.
+/// the GE counters above): retransmitted segments, tail loss probes, timeouts, and what shows a
+/// retransmission to have been needless: reordering the sender detected (SACK) and retransmitted
+/// segments the receiver reported as duplicates (DSACK). On this machine's veth links plain
+/// forwarding reorders too (a sender or a verdict moving between vCPUs queues packets on
+/// another CPU's backlog), and nearly every retransmission there is a DSACKed one.
 fn report_sender_tcp(name: &str, lab: &Lab) {
     let Ok(ns) = namespace(lab, "a") else { return };
     let Ok(text) = output(Command::new("ip").args(["netns", "exec", ns, "nstat", "-az"]), None) else { return };
-    let wanted =
-        ["TcpRetransSegs", "TcpExtTCPLossProbes", "TcpExtTCPTimeouts", "TcpExtTCPDSACKRecv", "TcpExtTCPSpuriousRTOs"];
+    let wanted = [
+        "TcpRetransSegs",
+        "TcpExtTCPLossProbes",
+        "TcpExtTCPTimeouts",
+        "TcpExtTCPSACKReorder",
+        "TcpExtTCPDSACKRecv",
+        "TcpExtTCPDSACKRecvSegs",
+        "TcpExtTCPSpuriousRTOs",
+    ];
     let fields: Vec<String> = text
         .lines()
         .filter_map(|l| {
