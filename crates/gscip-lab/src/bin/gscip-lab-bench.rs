@@ -951,19 +951,20 @@ struct PairedFigures {
     rtt_us: Vec<f64>,
 }
 
-/// The floor's lab and GSCIP's (AES, every GE closed) stand side by side on `topo`, and runs
-/// of [`FIRST_BYTE_CONNECTIONS`] new connections alternate between them, the order swapped
-/// every round: both meet the machine in the same minute, which the separate runs above
-/// cannot promise (their first-byte figures move by hundreds of µs between minutes).
-fn measure_paired(topo: Topo, rounds: usize) -> Res<PairedFigures> {
-    let (floor, gscip, tags) = match topo {
-        Topo::Hosts => ("nfqueue-floor", "gscip-aes", ["pfl", "pgs"]),
-        Topo::Gateways => ("gw-nfqueue-floor", "gw-gscip-aes", ["qfl", "qgs"]),
-    };
+/// The paths measured in pairs: the floor's and GSCIP AES's (every GE closed) on each topology,
+/// with the tags that name their labs.
+const PAIRED_PATHS: [(&str, &str, [&str; 2]); 2] =
+    [("nfqueue-floor", "gscip-aes", ["pfl", "pgs"]), ("gw-nfqueue-floor", "gw-gscip-aes", ["qfl", "qgs"])];
+
+/// The floor's lab and GSCIP's stand side by side, and runs of [`FIRST_BYTE_CONNECTIONS`] new
+/// connections alternate between them, the order swapped every round: both meet the machine
+/// in the same minute, which the separate runs above cannot promise (their first-byte figures
+/// move by hundreds of µs between minutes).
+fn measure_paired(floor: &str, gscip: &str, tags: [&str; 2], rounds: usize) -> Res<PairedFigures> {
     let spec = |name: &str| SPECS.iter().find(|s| s.name == name).ok_or_else(|| format!("no path {name}"));
-    let stands =
-        [Stand::up(spec(floor)?, &format!("bn{}", tags[0]))?, Stand::up(spec(gscip)?, &format!("bn{}", tags[1]))?];
-    let dst = topo.destination();
+    let (floor, gscip) = (spec(floor)?, spec(gscip)?);
+    let stands = [Stand::up(floor, &format!("bn{}", tags[0]))?, Stand::up(gscip, &format!("bn{}", tags[1]))?];
+    let dst = gscip.topo.destination();
     let _echo = [stands[0].echo(dst)?, stands[1].echo(dst)?];
     let mut f = PairedFigures::default();
     for round in 0..rounds {
@@ -1213,9 +1214,9 @@ fn main() {
     };
     let mut paired: Vec<(&str, PairedFigures)> = Vec::new();
     if only.as_ref().is_none_or(|o| o.iter().any(|n| n == "paired")) {
-        for (topo, name) in [(Topo::Hosts, "gscip-aes"), (Topo::Gateways, "gw-gscip-aes")] {
+        for (floor, name, tags) in PAIRED_PATHS {
             eprintln!("gscip-lab-bench: {name} against the floor, paired ({} s so far)", started.elapsed().as_secs());
-            match measure_paired(topo, PAIRED_ROUNDS) {
+            match measure_paired(floor, name, tags, PAIRED_ROUNDS) {
                 Ok(p) => paired.push((name, p)),
                 Err(e) => {
                     eprintln!("gscip-lab-bench: {name}: paired first byte not measured: {e}");
