@@ -761,6 +761,10 @@ impl Engine {
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
+    /// Whether [`Engine::poll_event`] has something to give.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
     /// When [`Engine::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         self.timers.peek().map(|Reverse((t, _))| *t)

@@ -15,7 +15,8 @@
 //! namespace and the tool prints the median connection's timeline: every packet as each node's
 //! interfaces meet it (DPRP messages by type), with the time since the first and since the line
 //! before, so a daemon's residence time is the gap between a packet arriving at its node and
-//! leaving it. The capture costs CPU itself (one `tcpdump` per node on the lab's CPUs): compare
+//! leaving it; then the same steps with each gap's median and quartiles over all connections
+//! (one connection is one draw; compare runs by these). The capture costs CPU itself (one `tcpdump` per node on the lab's CPUs): compare
 //! timelines with timelines, and take the figures from a run without it. Needs root, python3
 //! and, for `--capture`, tcpdump; cleans up after itself. `--config` appends a line to every
 //! daemon's configuration, for A/B runs (e.g. `--config 'path_key_lifetime_s = 0'`).
@@ -257,6 +258,10 @@ fn run(o: &Options) -> Result<(), String> {
                     prev = p.at_ns;
                 }
             }
+            _ => {}
+        }
+        match bursts.get(median) {
+            Some(b) if bursts.len() == o.n => print_steps(b, &bursts),
             _ => {
                 println!("\nthe capture has {} bursts for {} connections: no timeline", bursts.len(), o.n);
                 for b in &bursts {
@@ -269,4 +274,62 @@ fn run(o: &Options) -> Result<(), String> {
     drop(lab);
     let _ = std::fs::remove_dir_all(&work);
     Ok(())
+}
+
+/// What names a packet's meeting with a node across connections: the node, the DPRP message
+/// type or the TCP flags, and the interface and direction ("r MPIT eth0 In", "b [S.] eth0 Out").
+fn step_key(p: &Seen) -> String {
+    let words: Vec<&str> = p.line.split_whitespace().collect();
+    let flags = p.line.split("Flags ").nth(1).and_then(|f| f.split(',').next()).unwrap_or("");
+    match words.as_slice() {
+        [kind @ ("DDE" | "RGI" | "MPIT" | "CDN" | "?"), iface, dir, ..] => format!("{} {kind} {iface} {dir}", p.node),
+        [iface, dir, ..] => format!("{} {flags} {iface} {dir}", p.node),
+        _ => p.node.clone(),
+    }
+}
+
+/// The median connection's steps again, each with the median (and quartiles) over all
+/// connections of the time from the step before: one connection's timeline is one draw, these
+/// are the figures to compare runs by. A step counts a packet's first meeting with that node in
+/// that direction; connections that lack either step of a pair are left out of its figure.
+fn print_steps(median: &[Seen], all: &[&[Seen]]) {
+    use std::collections::HashMap;
+    let firsts = |b: &[Seen]| {
+        let mut m: HashMap<String, u128> = HashMap::new();
+        for p in b {
+            m.entry(step_key(p)).or_insert(p.at_ns);
+        }
+        m
+    };
+    let per_connection: Vec<HashMap<String, u128>> = all.iter().map(|b| firsts(b)).collect();
+    let mut order: Vec<String> = Vec::new();
+    for p in median {
+        let k = step_key(p);
+        if !order.contains(&k) {
+            order.push(k);
+        }
+    }
+    println!(
+        "\nthe same steps over all {} connections: the sum of the medians so far, the median gap from the step before (quartiles), how many connections had both",
+        all.len()
+    );
+    let quartiles = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let q = |f: f64| v[((v.len() - 1) as f64 * f).round() as usize];
+        (q(0.5), q(0.25), q(0.75))
+    };
+    let mut since_first = 0.0;
+    for pair in order.windows(2) {
+        let gaps: Vec<f64> = per_connection
+            .iter()
+            .filter_map(|c| Some((*c.get(&pair[1])? as f64 - *c.get(&pair[0])? as f64) / 1e3))
+            .collect();
+        if gaps.is_empty() {
+            continue;
+        }
+        let n = gaps.len();
+        let (m, q1, q3) = quartiles(gaps);
+        since_first += m;
+        println!("{since_first:>8.1} {m:>+8.1} ({q1:>6.1} / {q3:>6.1}, n {n:>3})  {}", pair[1]);
+    }
 }

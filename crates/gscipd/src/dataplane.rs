@@ -19,9 +19,12 @@
 //!
 //! Each turn of the loop takes up to [`crate::nfqueue::BATCH`] packets from each queue in one
 //! receive, hands them to the engine one by one (into one reused buffer), and sends their
-//! verdicts in one datagram per queue. When nothing is queued it blocks in `poll()` on the
-//! queues' sockets, the control socket and the GMS link's wake-up socket until the engine's next
-//! timer.
+//! verdicts in one datagram per queue. A turn that leaves work that can wait (a CDN to send,
+//! log lines to write) looks at the queues once more first: a verdict often provokes a packet
+//! at once (a SYN delivered to this host answers with its SYN-ACK within the verdict's system
+//! call; a SYN waits behind the MPIT it follows), and that packet goes first. When nothing is
+//! queued the loop blocks in `poll()` on the queues' sockets, the control socket and the GMS
+//! link's wake-up socket until the engine's next timer.
 
 use crate::link::LinkSender;
 use crate::nfqueue::{Queue, Verdict as NfVerdict};
@@ -176,26 +179,7 @@ impl Dataplane {
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), DaemonError> {
         let queue_fds: Vec<i32> = self.queues.iter().map(|q| q.raw_fd()).collect();
         while !stop.load(Ordering::Relaxed) {
-            let mut busy = false;
-            for qi in 0..self.queues.len() {
-                match self.queues[qi].recv_batch() {
-                    Ok(_) => {
-                        busy = true;
-                        for k in 0..self.queues[qi].packets().len() {
-                            let p = self.queues[qi].packets()[k];
-                            self.handle(qi, &p)?;
-                            // In the engine's order: a held packet released by this packet
-                            // (behind the MPIT it sends) goes out before the packets after it.
-                            self.transmit()?;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                        tracing::warn!("the NFQUEUE socket overflowed: the kernel dropped packets (fail-closed)");
-                    }
-                    Err(e) => return Err(DaemonError::Netfilter(format!("receiving from NFQUEUE: {e}"))),
-                }
-            }
+            let mut busy = self.receive_pass()?;
             let t = now();
             if self.engine.poll_timeout().is_some_and(|at| at <= t) {
                 self.engine.handle_timeout(t);
@@ -204,14 +188,14 @@ impl Dataplane {
             self.apply_updates();
             // What the engine sends and the verdicts first, the log after: a held packet's
             // release does not wait for a log line.
-            self.transmit()?;
-            let mut refused = 0;
-            for q in &mut self.queues {
-                q.flush().map_err(|e| DaemonError::Netfilter(format!("verdicts: {e}")))?;
-                refused += q.take_errors();
-            }
-            if refused > 0 {
-                tracing::warn!(refused, "the kernel refused verdicts");
+            self.send_verdicts()?;
+            if busy && (!self.deferred.is_empty() || self.engine.has_events()) {
+                // A verdict may have provoked a packet at once (the SYN-ACK of a SYN just
+                // delivered to this host, a SYN queued behind the MPIT it waited for): it goes
+                // before the work that can wait (a CDN, the log lines), one pass more.
+                if self.receive_pass()? {
+                    self.send_verdicts()?;
+                }
             }
             let mut deferred = std::mem::take(&mut self.deferred);
             for packet in deferred.drain(..) {
@@ -268,6 +252,46 @@ impl Dataplane {
         }
         for q in &mut self.queues {
             let _ = q.flush();
+        }
+        Ok(())
+    }
+
+    /// Takes what each queue holds (up to a batch) and hands it to the engine; says whether
+    /// there was anything.
+    fn receive_pass(&mut self) -> Result<bool, DaemonError> {
+        let mut busy = false;
+        for qi in 0..self.queues.len() {
+            match self.queues[qi].recv_batch() {
+                Ok(_) => {
+                    busy = true;
+                    for k in 0..self.queues[qi].packets().len() {
+                        let p = self.queues[qi].packets()[k];
+                        self.handle(qi, &p)?;
+                        // In the engine's order: a held packet released by this packet
+                        // (behind the MPIT it sends) goes out before the packets after it.
+                        self.transmit()?;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    tracing::warn!("the NFQUEUE socket overflowed: the kernel dropped packets (fail-closed)");
+                }
+                Err(e) => return Err(DaemonError::Netfilter(format!("receiving from NFQUEUE: {e}"))),
+            }
+        }
+        Ok(busy)
+    }
+
+    /// Sends what the engine wants sent and the verdicts given so far.
+    fn send_verdicts(&mut self) -> Result<(), DaemonError> {
+        self.transmit()?;
+        let mut refused = 0;
+        for q in &mut self.queues {
+            q.flush().map_err(|e| DaemonError::Netfilter(format!("verdicts: {e}")))?;
+            refused += q.take_errors();
+        }
+        if refused > 0 {
+            tracing::warn!(refused, "the kernel refused verdicts");
         }
         Ok(())
     }
