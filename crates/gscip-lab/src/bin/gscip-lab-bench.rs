@@ -22,7 +22,9 @@
 //! GEN daemon's memory growth per flow. And **paired**: what DPRP adds to a new flow's first
 //! byte, on each path, with the floor's lab and GSCIP AES's lab standing side by side and runs of
 //! new connections alternating between them (9 rounds), against the mark of 1 RTT (ping A — B
-//! in the same rounds) + 200 µs.
+//! in the same rounds) + 200 µs; on A — R — B a boringtun lab stands beside them, and each round
+//! also times the first connection through a boringtun tunnel brought up fresh for it
+//! (handshake included): a new GSCIP flow against a fresh WireGuard tunnel in the same minutes.
 //!
 //! Figures: single-stream TCP throughput and UDP packet rate (iperf3), both also with
 //! segmentation offloads off on every lab link, CPU seconds of the whole machine per GB of TCP
@@ -949,33 +951,96 @@ struct PairedFigures {
     added_us: Vec<f64>,
     /// Each round's ping round trip A — B, µs (the floor queues no echo: the kernel's RTT).
     rtt_us: Vec<f64>,
+    /// Each round's GSCIP first byte (median of the round's connections), µs.
+    gscip_us: Vec<f64>,
+    /// Where a fresh tunnel stands beside them: each round's first connection through a
+    /// tunnel brought up fresh for it (handshake included), µs.
+    fresh_us: Vec<f64>,
 }
 
-/// The paths measured in pairs: the floor's and GSCIP AES's (every GE closed) on each topology,
-/// with the tags that name their labs.
-const PAIRED_PATHS: [(&str, &str, [&str; 2]); 2] =
-    [("nfqueue-floor", "gscip-aes", ["pfl", "pgs"]), ("gw-nfqueue-floor", "gw-gscip-aes", ["qfl", "qgs"])];
+/// One paired comparison: the floor's path and GSCIP AES's (every GE closed), the tags that
+/// name their labs, and on the hosts path the tunnel whose fresh first connection stands beside
+/// them (the faster WireGuard in every run so far), with its lab's tag.
+struct PairedPath {
+    floor: &'static str,
+    gscip: &'static str,
+    tags: [&'static str; 2],
+    fresh: Option<(&'static str, &'static str)>,
+}
+
+const PAIRED_PATHS: [PairedPath; 2] = [
+    PairedPath { floor: "nfqueue-floor", gscip: "gscip-aes", tags: ["pfl", "pgs"], fresh: Some(("boringtun", "pbt")) },
+    PairedPath { floor: "gw-nfqueue-floor", gscip: "gw-gscip-aes", tags: ["qfl", "qgs"], fresh: None },
+];
 
 /// The floor's lab and GSCIP's stand side by side, and runs of [`FIRST_BYTE_CONNECTIONS`] new
 /// connections alternate between them, the order swapped every round: both meet the machine
 /// in the same minute, which the separate runs above cannot promise (their first-byte figures
 /// move by hundreds of µs between minutes).
-fn measure_paired(floor: &str, gscip: &str, tags: [&str; 2], rounds: usize) -> Res<PairedFigures> {
+///
+/// With a fresh tunnel, its lab stands beside them too, and each round also brings a tunnel up
+/// fresh and times the first connection through it (handshake included), between the other
+/// two or first: a new GSCIP flow against a fresh WireGuard tunnel in the same minute. Its
+/// failures are reported and leave its figure out, not the floor's pairing.
+fn measure_paired(paired: &PairedPath, rounds: usize) -> Res<PairedFigures> {
     let spec = |name: &str| SPECS.iter().find(|s| s.name == name).ok_or_else(|| format!("no path {name}"));
-    let (floor, gscip) = (spec(floor)?, spec(gscip)?);
+    let (floor, gscip) = (spec(paired.floor)?, spec(paired.gscip)?);
+    let tags = paired.tags;
     let stands = [Stand::up(floor, &format!("bn{}", tags[0]))?, Stand::up(gscip, &format!("bn{}", tags[1]))?];
     let dst = gscip.topo.destination();
     let _echo = [stands[0].echo(dst)?, stands[1].echo(dst)?];
+    let fresh = match paired.fresh {
+        Some((name, tag)) => {
+            let spec = spec(name)?;
+            let tunnel = spec.tunnel.ok_or_else(|| format!("{name} is not a tunnel"))?;
+            let stand = Stand::up(spec, &format!("bn{tag}"))?;
+            // The tunnel's address comes and goes with it.
+            let echo = stand.echo("0.0.0.0")?;
+            Some((name, tunnel, stand, echo))
+        }
+        None => None,
+    };
     let mut f = PairedFigures::default();
     for round in 0..rounds {
         let mut us = [f64::NAN; 2];
-        for k in [round % 2, 1 - round % 2] {
+        let order = [round % 2, 1 - round % 2];
+        for (i, k) in order.into_iter().enumerate() {
+            if let Some((name, tunnel, stand, _)) = &fresh {
+                // First, between or last, round by round.
+                if i == round % 3 {
+                    f.fresh_us.push(fresh_first_byte(stand, *tunnel, round).unwrap_or_else(|e| {
+                        eprintln!("  {name}: fresh tunnel, paired: {e}");
+                        f64::NAN
+                    }));
+                }
+            }
             us[k] = first_byte(&stands[k].lab, &stands[k].work.0, dst, FIRST_BYTE_CONNECTIONS, 5)?;
         }
+        if let Some((name, tunnel, stand, _)) = &fresh {
+            if round % 3 == 2 {
+                f.fresh_us.push(fresh_first_byte(stand, *tunnel, round).unwrap_or_else(|e| {
+                    eprintln!("  {name}: fresh tunnel, paired: {e}");
+                    f64::NAN
+                }));
+            }
+        }
         f.added_us.push(us[1] - us[0]);
+        f.gscip_us.push(us[1]);
         f.rtt_us.push(ping_rtt_us(&stands[0].lab, dst)?);
     }
     Ok(f)
+}
+
+/// Brings `tunnel` up fresh on `stand`'s lab (no handshake yet), times the first byte of the
+/// first connection through it, and takes it down.
+fn fresh_first_byte(stand: &Stand, tunnel: Tunnel, n: usize) -> Res<f64> {
+    let up = tunnel.up(&stand.lab, &stand.prefix, &stand.work.0, n)?;
+    if let Up::WireGuard(wg) = &up {
+        if wg.handshaken() {
+            return Err("a handshake before the first packet".into());
+        }
+    }
+    first_byte(&stand.lab, &stand.work.0, tunnel.destination(), 1, 10)
 }
 
 /// The average round trip of 20 pings from A to `dst`, µs.
@@ -1212,12 +1277,13 @@ fn main() {
     } else {
         None
     };
-    let mut paired: Vec<(&str, PairedFigures)> = Vec::new();
+    let mut paired: Vec<(&str, Option<&str>, PairedFigures)> = Vec::new();
     if only.as_ref().is_none_or(|o| o.iter().any(|n| n == "paired")) {
-        for (floor, name, tags) in PAIRED_PATHS {
+        for p in &PAIRED_PATHS {
+            let name = p.gscip;
             eprintln!("gscip-lab-bench: {name} against the floor, paired ({} s so far)", started.elapsed().as_secs());
-            match measure_paired(floor, name, tags, PAIRED_ROUNDS) {
-                Ok(p) => paired.push((name, p)),
+            match measure_paired(p, PAIRED_ROUNDS) {
+                Ok(f) => paired.push((name, p.fresh.map(|(tunnel, _)| tunnel), f)),
                 Err(e) => {
                     eprintln!("gscip-lab-bench: {name}: paired first byte not measured: {e}");
                     failed = true;
@@ -1297,9 +1363,23 @@ fn main() {
              the mark is 1 RTT (ping A — B, same rounds) + 200 µs\n"
         );
         println!("{:<17} {:>26} {:>10} {:>10}", "path", "added µs", "RTT µs", "mark µs");
-        for (name, p) in &paired {
+        for (name, _, p) in &paired {
             let rtt = stats(&p.rtt_us).1;
             println!("{name:<17} {} {:>10} {:>10}", three(&p.added_us, 0), num(rtt, 0), num(rtt + 200.0, 0));
+        }
+        for (name, fresh, f) in &paired {
+            let Some(tunnel) = fresh else { continue };
+            let (gscip, fresh) = (stats(&f.gscip_us).1, stats(&f.fresh_us).1);
+            let fresh_n = f.fresh_us.iter().filter(|v| v.is_finite()).count();
+            println!(
+                "a new {name} flow against the first connection through a fresh {tunnel} tunnel (handshake \
+                 included), the same rounds: {} against {} µs (medians; {tunnel}: {} / {} / {}, {fresh_n} tunnels)",
+                num(gscip, 0),
+                num(fresh, 0),
+                num(stats(&f.fresh_us).0, 0),
+                num(fresh, 0),
+                num(stats(&f.fresh_us).2, 0)
+            );
         }
     }
     if let Some(f) = get("strongswan") {
@@ -1401,7 +1481,7 @@ fn main() {
             }
         }
     }
-    for (name, p) in &paired {
+    for (name, _, p) in &paired {
         let (added, rtt) = (stats(&p.added_us).1, stats(&p.rtt_us).1);
         if added.is_finite() && rtt.is_finite() {
             row(
@@ -1411,6 +1491,20 @@ fn main() {
                 added,
                 "mark: 1 RTT + 200 us (ping RTT of the same rounds)",
                 rtt + 200.0,
+            );
+        }
+    }
+    for (name, fresh, f) in &paired {
+        let Some(tunnel) = fresh else { continue };
+        let (gscip, fresh) = (stats(&f.gscip_us).1, stats(&f.fresh_us).1);
+        if gscip.is_finite() && fresh.is_finite() {
+            row(
+                "time to the first byte of a new flow (paired with a fresh tunnel's first connection, same rounds)",
+                "us",
+                name,
+                gscip,
+                &format!("{tunnel}, first connection through a fresh tunnel (handshake included)"),
+                fresh,
             );
         }
     }
