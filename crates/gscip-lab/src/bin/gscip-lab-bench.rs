@@ -979,8 +979,9 @@ const PAIRED_PATHS: [PairedPath; 2] = [
 /// move by hundreds of µs between minutes).
 ///
 /// With a fresh tunnel, its lab stands beside them too, and each round also brings a tunnel up
-/// fresh and times the first connection through it (handshake included), between the other
-/// two or first: a new GSCIP flow against a fresh WireGuard tunnel in the same minute. Its
+/// fresh and times the first connection through it (handshake included), before, between or
+/// after the other two in turn: a new GSCIP flow against a fresh WireGuard tunnel in the same
+/// minute. Its
 /// failures are reported and leave its figure out, not the floor's pairing.
 fn measure_paired(paired: &PairedPath, rounds: usize) -> Res<PairedFigures> {
     let spec = |name: &str| SPECS.iter().find(|s| s.name == name).ok_or_else(|| format!("no path {name}"));
@@ -1004,24 +1005,16 @@ fn measure_paired(paired: &PairedPath, rounds: usize) -> Res<PairedFigures> {
     for round in 0..rounds {
         let mut us = [f64::NAN; 2];
         let order = [round % 2, 1 - round % 2];
-        for (i, k) in order.into_iter().enumerate() {
-            if let Some((name, tunnel, stand, _)) = &fresh {
-                // First, between or last, round by round.
-                if i == round % 3 {
-                    f.fresh_us.push(fresh_first_byte(stand, *tunnel, round).unwrap_or_else(|e| {
-                        eprintln!("  {name}: fresh tunnel, paired: {e}");
-                        f64::NAN
-                    }));
-                }
-            }
-            us[k] = first_byte(&stands[k].lab, &stands[k].work.0, dst, FIRST_BYTE_CONNECTIONS, 5)?;
-        }
-        if let Some((name, tunnel, stand, _)) = &fresh {
-            if round % 3 == 2 {
+        // The fresh tunnel first, between the other two or last, round by round.
+        for slot in 0..3 {
+            if let Some((name, tunnel, stand, _)) = fresh.as_ref().filter(|_| slot == round % 3) {
                 f.fresh_us.push(fresh_first_byte(stand, *tunnel, round).unwrap_or_else(|e| {
                     eprintln!("  {name}: fresh tunnel, paired: {e}");
                     f64::NAN
                 }));
+            }
+            if let Some(&k) = order.get(slot) {
+                us[k] = first_byte(&stands[k].lab, &stands[k].work.0, dst, FIRST_BYTE_CONNECTIONS, 5)?;
             }
         }
         f.added_us.push(us[1] - us[0]);
