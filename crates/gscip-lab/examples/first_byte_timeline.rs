@@ -16,9 +16,10 @@
 //! interfaces meet it (DPRP messages by type), with the time since the first and since the line
 //! before, so a daemon's residence time is the gap between a packet arriving at its node and
 //! leaving it; then the same steps with each gap's median and quartiles over all connections
-//! (one connection is one draw; compare runs by these). The capture costs CPU itself (one `tcpdump` per node on the lab's CPUs): compare
-//! timelines with timelines, and take the figures from a run without it. Needs root, python3
-//! and, for `--capture`, tcpdump; cleans up after itself. `--config` appends a line to every
+//! (one connection is one draw; compare runs by these). The capture costs CPU itself (one
+//! `tcpdump` per node on the lab's CPUs): compare timelines with timelines, and take the
+//! figures from a run without it. Needs root, python3 and, for `--capture`, tcpdump; cleans
+//! up after itself. `--config` appends a line to every
 //! daemon's configuration, for A/B runs (e.g. `--config 'path_key_lifetime_s = 0'`).
 
 use gscip_lab::load::{
@@ -257,11 +258,8 @@ fn run(o: &Options) -> Result<(), String> {
                     );
                     prev = p.at_ns;
                 }
+                print_steps(b, &bursts);
             }
-            _ => {}
-        }
-        match bursts.get(median) {
-            Some(b) if bursts.len() == o.n => print_steps(b, &bursts),
             _ => {
                 println!("\nthe capture has {} bursts for {} connections: no timeline", bursts.len(), o.n);
                 for b in &bursts {
