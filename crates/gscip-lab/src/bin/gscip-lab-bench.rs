@@ -1362,16 +1362,16 @@ fn main() {
         }
         for (name, fresh, f) in &paired {
             let Some(tunnel) = fresh else { continue };
-            let (gscip, fresh) = (stats(&f.gscip_us).1, stats(&f.fresh_us).1);
+            let (gscip, (lo, fresh, hi)) = (stats(&f.gscip_us).1, stats(&f.fresh_us));
             let fresh_n = f.fresh_us.iter().filter(|v| v.is_finite()).count();
             println!(
                 "a new {name} flow against the first connection through a fresh {tunnel} tunnel (handshake \
                  included), the same rounds: {} against {} µs (medians; {tunnel}: {} / {} / {}, {fresh_n} tunnels)",
                 num(gscip, 0),
                 num(fresh, 0),
-                num(stats(&f.fresh_us).0, 0),
+                num(lo, 0),
                 num(fresh, 0),
-                num(stats(&f.fresh_us).2, 0)
+                num(hi, 0)
             );
         }
     }
