@@ -39,8 +39,8 @@
 //! wireguard-go and boringtun and strongSwan, and writes `target/bench/lab.json`
 //! (`[{"name", "value", "unit", "baseline", "baseline_value", "ratio"}]`).
 //!
-//! Environment: `BENCH_RUNS` (3), `BENCH_SECONDS` (5 per iperf3 TCP run; UDP runs take at most
-//! 3), `BENCH_LAB_PATHS` (a
+//! Environment: `BENCH_RUNS` (3), `BENCH_SECONDS` (4 per iperf3 TCP run; UDP runs take at most
+//! 2), `BENCH_LAB_PATHS` (a
 //! comma-separated subset of the path names above, `flows` and `paired`, for a quick check), `BORINGTUN` (the
 //! `boringtun-cli` binary; else `target/tools/bin/boringtun-cli`, else `PATH`). Exits 1 when a
 //! path could not be measured (its figures are null), 2 when the lab cannot run at all.
@@ -525,7 +525,7 @@ fn machine_cpu_seconds() -> f64 {
 }
 
 /// The longest UDP packet-rate run, seconds.
-const UDP_SECONDS_MAX: u32 = 3;
+const UDP_SECONDS_MAX: u32 = 2;
 
 /// TCP and UDP runs through the path, into `tcp`, `udp` and (if given) `cpu`.
 fn throughput(
@@ -547,8 +547,8 @@ fn throughput(
             let gb = r["end"]["sum_received"]["bytes"].as_f64().unwrap_or(f64::NAN) / 1e9;
             cpu.push(if gb > 0.0 { (c1 - c0) / gb } else { f64::NAN });
         }
-        // The packet rate settles within a second: 3 s (at most) keep the whole bench under
-        // 20 minutes.
+        // The packet rate settles within a second: 2 s (at most) keep the whole bench, built
+        // from a fresh clone, under 20 minutes.
         let udp_secs = secs.min(UDP_SECONDS_MAX);
         let r = iperf(lab, udp_secs, &["-c", dst, "-t", &udp_secs.to_string(), "-u", "-b", "0", "-l", "64", "-J"]);
         let pk = r["end"]["sum"]["packets"].as_f64().unwrap_or(f64::NAN);
@@ -886,7 +886,7 @@ fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
         std::thread::sleep(Duration::from_millis(300));
         throughput(lab, dst, runs, secs, &mut f.tcp_gbps, &mut f.udp_kpps, Some(&mut f.cpu_s_per_gb));
         if stand.daemons.is_some() && !spec.daemon_args.contains(&"--accept-only") {
-            report_unit_counters(spec.name, s, &work.0);
+            report_counters(spec.name, s, &work.0, &UNIT_COUNTERS);
         }
         // Every path's: the lab's veth links reorder on their own (below), so GSCIP's figures
         // are read against the others'.
@@ -902,7 +902,8 @@ fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
     let _echo = stand.echo(if spec.tunnel.is_some() { "0.0.0.0" } else { dst })?;
     let pids = stand.daemon_pids();
     let daemons_cpu_ns = || pids.iter().filter_map(|&p| cpu_ns(p)).sum::<u64>();
-    for _ in 0..runs {
+    let gscip = stand.daemons.is_some() && !spec.daemon_args.contains(&"--accept-only");
+    for run in 1..=runs {
         let c0 = daemons_cpu_ns();
         f.first_byte_us.push(first_byte(lab, &work.0, dst, FIRST_BYTE_CONNECTIONS, 5).unwrap_or_else(|e| {
             eprintln!("  {}: {e}", spec.name);
@@ -911,6 +912,9 @@ fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
         if !pids.is_empty() {
             let per = daemons_cpu_ns().saturating_sub(c0) as f64 / 1e3 / FIRST_BYTE_CONNECTIONS as f64;
             f.first_byte_cpu_us.push(per);
+        }
+        if gscip {
+            report_counters(&format!("{} after first-byte run {run}", spec.name), s, &work.0, &DPRP_COUNTERS);
         }
     }
     drop(tunnel);
@@ -1048,10 +1052,26 @@ fn ping_rtt_us(lab: &Lab, dst: &str) -> Res<f64> {
         .ok_or_else(|| format!("ping: unexpected output {out:?}"))
 }
 
-/// Prints what each GE did with units during the throughput runs (to stderr: a diagnosis of
-/// the figures, not a figure): how many flows switched to sealing segment by segment, units
-/// put together from pieces, pieces dropped, failures.
-fn report_unit_counters(name: &str, s: &Scenario, work: &Path) {
+/// What each GE did with units during the throughput runs (a diagnosis of the figures, not a
+/// figure): how many flows switched to sealing segment by segment, units put together from
+/// pieces, pieces dropped, failures.
+const UNIT_COUNTERS: [&str; 5] =
+    ["flows_segmented", "units_reassembled", "pieces_dropped", "units_failed", "auth_failures"];
+
+/// What each GE's negotiations cost, counted since it started (after each first-byte run: a
+/// run whose flows check signatures where path keys would do shows here).
+const DPRP_COUNTERS: [&str; 7] = [
+    "negotiations_started",
+    "negotiations_failed",
+    "negotiations_marked",
+    "signatures_verified",
+    "macs_verified",
+    "path_keys_derived",
+    "agreements_ahead_used",
+];
+
+/// Prints the named counters of every GE of the path (to stderr, with `label`).
+fn report_counters(label: &str, s: &Scenario, work: &Path, fields: &[&str]) {
     for n in s.nodes.iter().filter(|n| n.kind.is_ge()) {
         let read = || -> std::io::Result<serde_json::Value> {
             let mut c = std::os::unix::net::UnixStream::connect(work.join(format!("{}.sock", n.name)))?;
@@ -1064,12 +1084,10 @@ fn report_unit_counters(name: &str, s: &Scenario, work: &Path) {
         match read() {
             Ok(v) => {
                 let c = &v["counters"];
-                let fields =
-                    ["flows_segmented", "units_reassembled", "pieces_dropped", "units_failed", "auth_failures"]
-                        .map(|k| format!("{k} {}", c[k]));
-                eprintln!("  {name}: {}: {}", n.name, fields.join(", "));
+                let fields: Vec<String> = fields.iter().map(|k| format!("{k} {}", c[*k])).collect();
+                eprintln!("  {label}: {}: {}", n.name, fields.join(", "));
             }
-            Err(e) => eprintln!("  {name}: {}: no status: {e}", n.name),
+            Err(e) => eprintln!("  {label}: {}: no status: {e}", n.name),
         }
     }
 }
@@ -1226,7 +1244,7 @@ fn value(name: &str, f: &Figures, m: Metric) -> f64 {
 
 fn main() {
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
-    let secs: u32 = std::env::var("BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5).max(1);
+    let secs: u32 = std::env::var("BENCH_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(4).max(1);
     let only: Option<Vec<String>> =
         std::env::var("BENCH_LAB_PATHS").ok().map(|v| v.split(',').map(|s| s.trim().to_owned()).collect());
     if let Err(e) = gscip_lab::check_environment() {
