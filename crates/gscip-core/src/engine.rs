@@ -323,6 +323,17 @@ struct NegKey {
     nonce: [u8; NONCE_LEN],
 }
 
+/// A CDN "complete" the end GE owes: what it signs and whom it MACs it for.
+#[derive(Debug)]
+struct DueCdn {
+    key: NegKey,
+    header: HeaderRepr,
+    confirmation: Chain,
+    /// The other GEs of the path (the MPIT's records' authors).
+    peers: Vec<String>,
+    at: Timestamp,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKey {
     Negotiation(NegKey),
@@ -432,6 +443,10 @@ pub struct Engine {
     pending_path_keys: VecDeque<PendingPathKey>,
     /// Negotiations whose pair agreement can be computed ahead ([`Engine::agree_ahead`]).
     pending_agreements: VecDeque<NegKey>,
+    /// CDNs this GE, the end GE, owes and has not made yet: made (signed) when the caller next
+    /// asks for everything ([`Engine::poll_transmit`]), not while the flow's first packet waits
+    /// behind the MPIT ([`Engine::poll_urgent_transmit`]).
+    due_cdns: VecDeque<DueCdn>,
     /// Hash of this GE's own certificate.
     own_certificate: Chain,
     /// Per destination: the GEs on the last path this GE negotiated toward it as initiator
@@ -587,6 +602,7 @@ impl Engine {
             path_keys,
             pending_path_keys: VecDeque::new(),
             pending_agreements: VecDeque::new(),
+            due_cdns: VecDeque::new(),
             own_certificate,
             path_hints: HashMap::new(),
             marked_toward: HashSet::new(),
@@ -755,8 +771,25 @@ impl Engine {
         Ok(())
     }
 
+    /// The next packet to send or verdict to give, in order; when nothing else is left, the
+    /// work that could wait (the end GE's CDNs, made now) comes last.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        if self.transmits.is_empty() && !self.due_cdns.is_empty() {
+            self.make_due_cdns();
+        }
         self.transmits.pop_front()
+    }
+    /// Like [`Engine::poll_transmit`], but leaves the work that can wait (the end GE's CDN,
+    /// a signature) for a later [`Engine::poll_transmit`]: a caller that gives verdicts in
+    /// batches takes transmits with this while it handles a batch, and with
+    /// [`Engine::poll_transmit`] once the batch's verdicts are out, so the flow's first packet,
+    /// queued right behind the MPIT, does not wait for the CDN's signature.
+    pub fn poll_urgent_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+    /// Whether CDNs are owed that [`Engine::poll_urgent_transmit`] left for later.
+    pub fn has_due_cdns(&self) -> bool {
+        !self.due_cdns.is_empty()
     }
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
@@ -2162,36 +2195,50 @@ impl Engine {
             return self.refuse(now, key, is_end);
         };
         if is_end {
-            let tbs = MessageRepr::cdn_to_be_signed(CdnStatus::Complete, &confirm);
-            let sig = self.identity.sign(&[&tbs]);
-            let me = self.name();
-            let macs = self.path_keys.macs_for(
-                now,
-                Self::unix_s(now),
-                records.iter().map(|r| r.certificate.name.as_str()).filter(|n| *n != me),
-                &[CDN_MAC_CONTEXT, &tbs],
-            );
-            let body = Body::Cdn {
-                status: CdnStatus::Complete,
-                confirmation: confirm,
-                signer: self.name().to_owned(),
-                signature: sig,
-                macs,
-            };
-            let cdn = self.emit_control(&h, body, h.cid.dst, h.cid.src);
             self.finalize(&h.cid);
             self.counters.negotiations_completed += 1;
-            // Keep the state until it expires so a retransmitted MPIT gets the CDN again.
+            // Keep the state until it expires so a retransmitted MPIT gets the CDN again, once
+            // made: the signature waits until the caller asks for what can wait, after the
+            // flow's first packet (right behind the MPIT) has had its verdict.
             if let Some(n) = self.negotiations.get_mut(&key) {
                 n.stage = Stage::AwaitCdn;
-                n.last_sent = cdn;
+                n.last_sent = None;
             }
+            let me = self.name();
+            let peers = records.iter().map(|r| r.certificate.name.clone()).filter(|n| n != me).collect();
+            self.due_cdns.push_back(DueCdn { key, header: h, confirmation: confirm, peers, at: now });
             return Verdict::Consumed;
         }
         if let Some(n) = self.negotiations.get_mut(&key) {
             n.stage = Stage::AwaitCdn;
         }
         Verdict::Accept
+    }
+
+    /// Makes (signs, MACs) and sends the CDNs this GE owes as end GE.
+    fn make_due_cdns(&mut self) {
+        while let Some(due) = self.due_cdns.pop_front() {
+            let tbs = MessageRepr::cdn_to_be_signed(CdnStatus::Complete, &due.confirmation);
+            let signature = self.identity.sign(&[&tbs]);
+            let macs = self.path_keys.macs_for(
+                due.at,
+                Self::unix_s(due.at),
+                due.peers.iter().map(String::as_str),
+                &[CDN_MAC_CONTEXT, &tbs],
+            );
+            let body = Body::Cdn {
+                status: CdnStatus::Complete,
+                confirmation: due.confirmation,
+                signer: self.name().to_owned(),
+                signature,
+                macs,
+            };
+            let (src, dst) = (due.header.cid.dst, due.header.cid.src);
+            let cdn = self.emit_control(&due.header, body, src, dst);
+            if let Some(n) = self.negotiations.get_mut(&due.key) {
+                n.last_sent = cdn;
+            }
+        }
     }
 
     /// This GE cannot accept the negotiation: fall back, and if it is the end, say so.

@@ -1035,6 +1035,52 @@ fn only_the_cdn_may_wait_for_the_verdicts() {
     assert!(seen.iter().all(|(m, _, d)| *d == (*m == Some(Cdn))), "{seen:?}");
 }
 
+#[test]
+fn the_end_ges_cdn_is_signed_after_the_first_packet_behind_the_mpit() {
+    // b takes what it must send with `poll_urgent_transmit` while it handles packets, as the
+    // daemon does within a batch: the MPIT's CDN is not made then, so the flow's first packet
+    // right behind the MPIT is opened before the CDN's signature; `poll_transmit` makes it.
+    let mut l = Line::new(vec![ges_a(Mode::Closed, &[1]), ges_b(Mode::Closed, &[1])]);
+    let now = Timestamp(l.now);
+    let mut p = udp(a_addr(), b_addr(), 5000, 53, b"first");
+    assert_eq!(l.engines[0].handle_packet(now, &mut p), Verdict::Held);
+    let mut dde = l.engines[0].poll_transmit().unwrap().packet;
+    l.engines[1].handle_packet(now, &mut dde);
+    let mut rgi = l.engines[1].poll_urgent_transmit().unwrap().packet;
+    assert_eq!(message_type(&rgi), Some(dprp::MessageType::Rgi));
+    l.engines[0].handle_packet(now, &mut rgi);
+    let from_a: Vec<_> = std::iter::from_fn(|| l.engines[0].poll_transmit()).collect();
+    assert_eq!(from_a.len(), 2, "the MPIT and the released packet");
+    let mpit = from_a[0].packet.clone();
+    assert_eq!(message_type(&mpit), Some(dprp::MessageType::Mpit));
+    let mut sealed = from_a[1].packet.clone();
+
+    assert_eq!(l.engines[1].handle_packet(now, &mut mpit.clone()), Verdict::Consumed);
+    assert!(l.engines[1].poll_urgent_transmit().is_none(), "no CDN while the batch is handled");
+    assert!(l.engines[1].has_due_cdns());
+    // The MPIT again (a retransmission) before the CDN is made: nothing is sent again (not
+    // the RGI, the message b sent before).
+    l.engines[1].handle_packet(now, &mut mpit.clone());
+    assert!(l.engines[1].poll_urgent_transmit().is_none(), "nothing resent");
+    assert_eq!(l.engines[1].handle_packet(now, &mut sealed), Verdict::Accept, "opened behind the MPIT");
+    assert!(sealed.windows(5).any(|w| w == b"first"));
+    assert!(l.engines[1].poll_urgent_transmit().is_none());
+
+    // After the verdicts: the CDN, once, and a's negotiation completes with it.
+    let cdns: Vec<_> = std::iter::from_fn(|| l.engines[1].poll_transmit()).collect();
+    assert_eq!(cdns.len(), 1);
+    assert!(!l.engines[1].has_due_cdns());
+    assert_eq!(message_type(&cdns[0].packet), Some(dprp::MessageType::Cdn));
+    assert!(cdns[0].deferrable);
+    l.engines[0].handle_packet(now, &mut cdns[0].packet.clone());
+    let c = l.engines[0].counters();
+    assert_eq!((c.negotiations_completed, c.negotiations_failed, c.auth_failures), (1, 0, 0), "{c:?}");
+    // A retransmitted MPIT now gets the same CDN again.
+    l.engines[1].handle_packet(now, &mut mpit.clone());
+    let again = l.engines[1].poll_urgent_transmit().expect("the CDN again");
+    assert_eq!(again.packet, cdns[0].packet);
+}
+
 // ----- units cut into segments (GSO) ------------------------------------------------------
 
 fn tcp_at(seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {

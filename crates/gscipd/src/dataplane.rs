@@ -19,8 +19,10 @@
 //!
 //! Each turn of the loop takes up to [`crate::nfqueue::BATCH`] packets from each queue in one
 //! receive, hands them to the engine one by one (into one reused buffer), and sends their
-//! verdicts in one datagram per queue. A turn that leaves work that can wait (a CDN to send,
-//! log lines to write) looks at the queues once more first: a verdict often provokes a packet
+//! verdicts in one datagram per queue. Work that can wait comes after the verdicts: the end
+//! GE's CDN is signed and sent then, not while the flow's first packet waits behind the MPIT
+//! in the same turn. A turn that leaves such work (a CDN to sign and send, log lines to write)
+//! looks at the queues once more first: a verdict often provokes a packet
 //! at once (a SYN delivered to this host answers with its SYN-ACK within the verdict's system
 //! call; a SYN waits behind the MPIT it follows), and that packet goes first. When nothing is
 //! queued the loop blocks in `poll()` on the queues' sockets, the control socket and the GMS
@@ -37,6 +39,15 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Which of the engine's transmits [`Dataplane::transmit`] takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Urgent {
+    /// Only what must not wait (while a batch is handled and its verdicts given).
+    Only,
+    /// Everything, the work that could wait included (after the verdicts).
+    AndTheRest,
+}
 
 /// The caller's clock, as the core wants it: microseconds since the Unix epoch.
 pub fn now() -> Timestamp {
@@ -188,15 +199,17 @@ impl Dataplane {
             self.apply_updates();
             // What the engine sends and the verdicts first, the log after: a held packet's
             // release does not wait for a log line.
-            self.send_verdicts()?;
-            if busy && (!self.deferred.is_empty() || self.engine.has_events()) {
+            self.send_verdicts(Urgent::Only)?;
+            if busy && (!self.deferred.is_empty() || self.engine.has_due_cdns() || self.engine.has_events()) {
                 // A verdict may have provoked a packet at once (the SYN-ACK of a SYN just
                 // delivered to this host, a SYN queued behind the MPIT it waited for): it goes
                 // before the work that can wait (a CDN, the log lines), one pass more.
                 if self.receive_pass()? {
-                    self.send_verdicts()?;
+                    self.send_verdicts(Urgent::Only)?;
                 }
             }
+            // The CDNs owed, signed now that the verdicts are out.
+            self.send_verdicts(Urgent::AndTheRest)?;
             let mut deferred = std::mem::take(&mut self.deferred);
             for packet in deferred.drain(..) {
                 self.send_own(&packet);
@@ -269,7 +282,7 @@ impl Dataplane {
                         self.handle(qi, &p)?;
                         // In the engine's order: a held packet released by this packet
                         // (behind the MPIT it sends) goes out before the packets after it.
-                        self.transmit()?;
+                        self.transmit(Urgent::Only)?;
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -283,8 +296,8 @@ impl Dataplane {
     }
 
     /// Sends what the engine wants sent and the verdicts given so far.
-    fn send_verdicts(&mut self) -> Result<(), DaemonError> {
-        self.transmit()?;
+    fn send_verdicts(&mut self, urgent: Urgent) -> Result<(), DaemonError> {
+        self.transmit(urgent)?;
         let mut refused = 0;
         for q in &mut self.queues {
             q.flush().map_err(|e| DaemonError::Netfilter(format!("verdicts: {e}")))?;
@@ -382,8 +395,15 @@ impl Dataplane {
     }
 
     /// Sends what the engine wants sent: its own packets, and the verdicts of packets it held.
-    fn transmit(&mut self) -> Result<(), DaemonError> {
-        while let Some(t) = self.engine.poll_transmit() {
+    /// Gives the engine's verdicts and sends its packets; `Urgent::Only` leaves what can wait
+    /// (the end GE's CDN, still to be signed) in the engine, for after the verdicts.
+    fn transmit(&mut self, urgent: Urgent) -> Result<(), DaemonError> {
+        loop {
+            let next = match urgent {
+                Urgent::Only => self.engine.poll_urgent_transmit(),
+                Urgent::AndTheRest => self.engine.poll_transmit(),
+            };
+            let Some(t) = next else { break };
             match t.kind {
                 TransmitKind::Released => {
                     if let Some((qi, id)) = self.held.remove(&t.tag) {
