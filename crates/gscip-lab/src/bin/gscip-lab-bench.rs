@@ -875,6 +875,8 @@ fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
     if let Some(Up::StrongSwan(swan)) = &tunnel {
         swan.initiate()?;
     }
+    // GSCIP's daemons (not the floor's accept-only loops) have counters to report.
+    let gscip = stand.daemons.is_some() && !spec.daemon_args.contains(&"--accept-only");
     if !spec.first_byte_only {
         let server = Proc(vec![Command::new("ip")
             .args(["netns", "exec", &ns_b, "iperf3", "-s", "-B", dst])
@@ -885,7 +887,7 @@ fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
             .map_err(|e| format!("iperf3: {e}"))?]);
         std::thread::sleep(Duration::from_millis(300));
         throughput(lab, dst, runs, secs, &mut f.tcp_gbps, &mut f.udp_kpps, Some(&mut f.cpu_s_per_gb));
-        if stand.daemons.is_some() && !spec.daemon_args.contains(&"--accept-only") {
+        if gscip {
             report_counters(spec.name, s, &work.0, &UNIT_COUNTERS);
         }
         // Every path's: the lab's veth links reorder on their own (below), so GSCIP's figures
@@ -902,7 +904,6 @@ fn measure(spec: &Spec, runs: usize, secs: u32) -> Res<Figures> {
     let _echo = stand.echo(if spec.tunnel.is_some() { "0.0.0.0" } else { dst })?;
     let pids = stand.daemon_pids();
     let daemons_cpu_ns = || pids.iter().filter_map(|&p| cpu_ns(p)).sum::<u64>();
-    let gscip = stand.daemons.is_some() && !spec.daemon_args.contains(&"--accept-only");
     for run in 1..=runs {
         let c0 = daemons_cpu_ns();
         f.first_byte_us.push(first_byte(lab, &work.0, dst, FIRST_BYTE_CONNECTIONS, 5).unwrap_or_else(|e| {
