@@ -326,7 +326,6 @@ struct NegKey {
 /// A CDN "complete" the end GE owes: what it signs and whom it MACs it for.
 #[derive(Debug)]
 struct DueCdn {
-    key: NegKey,
     header: HeaderRepr,
     confirmation: Chain,
     /// The other GEs of the path (the MPIT's records' authors).
@@ -2206,7 +2205,7 @@ impl Engine {
             }
             let me = self.name();
             let peers = records.iter().map(|r| r.certificate.name.clone()).filter(|n| n != me).collect();
-            self.due_cdns.push_back(DueCdn { key, header: h, confirmation: confirm, peers, at: now });
+            self.due_cdns.push_back(DueCdn { header: h, confirmation: confirm, peers, at: now });
             return Verdict::Consumed;
         }
         if let Some(n) = self.negotiations.get_mut(&key) {
@@ -2235,7 +2234,8 @@ impl Engine {
             };
             let (src, dst) = (due.header.cid.dst, due.header.cid.src);
             let cdn = self.emit_control(&due.header, body, src, dst);
-            if let Some(n) = self.negotiations.get_mut(&due.key) {
+            let key = NegKey { cid: due.header.cid, nonce: due.header.nonce };
+            if let Some(n) = self.negotiations.get_mut(&key) {
                 n.last_sent = cdn;
             }
         }
