@@ -87,6 +87,11 @@ pub struct GeConfig {
     pub path_key_lifetime: Micros,
     /// Other GEs this GE keeps path keys with, at most.
     pub path_key_peers: usize,
+    /// The caller can let DDEs pass this GE unseen (a GEN's kernel rule): the engine then names
+    /// the destinations it would only pass DDEs toward ([`Engine::poll_dde_pass`]), joins their
+    /// negotiations at the RGI, and answers for a DDE it never saw when the destination's
+    /// "port unreachable" quotes it (`docs/dprp.md` section 13). Off by default.
+    pub kernel_dde_pass: bool,
 }
 
 impl Default for GeConfig {
@@ -112,6 +117,7 @@ impl Default for GeConfig {
             reassembly: ReassemblyLimits::default(),
             path_key_lifetime: Micros::from_secs(60),
             path_key_peers: 4096,
+            kernel_dde_pass: false,
         }
     }
 }
@@ -233,6 +239,18 @@ pub struct Transmit {
     pub deferrable: bool,
 }
 
+/// A change to the destinations toward which this GE lets DDEs pass unseen
+/// ([`GeConfig::kernel_dde_pass`], [`Engine::poll_dde_pass`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DdePass {
+    /// The DDE's destination (its CID's destination address).
+    pub addr: IpAddr,
+    /// `true`: DDEs toward `addr` may pass unseen for `GeConfig::ge_cache_ttl` from now (the
+    /// engine renews it while it keeps meeting negotiations toward `addr`); `false`: they must
+    /// come to the engine again, at once.
+    pub pass: bool,
+}
+
 /// Why a PIT entry went away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RemovalReason {
@@ -315,6 +333,12 @@ pub struct Counters {
     /// Pair sessions made with an agreement computed ahead, while waiting for the MPIT (the
     /// initiator's ephemeral key announced in its DDE).
     pub agreements_ahead_used: u64,
+    /// Negotiations this GE joined at the RGI, without having met their DDE (it passed in the
+    /// kernel: [`GeConfig::kernel_dde_pass`]; or took another route).
+    pub negotiations_joined_at_rgi: u64,
+    /// Negotiations this GE answered as end GE from a DDE quoted in the destination's "port
+    /// unreachable", having let that DDE pass unseen.
+    pub ddes_recovered_from_icmp: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -414,6 +438,15 @@ struct GeCacheEntry {
     expires: Timestamp,
 }
 
+/// A destination whose DDEs this GE let the caller pass unseen ([`DdePass`]).
+#[derive(Debug, Clone, Copy)]
+struct DdePassState {
+    /// When the pass was last announced (renewed).
+    announced: Timestamp,
+    /// Not withdrawn since.
+    live: bool,
+}
+
 /// The protocol engine of one GE.
 pub struct Engine {
     cfg: GeConfig,
@@ -451,6 +484,14 @@ pub struct Engine {
     /// Per destination: the GEs on the last path this GE negotiated toward it as initiator
     /// (the DDE's path hint).
     path_hints: HashMap<IpAddr, Vec<String>>,
+    /// Per flow source: the GEs on the last path this GE verified, in the middle, for a flow from
+    /// there: whom to MAC its record for when it joins a negotiation at the RGI (no DDE, so no
+    /// path hint).
+    source_hints: HashMap<IpAddr, Vec<String>>,
+    /// Destinations whose DDEs the caller may pass unseen ([`GeConfig::kernel_dde_pass`]).
+    dde_passes: HashMap<IpAddr, DdePassState>,
+    /// Changes to `dde_passes` the caller has not taken yet ([`Engine::poll_dde_pass`]).
+    dde_pass_changes: VecDeque<DdePass>,
     /// Destinations toward which a negotiation marked [`FLAG_PATH_KEYS`] is in flight (at
     /// most one each).
     marked_toward: HashSet<IpAddr>,
@@ -537,6 +578,9 @@ const PENDING_PATH_KEYS_MAX: usize = 256;
 const PENDING_AGREEMENTS_MAX: usize = 256;
 /// Destinations whose last path an initiator remembers for its path hints, at most.
 const PATH_HINTS_MAX: usize = 4096;
+/// Destinations whose DDEs pass unseen, and changes not yet taken, at most (the kernel's own
+/// list is smaller: xt_recent keeps 100 by default, dropping the oldest).
+const DDE_PASSES_MAX: usize = 4096;
 
 fn fill_random(rng: &mut dyn RngCore, out: &mut [u8]) {
     rng.fill_bytes(out);
@@ -604,6 +648,9 @@ impl Engine {
             due_cdns: VecDeque::new(),
             own_certificate,
             path_hints: HashMap::new(),
+            source_hints: HashMap::new(),
+            dde_passes: HashMap::new(),
+            dde_pass_changes: VecDeque::new(),
             marked_toward: HashSet::new(),
             path_keys_wanted: HashSet::new(),
             timers: BinaryHeap::new(),
@@ -797,6 +844,19 @@ impl Engine {
     pub fn has_events(&self) -> bool {
         !self.events.is_empty()
     }
+    /// The next change to the destinations whose DDEs the caller may let pass this GE unseen
+    /// ([`GeConfig::kernel_dde_pass`]; `docs/dprp.md` section 13). Take them all once a turn.
+    pub fn poll_dde_pass(&mut self) -> Option<DdePass> {
+        self.dde_pass_changes.pop_front()
+    }
+
+    /// Whether a DDE toward `dst` may pass this GE unseen now: what the caller's kernel list
+    /// holds once it has taken every change (for simulators and tests).
+    pub fn passes_dde_unseen(&self, now: Timestamp, dst: IpAddr) -> bool {
+        self.cfg.kernel_dde_pass
+            && self.dde_passes.get(&dst).is_some_and(|s| s.live && now - s.announced < self.cfg.ge_cache_ttl)
+    }
+
     /// When [`Engine::handle_timeout`] should next be called.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         self.timers.peek().map(|Reverse((t, _))| *t)
@@ -828,6 +888,49 @@ impl Engine {
             self.ge_cache.retain(|_, e| e.expires > now);
         }
         self.ge_cache.insert(a, GeCacheEntry { has_ge, expires: now + self.cfg.ge_cache_ttl });
+        self.note_dde_pass(now, a);
+    }
+
+    /// Announces (or renews, or withdraws) a DDE pass toward `a` according to whether this GE
+    /// would now only pass DDEs toward it ([`GeConfig::kernel_dde_pass`]).
+    fn note_dde_pass(&mut self, now: Timestamp, a: IpAddr) {
+        if !self.cfg.kernel_dde_pass {
+            return;
+        }
+        let pass = self.end_role(now, a) == EndRole::NotEnd;
+        let renew_after = Micros(self.cfg.ge_cache_ttl.0 / 4);
+        let state = self.dde_passes.get(&a).copied();
+        let announce = match (pass, state) {
+            (true, Some(s)) if s.live && now - s.announced < renew_after => return,
+            (true, _) => true,
+            (false, Some(s)) if s.live => false,
+            (false, _) => return,
+        };
+        if announce && state.is_none() && self.dde_passes.len() >= DDE_PASSES_MAX {
+            let window = self.dde_pass_window();
+            self.dde_passes.retain(|_, s| now - s.announced < window);
+            if self.dde_passes.len() >= DDE_PASSES_MAX {
+                return; // its DDEs keep coming to the engine, as without the pass
+            }
+        }
+        let announced = if announce { now } else { state.map_or(now, |s| s.announced) };
+        self.dde_passes.insert(a, DdePassState { announced, live: announce });
+        if self.dde_pass_changes.len() >= DDE_PASSES_MAX {
+            self.dde_pass_changes.pop_front();
+        }
+        self.dde_pass_changes.push_back(DdePass { addr: a, pass: announce });
+    }
+
+    /// How long after an announcement the caller may still pass a DDE unseen (its own timer
+    /// runs `ge_cache_ttl` from when it took the change), with a second's slack.
+    fn dde_pass_window(&self) -> Micros {
+        Micros(self.cfg.ge_cache_ttl.0.saturating_add(1_000_000))
+    }
+
+    /// Whether this GE let DDEs toward `a` pass unseen lately (possibly withdrawn since, while
+    /// some were on their way).
+    fn passed_ddes_toward(&self, now: Timestamp, a: IpAddr) -> bool {
+        self.cfg.kernel_dde_pass && self.dde_passes.get(&a).is_some_and(|s| now - s.announced < self.dde_pass_window())
     }
     /// No GE lies between this one and `a` (so this GE is the innermost for `a`).
     fn is_innermost_for(&self, now: Timestamp, a: IpAddr) -> bool {
@@ -916,7 +1019,8 @@ impl Engine {
                 && is_dprp_ports(e.quoted_src_port, e.quoted_dst_port)
                 && e.is_port_unreachable_from_destination()
             {
-                return self.on_icmp_about_dprp(now, e.quoted_dst);
+                let (start, end) = e.quoted_udp_payload;
+                return self.on_icmp_about_dprp(now, &e, &buf[start..end]);
             }
             return Verdict::Accept;
         }
@@ -1534,12 +1638,17 @@ impl Engine {
                 self.pending_path_keys.push_back(pending);
             }
         }
+        let names = || path.ges.iter().map(|v| v.ge.name.clone()).take(MAX_HINT_NAMES).collect();
         if n.initiator {
             if self.path_hints.len() >= PATH_HINTS_MAX {
                 self.path_hints.clear();
             }
-            let names = path.ges.iter().map(|v| v.ge.name.clone()).take(MAX_HINT_NAMES).collect();
-            self.path_hints.insert(key.cid.dst, names);
+            self.path_hints.insert(key.cid.dst, names());
+        } else if n.end != EndRole::End && self.cfg.kernel_dde_pass {
+            if self.source_hints.len() >= PATH_HINTS_MAX {
+                self.source_hints.clear();
+            }
+            self.source_hints.insert(key.cid.src, names());
         }
     }
 
@@ -1830,7 +1939,6 @@ impl Engine {
             return Verdict::Accept;
         }
         let flow = h.cid.canonical();
-        let mut inherited = VecDeque::new();
         if let Some(other) = self.by_flow.get(&flow).copied() {
             let ours_wins = self
                 .negotiations
@@ -1839,19 +1947,8 @@ impl Engine {
             if ours_wins {
                 return Verdict::Consumed; // the other initiator will adopt ours
             }
-            if let Some(o) = self.remove_negotiation(&other) {
-                inherited = o.held;
-            }
         }
-        if let Some(r) = self.restarts.remove(&flow) {
-            // The GE near the source answered our restart request.
-            self.learn(now, r.cid.src, true);
-            inherited.extend(r.held);
-        }
-        if self.restart_probes.remove(&flow).is_some() {
-            // A GE further inside answered the restart request we passed on to it.
-            self.learn(now, h.cid.src, true);
-        }
+        let inherited = self.inherit_for(now, &h, false);
         if self.negotiations.len() >= self.cfg.max_negotiations {
             self.drop_held(inherited);
             return Verdict::Accept;
@@ -1885,7 +1982,37 @@ impl Engine {
             self.answer_as_end(now, key);
             return Verdict::Consumed;
         }
+        if end == EndRole::NotEnd {
+            self.note_dde_pass(now, h.cid.dst);
+        }
         Verdict::Accept
+    }
+
+    /// What a negotiation this GE joins (at its DDE, or at its RGI) takes over: the packets held
+    /// by an older negotiation of the same flow, or waiting for this GE's restart request, which
+    /// the new negotiation answers. At the RGI (`at_rgi`) a negotiation this GE started itself
+    /// is left alone.
+    fn inherit_for(&mut self, now: Timestamp, h: &HeaderRepr, at_rgi: bool) -> VecDeque<Held> {
+        let flow = h.cid.canonical();
+        let mut inherited = VecDeque::new();
+        if let Some(other) = self.by_flow.get(&flow).copied() {
+            let own = self.negotiations.get(&other).is_some_and(|o| o.initiator);
+            if !(at_rgi && own) {
+                if let Some(o) = self.remove_negotiation(&other) {
+                    inherited = o.held;
+                }
+            }
+        }
+        if let Some(r) = self.restarts.remove(&flow) {
+            // The GE near the source answered our restart request.
+            self.learn(now, r.cid.src, true);
+            inherited.extend(r.held);
+        }
+        if self.restart_probes.remove(&flow).is_some() {
+            // A GE further inside answered the restart request we passed on to it.
+            self.learn(now, h.cid.src, true);
+        }
+        inherited
     }
 
     /// How long a participant keeps a negotiation's state.
@@ -1928,11 +2055,17 @@ impl Engine {
     fn on_rgi(&mut self, now: Timestamp, h: HeaderRepr, mut records: Vec<GeRecordRepr>, buf: &mut Vec<u8>) -> Verdict {
         let key = NegKey { cid: h.cid, nonce: h.nonce };
         if !self.negotiations.contains_key(&key) {
-            // The DDE did not pass here (asymmetric route, or this GE restarted): join now.
+            // The DDE did not come here (it passed in the kernel, or took another route, or
+            // this GE restarted): join now. The path hint came with the DDE; in its place, the
+            // GEs of the last path verified for a flow from the same source.
             if self.negotiations.len() >= self.cfg.max_negotiations {
                 return Verdict::Accept;
             }
-            let n = self.new_negotiation(h, false, now);
+            let inherited = self.inherit_for(now, &h, true);
+            let mut n = self.new_negotiation(h, false, now);
+            n.held = inherited;
+            n.hint = self.source_hints.get(&h.cid.src).cloned().unwrap_or_default();
+            self.counters.negotiations_joined_at_rgi += 1;
             self.insert_negotiation(key, n);
             let at = now + self.lifetime();
             if let Some(n) = self.negotiations.get_mut(&key) {
@@ -2336,8 +2469,11 @@ impl Engine {
         pass
     }
 
-    /// A host answered a DPRP message with an ICMP error: no GE lies between here and it.
-    fn on_icmp_about_dprp(&mut self, now: Timestamp, host: IpAddr) -> Verdict {
+    /// The destination `host` itself said "port unreachable" to a DPRP message (quoted in part
+    /// or whole in `quoted`): no GE lies between this GE and it.
+    fn on_icmp_about_dprp(&mut self, now: Timestamp, e: &IcmpErrorRepr, quoted: &[u8]) -> Verdict {
+        let host = e.quoted_dst;
+        let passed_unseen = self.passed_ddes_toward(now, host);
         self.learn(now, host, false);
         let mut consumed = false;
         let waiting: Vec<NegKey> = self
@@ -2367,6 +2503,25 @@ impl Engine {
             if let Some((cid, _)) = self.restart_probes.remove(&flow) {
                 self.answer_restart(now, cid);
             }
+        }
+        if passed_unseen {
+            // Maybe a DDE this GE let pass unseen, toward a host that turned out to have no GE
+            // (gone since it was learned): this GE is its end GE. It answers from the quote,
+            // or, when the quote does not hold the whole DDE, keeps the error from the
+            // initiator (which would conclude that no GE lies before the host at all) and lets
+            // it retransmit its DDE, which comes here now.
+            if let Ok(m) = MessageRepr::parse(quoted) {
+                let h = m.header;
+                let unseen = !self.negotiations.contains_key(&NegKey { cid: h.cid, nonce: h.nonce });
+                if let Body::Dde { extensions } = m.body {
+                    let addressed = (h.cid.src, h.cid.dst) == (e.quoted_src, e.quoted_dst);
+                    if unseen && addressed && h.flags & FLAG_RESTART == 0 {
+                        self.counters.ddes_recovered_from_icmp += 1;
+                        self.on_dde(now, h, &extensions);
+                    }
+                }
+            }
+            return Verdict::Consumed;
         }
         if consumed {
             Verdict::Consumed

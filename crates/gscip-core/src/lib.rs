@@ -32,7 +32,9 @@ pub mod time;
 pub mod transcript;
 pub mod unit;
 
-pub use engine::{Counters, DropReason, Engine, Event, GeConfig, PacketContext, Transmit, TransmitKind, Verdict};
+pub use engine::{
+    Counters, DdePass, DropReason, Engine, Event, GeConfig, PacketContext, Transmit, TransmitKind, Verdict,
+};
 pub use error::{Error, PeerError};
 pub use gscip_wire::dprp::{GeKind, Mode, Side};
 pub use gscip_wire::{Cid, L4Proto};

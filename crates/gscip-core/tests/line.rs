@@ -116,6 +116,9 @@ struct Line {
     /// Lets an engine make one waiting path key after every packet it handles, as a busy
     /// daemon does once per turn (`Engine::make_path_key`).
     path_key_per_packet: bool,
+    /// DDEs that passed an engine unseen, as a GEN's kernel rule lets them
+    /// (`GeConfig::kernel_dde_pass`, `Engine::passes_dde_unseen`).
+    ddes_passed_unseen: usize,
     events: Vec<(usize, Event)>,
 }
 
@@ -142,6 +145,7 @@ impl Line {
             rewrite_control: Box::new(|_, _| false),
             prepare_when_idle: false,
             path_key_per_packet: false,
+            ddes_passed_unseen: 0,
             events: Vec::new(),
         }
     }
@@ -198,6 +202,13 @@ impl Line {
             return;
         }
         let i = pos as usize;
+        if dde_destination(&p).is_some_and(|d| self.engines[i].passes_dde_unseen(Timestamp(self.now), d)) {
+            // The kernel rule of a GE that announced the pass: the DDE goes on, unseen.
+            while self.engines[i].poll_dde_pass().is_some() {}
+            self.ddes_passed_unseen += 1;
+            self.put(if right { pos + 1 } else { pos - 1 }, right, p);
+            return;
+        }
         let v = self.engines[i].handle_packet(Timestamp(self.now), &mut p);
         self.drain(i);
         if self.path_key_per_packet {
@@ -299,6 +310,17 @@ impl Line {
     fn action(&self, i: usize, cid: &Cid) -> Option<FlowAction> {
         self.engines[i].pit().get(cid).map(|(e, d)| e.action_for(d))
     }
+}
+
+/// The destination of a DDE (not a restart request), if `p` is one.
+fn dde_destination(p: &[u8]) -> Option<IpAddr> {
+    let d = Datagram::parse(p).ok()?;
+    if !dprp::is_dprp_ports(d.cid.src_port, d.cid.dst_port) {
+        return None;
+    }
+    let m = MessageRepr::parse(&p[d.payload_offset..d.end]).ok()?;
+    let plain_dde = matches!(m.body, Body::Dde { .. }) && m.header.flags & dprp::FLAG_RESTART == 0;
+    plain_dde.then_some(m.header.cid.dst)
 }
 
 fn udp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
@@ -512,6 +534,7 @@ proptest! {
         g_mode in arb_mode(), g_groups in arb_groups(),
         b_mode in arb_mode(), b_groups in arb_groups(),
         a_is_ge: bool,
+        kernel_dde_pass: bool,
         drops in proptest::collection::vec(any::<bool>(), 0..12),
     ) {
         let mut specs = Vec::new();
@@ -524,7 +547,8 @@ proptest! {
             groups: s.groups.iter().map(|&g| GroupId(g)).collect(),
         }).collect();
         let reference = decide(&path);
-        let mut l = Line::new(specs.clone());
+        // The GEN may let the second flow's DDE pass unseen (docs/dprp.md section 13).
+        let mut l = Line::new_with(specs.clone(), &|c| c.kernel_dde_pass = kernel_dde_pass && !c.protected.is_empty());
         // Two flows one after the other: the second negotiates with the path keys the first
         // made (when the first completed), and must end the same.
         l.prepare_when_idle = true;
@@ -1677,4 +1701,70 @@ fn a_certificate_checked_before_is_refused_once_it_has_expired() {
     let a = l.engines[0].counters();
     assert!(a.bad_control > 0 && a.negotiations_failed > 0, "{a:?}");
     assert_eq!(l.action(0, &cid), Some(FlowAction::Discard), "closed a falls back to discarding");
+}
+
+// ----- DDEs passed unseen (docs/dprp.md section 13) -------------------------------------------
+
+/// [`keyed_line`] whose GEN lets DDEs pass unseen once it has announced it (its kernel rule).
+fn kernel_pass_line() -> Line {
+    keyed_line(&|c| c.kernel_dde_pass = !c.protected.is_empty())
+}
+
+fn dde_passes(e: &mut Engine) -> Vec<gscip_core::DdePass> {
+    std::iter::from_fn(|| e.poll_dde_pass()).collect()
+}
+
+#[test]
+fn a_gen_lets_later_ddes_pass_unseen_and_joins_at_the_rgi_authenticated_by_path_keys() {
+    let mut l = kernel_pass_line();
+    let first = flow_from_a(&mut l, 5000, b"first flow: the GEN meets the DDE");
+    assert_eq!(l.ddes_passed_unseen, 0);
+    assert_eq!(dde_passes(&mut l.engines[1]), vec![gscip_core::DdePass { addr: b_addr(), pass: true }]);
+    assert!(dde_passes(&mut l.engines[0]).is_empty() && dde_passes(&mut l.engines[2]).is_empty(), "GESs: off");
+    let before = verifications(&l);
+    let payload = b"second flow: its DDE passes the GEN unseen";
+    let second = flow_from_a(&mut l, 5001, payload);
+    assert_eq!(l.ddes_passed_unseen, 1);
+    assert_eq!(l.engines[1].counters().negotiations_joined_at_rgi, 1);
+    assert_eq!(l.app_b.last().map(Vec::as_slice), Some(&payload[..]));
+    assert_eq!(actions(&l, &second), actions(&l, &first), "the same decisions as with the DDE seen");
+    assert!(!seen_in_clear(&l.wire, 1..=2, payload), "protected between the pair");
+    // The GEN, which met no path hint, MACed its record for a from what it learned of the first
+    // flow's path: no signature is checked anywhere.
+    assert_eq!(verifications_since(&l, &before), vec![(0, 3), (0, 3), (0, 2)]);
+    // Its pass is renewed by the negotiations it joins, not announced again each time.
+    assert!(dde_passes(&mut l.engines[1]).is_empty());
+}
+
+#[test]
+fn a_dde_passed_unseen_toward_a_host_whose_ge_is_gone_is_answered_from_the_port_unreachable() {
+    // A — GEN — B, the GEN in front of B's subnet: it probes for a GE inside at the first DDE.
+    let gen_b = GeSpec {
+        name: "gen",
+        kind: GeKind::Gen,
+        mode: Mode::Closed,
+        groups: vec![1],
+        protected: vec!["10.0.1.0/24".parse().unwrap()],
+        local: vec!["10.0.1.254".parse().unwrap()],
+    };
+    let mut l = Line::new_with(vec![ges_a(Mode::Closed, &[1]), gen_b, ges_b(Mode::Closed, &[1])], &|c| {
+        c.kernel_dde_pass = !c.protected.is_empty()
+    });
+    l.prepare_when_idle = true;
+    flow_from_a(&mut l, 5000, b"b's GES is there");
+    assert_eq!(l.app_b.len(), 1);
+    assert!(l.engines[1].passes_dde_unseen(Timestamp(l.now), b_addr()));
+    // b's GES goes; host b answers DPRP with "port unreachable" from now on.
+    l.engines.pop();
+    l.specs.pop();
+    let payload = b"b's GES is gone: the GEN must answer for b";
+    flow_from_a(&mut l, 5001, payload);
+    assert_eq!(l.ddes_passed_unseen, 1, "the GEN's kernel rule still let the DDE pass");
+    assert_eq!(l.app_b.last().map(Vec::as_slice), Some(&payload[..]), "delivered, as if the GEN had met the DDE");
+    assert_eq!(l.errors_a, 0, "the error never reached a, which would have concluded no GE lies before b");
+    let gen = l.engines[1].counters();
+    assert_eq!(gen.ddes_recovered_from_icmp, 1, "{gen:?}");
+    assert_eq!(l.engines[0].counters().negotiations_failed, 0);
+    assert!(!l.engines[1].passes_dde_unseen(Timestamp(l.now), b_addr()), "the pass is withdrawn");
+    assert_eq!(dde_passes(&mut l.engines[1]).last(), Some(&gscip_core::DdePass { addr: b_addr(), pass: false }));
 }

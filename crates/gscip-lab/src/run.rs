@@ -342,9 +342,8 @@ impl Processes {
         Processes(vec![(name.to_owned(), child)])
     }
 
-    /// Stops the daemon of GE `name` and starts it again with the same configuration (its key
-    /// file or GMS state directory kept); waits until its rules are in place.
-    pub fn restart(mut self, lab: &Lab, name: &str, opts: &RunOptions) -> Result<Processes, LabError> {
+    /// Stops process `name` (SIGTERM: a daemon removes its rules) and waits for it.
+    pub fn stop(mut self, name: &str) -> Result<Processes, LabError> {
         let at = self
             .0
             .iter()
@@ -355,13 +354,20 @@ impl Processes {
             let _ = Command::new("kill").arg("-TERM").arg(old.id().to_string()).status();
         }
         reap(&mut old);
+        Ok(self)
+    }
+
+    /// Stops the daemon of GE `name` and starts it again with the same configuration (its key
+    /// file or GMS state directory kept); waits until its rules are in place.
+    pub fn restart(self, lab: &Lab, name: &str, opts: &RunOptions) -> Result<Processes, LabError> {
+        let mut this = self.stop(name)?;
         let hooks = std::fs::read_to_string(opts.work_dir.join(format!("{name}.toml")))
             .map_err(|e| LabError::Environment(e.to_string()))?
             .contains("hooks = \"host\"");
         let child = spawn_daemon(lab, name, opts, false)?;
-        self.0.push((name.to_owned(), child));
+        this.0.push((name.to_owned(), child));
         wait_for_rules(lab, name, if hooks { "OUTPUT" } else { "FORWARD" }, opts)?;
-        Ok(self)
+        Ok(this)
     }
 }
 

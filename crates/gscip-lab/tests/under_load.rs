@@ -485,6 +485,11 @@ fn later_flows_on_a_path_are_negotiated_with_path_keys() {
     }
     let c = &status(&work.0, "a")["counters"];
     assert_eq!(c["negotiations_marked"], 1, "a marked the first negotiation only: {c}");
+    // The GEN met the first DDE toward b and let the four after it pass in the kernel (its
+    // u32 match and xt_recent list): it joined their negotiations at the RGI, and MACed its
+    // record for a all the same (a's MAC count above).
+    let c = &status(&work.0, "r")["counters"];
+    assert_eq!(c["negotiations_joined_at_rgi"], 4, "r: the four later DDEs passed in the kernel: {c}");
     // The closed GEN relays between two closed GESs: no CDN could change what its kernel does
     // with a connection, so the kernel takes each one over from its SYN (marked as it passes
     // after the MPIT); the SYN-ACK and the rest never reach the daemon. Waiting for the CDN,
@@ -501,6 +506,40 @@ fn later_flows_on_a_path_are_negotiated_with_path_keys() {
     // A SYN that reaches the GEN's daemon before the MPIT it follows (the two queues are read
     // in turn) is released without the mark, and the SYN-ACK marks the connection instead.
     assert!(relayed.iter().sum::<u64>() <= 7, "the GEN's daemon met {relayed:?} packets of the five connections");
+    drop(server);
+    drop(daemons);
+    drop(lab);
+}
+
+/// Connects to `argv[1]:argv[2]` once (3 s at most) and prints what happened.
+const CONNECT_ONCE: &str = "import errno, socket, sys\ns = socket.socket(); s.settimeout(3)\ntry:\n    s.connect((sys.argv[1], int(sys.argv[2]))); print('connected')\nexcept OSError as e:\n    print(errno.errorcode.get(e.errno, type(e).__name__))\n";
+
+#[test]
+fn a_gen_answers_the_dde_it_let_pass_when_the_destination_s_ges_has_gone() {
+    let work = Work::new("ddepass");
+    let s = path_scenario(false);
+    let (lab, daemons) = up(&s, "ldpass", &work);
+    let server = serve(&lab, "b", &[&work.file("echo.py"), PATH_B, "7000"]);
+    let server = Processes::one("echo", server);
+    let out = lab.exec("a", "python3", &[&work.file("connect.py"), PATH_B, "7000", "2", "5"]).unwrap();
+    assert_eq!(out.split_whitespace().count(), 2, "two connections answered: {out}");
+    let list = || lab.exec("r", "cat", &["/proc/net/xt_recent/gscip_dde_0"]).unwrap();
+    assert!(list().contains(&format!("src={PATH_B} ")), "r lets DDEs toward b pass: {}", list());
+    assert_eq!(status(&work.0, "r")["counters"]["negotiations_joined_at_rgi"], 1);
+    // b's GES stops (and takes its rules away): b's host answers DPRP with "port unreachable".
+    let daemons = daemons.stop("b").unwrap();
+    std::fs::write(work.0.join("once.py"), CONNECT_ONCE).unwrap();
+    let out = lab.exec("a", "python3", &[&work.file("once.py"), PATH_B, "7000"]).unwrap();
+    // r's kernel rule let the next DDE pass; the error quoting it came back through r, which
+    // answered as end GE from the quote. Closed a and a GEN on a's side make no pair: a
+    // discards the flow and tells its application at once (a timeout would mean the error or
+    // the answer went astray).
+    assert_eq!(out.trim(), "EHOSTUNREACH", "a's connection, b's GES gone: administratively prohibited");
+    let r = status(&work.0, "r")["counters"].clone();
+    assert_eq!(r["ddes_recovered_from_icmp"], 1, "r answered from the quoted DDE: {r}");
+    assert!(!list().contains(&format!("src={PATH_B} ")), "the pass toward b is withdrawn: {}", list());
+    let a = status(&work.0, "a")["counters"].clone();
+    assert_eq!(a["negotiations_failed"], 0, "a decided on r's answer, not on a timeout: {a}");
     drop(server);
     drop(daemons);
     drop(lab);

@@ -21,6 +21,9 @@ pub struct IcmpErrorRepr {
     pub unreachable: bool,
     /// The ICMP code.
     pub code: u8,
+    /// Where the quoted UDP datagram's payload lies in the parsed buffer (`start..end`), as far
+    /// as the quote holds it and the quoted UDP length says; empty when the quote stops before.
+    pub quoted_udp_payload: (usize, usize),
 }
 
 impl IcmpErrorRepr {
@@ -57,6 +60,7 @@ impl IcmpErrorRepr {
                 }
                 need(inner, ihl + 4)?;
                 let q = |at: usize| IpAddr::from([inner[at], inner[at + 1], inner[at + 2], inner[at + 3]]);
+                let inner_at = ip.header_len() + 8;
                 Ok(IcmpErrorRepr {
                     from: IpAddr::V4(ip.src_addr()),
                     quoted_proto: inner[9],
@@ -66,6 +70,7 @@ impl IcmpErrorRepr {
                     quoted_dst_port: be16(inner, ihl + 2),
                     unreachable: ty == 3,
                     code: icmp[1],
+                    quoted_udp_payload: quoted_udp_payload(inner, ihl, inner_at),
                 })
             }
             6 => {
@@ -100,11 +105,25 @@ impl IcmpErrorRepr {
                     quoted_dst_port: be16(inner, IPV6_HEADER + 2),
                     unreachable: ty == 1,
                     code: icmp[1],
+                    quoted_udp_payload: quoted_udp_payload(inner, IPV6_HEADER, IPV6_HEADER + 8),
                 })
             }
             _ => Err(WireError::Malformed("IP version is neither 4 nor 6")),
         }
     }
+}
+
+/// The bounds, in the whole ICMP packet, of the payload of a UDP datagram quoted in `inner`
+/// (which starts at `inner_at` and has its UDP header at `l4`): cut at the quote's end and at
+/// the UDP length field.
+fn quoted_udp_payload(inner: &[u8], l4: usize, inner_at: usize) -> (usize, usize) {
+    let start = l4 + UDP_HEADER;
+    if inner.len() < start {
+        return (inner_at + inner.len(), inner_at + inner.len());
+    }
+    let udp_len = usize::from(be16(inner, l4 + 4));
+    let end = inner.len().min(l4 + udp_len.max(UDP_HEADER));
+    (inner_at + start, inner_at + end)
 }
 
 /// Kinds of ICMP error GSCIP sends.
@@ -207,13 +226,17 @@ mod tests {
             assert!(e.unreachable);
             assert_eq!(e.from, r.parse::<IpAddr>().unwrap());
             assert!(e.is_port_unreachable_from_destination());
+            assert_eq!(&err[e.quoted_udp_payload.0..e.quoted_udp_payload.1], b"hello", "the quoted payload");
         }
     }
 
     proptest! {
         #[test]
         fn parse_never_panics(b in proptest::collection::vec(any::<u8>(), 0..120)) {
-            let _ = IcmpErrorRepr::parse(&b);
+            if let Ok(e) = IcmpErrorRepr::parse(&b) {
+                let (start, end) = e.quoted_udp_payload;
+                prop_assert!(start <= end && end <= b.len(), "{start}..{end} of {}", b.len());
+            }
         }
     }
 }

@@ -17,6 +17,7 @@
 //! fail_open = false                   # open GEs only: let traffic pass if the daemon is gone
 //! aead = "aes-256-gcm"                # or "chacha20-poly1305"
 //! path_key_lifetime_s = 60            # path keys with other GEs (0: off; docs/dprp.md §11)
+//! kernel_dde_pass = true              # GEN/GEA: DDEs it would only pass go by in the kernel (§13)
 //! bridges = ["br0"]                   # GEA only: its bridges (one per subnet of its servers)
 //! events_file = "/run/gscip/ges1.events"  # optional: decisions as JSON lines (the lab reads them)
 //! control_socket = "/run/gscip/ges1.sock"  # optional; default /run/gscip/NAME.sock
@@ -72,6 +73,11 @@ pub struct Config {
     /// off (every record is then checked by its signature). Default 60, at most 3600.
     #[serde(default)]
     pub path_key_lifetime_s: Option<u64>,
+    /// GEN and GEA (`router`, `bridge` hooks): DDEs toward destinations the GE would only pass
+    /// them to go by in the kernel, unseen (a `u32` match and an `xt_recent` list the daemon
+    /// keeps; docs/dprp.md section 13). Default true; ignored on a host.
+    #[serde(default = "default_true")]
+    pub kernel_dde_pass: bool,
     /// GEA: its bridges (default `["br0"]`).
     #[serde(default)]
     pub bridges: Vec<String>,
@@ -192,6 +198,11 @@ impl Config {
         Ok(c)
     }
 
+    /// Whether the rules let DDEs pass in the kernel (a GEN or GEA with `kernel_dde_pass`).
+    pub fn uses_kernel_dde_pass(&self) -> bool {
+        self.kernel_dde_pass && self.hooks != Hooks::Host
+    }
+
     /// The GSO queue's number, if TCP goes to one.
     pub fn gso_queue(&self) -> Option<u16> {
         self.gso.then(|| self.gso_queue.unwrap_or(self.queue.wrapping_add(1)))
@@ -220,6 +231,7 @@ impl Config {
             local_addrs: self.local_addrs.clone(),
             aead: self.aead_algorithm().map_err(DaemonError::Configuration)?,
             max_packet_len: crate::nfqueue::MAX_PAYLOAD,
+            kernel_dde_pass: self.uses_kernel_dde_pass(),
             path_key_lifetime: self
                 .path_key_lifetime_s
                 .map_or(gscip_core::GeConfig::default().path_key_lifetime, gscip_core::Micros::from_secs),

@@ -109,6 +109,8 @@ pub fn status_json(engine: &Engine) -> serde_json::Value {
             "path_keys_derived": c.path_keys_derived,
             "negotiations_marked": c.negotiations_marked,
             "agreements_ahead_used": c.agreements_ahead_used,
+            "negotiations_joined_at_rgi": c.negotiations_joined_at_rgi,
+            "ddes_recovered_from_icmp": c.ddes_recovered_from_icmp,
         },
         "pit": pit,
     })

@@ -115,6 +115,8 @@ pub struct Dataplane {
     generation: u8,
     /// The engine's packets that may wait until this turn's verdicts are out (CDNs).
     deferred: Vec<Vec<u8>>,
+    /// The kernel's list of destinations whose DDEs pass unseen (`/proc/net/xt_recent/…`).
+    dde_pass_list: Option<std::fs::File>,
 }
 
 /// Index of the per-packet queue in [`Dataplane`]'s queues.
@@ -151,6 +153,7 @@ impl Dataplane {
             updates: None,
             generation: 0,
             deferred: Vec::new(),
+            dde_pass_list: None,
         })
     }
 
@@ -186,6 +189,32 @@ impl Dataplane {
         Ok(())
     }
 
+    /// Keeps the kernel's list of destinations whose DDEs pass unseen (the `xt_recent` file the
+    /// rules match on, [`crate::rules::dde_pass_list_path`]) as the engine says.
+    pub fn pass_ddes_via(&mut self, path: &std::path::Path) -> Result<(), DaemonError> {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| DaemonError::Netfilter(format!("{}: {e} (is the GSCIP chain installed?)", path.display())))?;
+        self.dde_pass_list = Some(file);
+        Ok(())
+    }
+
+    /// Hands the engine's changes of DDE passes to the kernel: one `+ADDR` or `-ADDR` per write,
+    /// each at offset 0 (xt_recent refuses any other, and `pwrite` on its file). A change the
+    /// kernel refuses leaves the DDE coming to the engine (or, after a refused removal,
+    /// answered by the engine from the host's "port unreachable"; docs/dprp.md §13).
+    fn update_dde_passes(&mut self) {
+        use std::io::{Seek, Write};
+        while let Some(change) = self.engine.poll_dde_pass() {
+            let Some(f) = self.dde_pass_list.as_mut() else { continue };
+            let line = format!("{}{}\n", if change.pass { '+' } else { '-' }, change.addr);
+            if let Err(e) = f.rewind().and_then(|()| f.write_all(line.as_bytes())) {
+                tracing::warn!(error = %e, addr = %change.addr, pass = change.pass, "updating the kernel's DDE pass list");
+            }
+        }
+    }
+
     /// Runs until `stop` is set.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), DaemonError> {
         let queue_fds: Vec<i32> = self.queues.iter().map(|q| q.raw_fd()).collect();
@@ -216,6 +245,7 @@ impl Dataplane {
             }
             self.deferred = deferred; // kept with its capacity
             self.report();
+            self.update_dde_passes();
             if busy {
                 // Work that is due soon is done even when busy, one piece each per turn: an
                 // agreement for an MPIT on its way (docs/dprp.md section 12), and a path key,

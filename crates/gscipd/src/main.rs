@@ -124,6 +124,9 @@ fn run(args: &Args) -> Result<(), DaemonError> {
         dp.follow_gms(updates, cfg.clone());
     }
     rules::install(&cfg)?;
+    if cfg.uses_kernel_dde_pass() {
+        dp.pass_ddes_via(&rules::dde_pass_list_path(&cfg))?;
+    }
     tracing::info!(ge = dp.engine.name(), queue = cfg.queue, gso_queue = ?cfg.gso_queue(), hooks = ?cfg.hooks, "running");
     let result = dp.run(&stop);
     // A clean stop removes the rules; a crash leaves them (closed GEs stay closed).

@@ -14,6 +14,35 @@ use std::process::{Command, Stdio};
 
 pub const CHAIN: &str = "GSCIP";
 
+/// The `xt_recent` list of destinations whose DDEs pass in the kernel (one per queue number,
+/// in `/proc/net/xt_recent/` of the GE's network namespace; docs/dprp.md section 13).
+pub fn dde_pass_list(c: &Config) -> String {
+    format!("gscip_dde_{}", c.queue)
+}
+
+/// Where the daemon writes `+ADDR` and `-ADDR` to add and remove destinations of the list.
+pub fn dde_pass_list_path(c: &Config) -> std::path::PathBuf {
+    std::path::Path::new("/proc/net/xt_recent").join(dde_pass_list(c))
+}
+
+/// The rule that lets a DDE (DPRP type 1, no restart flag: the first word of the UDP payload is
+/// `G S 1 1`, bit 0 of the next byte clear) pass when its destination is on the list and was
+/// put there less than the engine's GE-cache lifetime ago; IPv4 not a fragment, IPv6 only without extension headers
+/// (the next header must be UDP); anything the match does not recognise goes to the queue.
+fn dde_pass_rule(c: &Config, v6: bool) -> String {
+    let u32 = if v6 {
+        "4>>8&0xFF=17 && 48=0x47530101 && 52>>24&0x1=0"
+    } else {
+        "4&0x3FFF=0 && 0>>22&0x3C@8=0x47530101 && 0>>22&0x3C@12>>24&0x1=0"
+    };
+    let port = gscip_wire::dprp::DPRP_PORT;
+    let secs = (gscip_core::GeConfig::default().ge_cache_ttl.0 / 1_000_000).max(1);
+    format!(
+        "-A {CHAIN} -p udp --sport {port} --dport {port} -m u32 --u32 \"{u32}\" -m recent --name {} --rcheck --rdest --seconds {secs} -j RETURN\n",
+        dde_pass_list(c)
+    )
+}
+
 fn hooks(c: &Config) -> &'static [&'static str] {
     match c.hooks {
         Hooks::Host => &["OUTPUT", "INPUT"],
@@ -33,6 +62,9 @@ pub fn restore_script(c: &Config, v6: bool, generation: u8) -> String {
     let mut s = String::from("*filter\n");
     s.push_str(&format!(":{CHAIN} - [0:0]\n"));
     s.push_str(&format!("-A {CHAIN} -m mark --mark {OWN_MARK:#x} -j RETURN\n"));
+    if c.uses_kernel_dde_pass() {
+        s.push_str(&dde_pass_rule(c, v6));
+    }
     // A host's traffic with itself (loopback, and its own addresses, which Linux routes over
     // `lo`) never leaves it: no flow for GSCIP. Queued, its first packet would wait for a
     // negotiation with the host itself (a local TCP connect took a SYN retransmission, 1 s).
@@ -108,7 +140,8 @@ fn run(program: &str, args: &[&str], input: Option<&str>) -> Result<bool, Daemon
     Ok(out.status.success())
 }
 
-/// Installs (or refreshes, after a crash) the chain and the jumps into it.
+/// Installs (or refreshes, after a crash) the chain and the jumps into it. The list of
+/// destinations whose DDEs pass in the kernel starts empty: a daemon that starts knows none.
 pub fn install(c: &Config) -> Result<(), DaemonError> {
     for v6 in [false, true] {
         run(tool(v6, true), &["--noflush"], Some(&restore_script(c, v6, 0)))?;
@@ -118,6 +151,11 @@ pub fn install(c: &Config) -> Result<(), DaemonError> {
                 return Err(DaemonError::Netfilter(format!("could not add the jump from {hook} to {CHAIN}")));
             }
         }
+    }
+    if c.uses_kernel_dde_pass() {
+        let path = dde_pass_list_path(c);
+        std::fs::write(&path, "/\n")
+            .map_err(|e| DaemonError::Netfilter(format!("emptying {}: {e}", path.display())))?;
     }
     Ok(())
 }
@@ -167,6 +205,30 @@ mod tests {
             Config::parse("key_file = \"k\"\nhooks = \"host\"\nlocal_addrs = [\"10.0.0.1\"]\nfail_open = true\n")
                 .unwrap();
         assert!(restore_script(&open, false, 0).contains("--queue-bypass"));
+    }
+
+    #[test]
+    fn a_router_lets_ddes_on_its_list_pass_before_anything_is_queued_and_a_host_does_not() {
+        let router =
+            Config::parse("key_file = \"k\"\nhooks = \"router\"\nprotected = [\"10.1.0.0/24\"]\nqueue = 2\n").unwrap();
+        for v6 in [false, true] {
+            let s = restore_script(&router, v6, 0);
+            let pass = s.find("-m recent --name gscip_dde_2 --rcheck --rdest --seconds 60 -j RETURN\n");
+            let pass = pass.unwrap_or_else(|| panic!("no DDE pass in\n{s}"));
+            assert!(pass < s.find("NFQUEUE").unwrap() && pass > s.find("--mark 0x40000047").unwrap(), "{s}");
+            assert!(s.contains("--sport 4398 --dport 4398 -m u32 --u32"), "{s}");
+        }
+        assert!(restore_script(&router, false, 0).contains("\"4&0x3FFF=0 && 0>>22&0x3C@8=0x47530101 && "));
+        assert_eq!(dde_pass_list_path(&router), std::path::Path::new("/proc/net/xt_recent/gscip_dde_2"));
+        let off = Config::parse(
+            "key_file = \"k\"\nhooks = \"router\"\nprotected = [\"10.1.0.0/24\"]\nkernel_dde_pass = false\n",
+        )
+        .unwrap();
+        assert!(!restore_script(&off, false, 0).contains("recent"));
+        assert!(!off.ge_config().unwrap().kernel_dde_pass && router.ge_config().unwrap().kernel_dde_pass);
+        let host = Config::parse("key_file = \"k\"\nhooks = \"host\"\nlocal_addrs = [\"10.0.0.1\"]\n").unwrap();
+        assert!(!restore_script(&host, false, 0).contains("recent"), "a host forwards no DDE");
+        assert!(!host.ge_config().unwrap().kernel_dde_pass);
     }
 
     #[test]

@@ -1061,7 +1061,7 @@ const UNIT_COUNTERS: [&str; 5] =
 
 /// What each GE's negotiations cost, counted since it started (after each first-byte run: a
 /// run whose flows check signatures where path keys would do shows here).
-const DPRP_COUNTERS: [&str; 7] = [
+const DPRP_COUNTERS: [&str; 8] = [
     "negotiations_started",
     "negotiations_failed",
     "negotiations_marked",
@@ -1069,6 +1069,7 @@ const DPRP_COUNTERS: [&str; 7] = [
     "macs_verified",
     "path_keys_derived",
     "agreements_ahead_used",
+    "negotiations_joined_at_rgi",
 ];
 
 /// Prints the named counters of every GE of the path (to stderr, with `label`).
