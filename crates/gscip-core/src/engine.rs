@@ -419,10 +419,12 @@ struct Negotiation {
     cannot_answer: bool,
     /// Initiator: when its DDE was first sent.
     sent_at: Timestamp,
-    /// The initiator's ephemeral key as its DDE announced it (unauthenticated until its record
-    /// is verified).
-    initiator_ephemeral: Option<[u8; 32]>,
-    /// The agreement of this GE's ephemeral key with `initiator_ephemeral`, computed ahead.
+    /// The other end's ephemeral key, announced before its record came: at the end GE the
+    /// initiator's, from its DDE (section 12); at the initiator the end GE's, from the CDN of
+    /// the last negotiation toward the same destination (section 14). Unauthenticated until
+    /// the record carrying it is verified.
+    ahead_with: Option<[u8; 32]>,
+    /// The agreement of this GE's ephemeral key with `ahead_with`, computed ahead.
     agreement_ahead: Option<Zeroizing<[u8; 32]>>,
 }
 
@@ -488,6 +490,11 @@ pub struct Engine {
     /// there: whom to MAC its record for when it joins a negotiation at the RGI (no DDE, so no
     /// path hint).
     source_hints: HashMap<IpAddr, Vec<String>>,
+    /// End GE: the ephemeral keys it announced in its CDNs, each for its initiator's next
+    /// negotiation toward it (section 14), with when; used once, dropped after `ge_cache_ttl`.
+    announced_keys: HashMap<[u8; 32], (EphemeralKey, Timestamp)>,
+    /// Initiator: per destination, the key the end GE announced in the last CDN, with when.
+    end_keys: HashMap<IpAddr, ([u8; 32], Timestamp)>,
     /// Destinations whose DDEs the caller may pass unseen ([`GeConfig::kernel_dde_pass`]).
     dde_passes: HashMap<IpAddr, DdePassState>,
     /// Changes to `dde_passes` the caller has not taken yet ([`Engine::poll_dde_pass`]).
@@ -581,6 +588,9 @@ const PATH_HINTS_MAX: usize = 4096;
 /// Destinations whose DDEs pass unseen, and changes not yet taken, at most (the kernel's own
 /// list is smaller: xt_recent keeps 100 by default, dropping the oldest).
 const DDE_PASSES_MAX: usize = 4096;
+/// Keys an end GE keeps announced for initiators' next negotiations, and destinations whose
+/// announced key an initiator keeps, at most.
+const ANNOUNCED_KEYS_MAX: usize = 4096;
 
 fn fill_random(rng: &mut dyn RngCore, out: &mut [u8]) {
     rng.fill_bytes(out);
@@ -649,6 +659,8 @@ impl Engine {
             own_certificate,
             path_hints: HashMap::new(),
             source_hints: HashMap::new(),
+            announced_keys: HashMap::new(),
+            end_keys: HashMap::new(),
             dde_passes: HashMap::new(),
             dde_pass_changes: VecDeque::new(),
             marked_toward: HashSet::new(),
@@ -724,7 +736,8 @@ impl Engine {
     pub fn agree_ahead(&mut self) -> bool {
         let Some(key) = self.pending_agreements.pop_front() else { return false };
         let Some(n) = self.negotiations.get_mut(&key) else { return true };
-        if let (Some(peer), Some(mine), None) = (n.initiator_ephemeral, n.eph_key.as_ref(), &n.agreement_ahead) {
+        let waiting = if n.initiator { n.stage == Stage::AwaitRgi } else { n.stage == Stage::AwaitMpit };
+        if let (true, Some(peer), Some(mine), None) = (waiting, n.ahead_with, n.eph_key.as_ref(), &n.agreement_ahead) {
             let peer = agreement::UnparsedPublicKey::new(&agreement::X25519, peer);
             n.agreement_ahead = agreement::agree(mine, peer, (), |shared| {
                 <[u8; 32]>::try_from(shared).map(Zeroizing::new).map_err(|_| ())
@@ -1456,7 +1469,7 @@ impl Engine {
             own_record: None,
             cannot_answer: false,
             sent_at: now,
-            initiator_ephemeral: None,
+            ahead_with: None,
             agreement_ahead: None,
         }
     }
@@ -1515,6 +1528,18 @@ impl Engine {
             if end == EndRole::Probe { self.cfg.probe_timeout.min(self.cfg.dprp_rto) } else { self.cfg.dprp_rto };
         let mut extensions = self.path_hint_for(header.cid.dst);
         extensions.push(Extension { kind: Extension::INITIATOR_EPHEMERAL, value: eph_public.to_vec() });
+        // The end GE's key from the last CDN toward there: the agreement with it is computed
+        // while the DDE and the RGI travel (section 14).
+        let window = self.cfg.ge_cache_ttl;
+        if let Some((end_key, _)) = self.end_keys.remove(&header.cid.dst).filter(|(_, at)| now - *at < window) {
+            extensions.push(Extension { kind: Extension::END_EPHEMERAL, value: end_key.to_vec() });
+            if let Some(n) = self.negotiations.get_mut(&key) {
+                n.ahead_with = Some(end_key);
+                if self.pending_agreements.len() < PENDING_AGREEMENTS_MAX {
+                    self.pending_agreements.push_back(key);
+                }
+            }
+        }
         let msg = self.emit_control(&header, Body::Dde { extensions }, header.cid.src, header.cid.dst);
         if let Some(n) = self.negotiations.get_mut(&key) {
             n.last_sent = msg;
@@ -1873,8 +1898,8 @@ impl Engine {
             Body::Dde { extensions } => self.on_dde(now, h, &extensions),
             Body::Rgi { records } => self.on_rgi(now, h, records, buf),
             Body::Mpit { records } => self.on_mpit(now, h, &records),
-            Body::Cdn { status, confirmation, signer, signature, macs } => {
-                self.on_cdn(now, h, status, confirmation, &signer, &signature, &macs)
+            Body::Cdn { status, confirmation, signer, signature, macs, extensions } => {
+                self.on_cdn(now, h, status, confirmation, &signer, &signature, &macs, &extensions)
             }
         }
     }
@@ -1962,13 +1987,34 @@ impl Engine {
             .find(|e| e.kind == Extension::PATH_HINT)
             .and_then(|e| parse_path_hint(&e.value).ok())
             .unwrap_or_default();
-        n.initiator_ephemeral = ext
+        n.ahead_with = ext
             .iter()
             .find(|e| e.kind == Extension::INITIATOR_EPHEMERAL)
             .and_then(|e| parse_initiator_ephemeral(&e.value).ok());
         if n.end == EndRole::End && n.cannot_answer {
             self.drop_held(n.held);
             return Verdict::Consumed; // cannot honour a critical extension
+        }
+        if n.end == EndRole::End {
+            // The initiator names the key this GE announced in its last CDN to it, with which
+            // it has computed the agreement ahead: this negotiation's key, if still held.
+            let named = ext
+                .iter()
+                .find(|e| e.kind == Extension::END_EPHEMERAL)
+                .and_then(|e| parse_initiator_ephemeral(&e.value).ok());
+            let window = self.cfg.ge_cache_ttl;
+            if let Some((announced, at)) = named.and_then(|pk| self.announced_keys.remove(&pk)) {
+                if now - at < window {
+                    let pooled = EphemeralKey {
+                        secret: std::mem::replace(&mut n.eph_secret, announced.secret),
+                        public: std::mem::replace(&mut n.eph_public, announced.public),
+                        key: std::mem::replace(&mut n.eph_key, announced.key),
+                    };
+                    if self.ephemeral_ahead.len() < self.cfg.ephemeral_keys_ahead {
+                        self.ephemeral_ahead.push(pooled);
+                    }
+                }
+            }
         }
         let wait = match n.end {
             EndRole::Probe => self.cfg.probe_timeout,
@@ -2043,7 +2089,7 @@ impl Engine {
             n.stage = Stage::AwaitMpit;
             n.last_sent = msg;
             n.deadline = now + lifetime;
-            if n.initiator_ephemeral.is_some() && self.pending_agreements.len() < PENDING_AGREEMENTS_MAX {
+            if n.ahead_with.is_some() && self.pending_agreements.len() < PENDING_AGREEMENTS_MAX {
                 self.pending_agreements.push_back(key);
             }
         }
@@ -2253,9 +2299,9 @@ impl Engine {
         let gk = self.keys.get(group, version)?;
         let other_rec = &records[other_v.record_index];
         let material = match &n.agreement_ahead {
-            // Computed ahead with the key the DDE announced: good only if it is the key the
-            // verified record carries.
-            Some(shared) if n.initiator_ephemeral == Some(other_rec.ephemeral_public) => {
+            // Computed ahead with the key the other end announced: good only if it is the key
+            // the verified record carries.
+            Some(shared) if n.ahead_with == Some(other_rec.ephemeral_public) => {
                 self.counters.agreements_ahead_used += 1;
                 derive_flow_keys(gk, &shared[..], &path.final_chain)
             }
@@ -2358,12 +2404,14 @@ impl Engine {
                 due.peers.iter().map(String::as_str),
                 &[CDN_MAC_CONTEXT, &tbs],
             );
+            let extensions = self.announce_key(due.at).into_iter().collect();
             let body = Body::Cdn {
                 status: CdnStatus::Complete,
                 confirmation: due.confirmation,
                 signer: self.name().to_owned(),
                 signature,
                 macs,
+                extensions,
             };
             let (src, dst) = (due.header.cid.dst, due.header.cid.src);
             let cdn = self.emit_control(&due.header, body, src, dst);
@@ -2372,6 +2420,22 @@ impl Engine {
                 n.last_sent = cdn;
             }
         }
+    }
+
+    /// A key pair for the initiator's next negotiation toward this GE, kept and announced in a
+    /// CDN (section 14); none when too many announced keys are still unused.
+    fn announce_key(&mut self, now: Timestamp) -> Option<Extension> {
+        if self.announced_keys.len() >= ANNOUNCED_KEYS_MAX {
+            let window = self.cfg.ge_cache_ttl;
+            self.announced_keys.retain(|_, (_, at)| now - *at < window);
+            if self.announced_keys.len() >= ANNOUNCED_KEYS_MAX {
+                return None;
+            }
+        }
+        let key = self.ephemeral_ahead.pop().unwrap_or_else(|| new_ephemeral_key(&mut *self.rng));
+        let public = key.public;
+        self.announced_keys.insert(public, (key, now));
+        Some(Extension { kind: Extension::END_EPHEMERAL, value: public.to_vec() })
     }
 
     /// This GE cannot accept the negotiation: fall back, and if it is the end, say so.
@@ -2391,6 +2455,7 @@ impl Engine {
                 signer: self.name().to_owned(),
                 signature: sig,
                 macs: Vec::new(),
+                extensions: Vec::new(),
             };
             self.emit_control(&header, body, key.cid.dst, key.cid.src);
         }
@@ -2418,6 +2483,7 @@ impl Engine {
         signer: &str,
         signature: &[u8; 64],
         macs: &[RecordMac],
+        extensions: &[Extension],
     ) -> Verdict {
         let key = NegKey { cid: h.cid, nonce: h.nonce };
         let Some(n) = self.negotiations.get(&key) else { return Verdict::Accept };
@@ -2462,6 +2528,17 @@ impl Engine {
             }
             if initiator {
                 self.counters.negotiations_completed += 1;
+                // The end GE's key for the next negotiation toward the same destination.
+                let announced = extensions
+                    .iter()
+                    .find(|e| e.kind == Extension::END_EPHEMERAL)
+                    .and_then(|e| parse_initiator_ephemeral(&e.value).ok());
+                if let Some(pk) = announced {
+                    if self.end_keys.len() >= ANNOUNCED_KEYS_MAX {
+                        self.end_keys.clear();
+                    }
+                    self.end_keys.insert(h.cid.dst, (pk, now));
+                }
             }
         } else {
             self.fail(now, key, "the end GE refused or decided otherwise");

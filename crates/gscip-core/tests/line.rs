@@ -1768,3 +1768,60 @@ fn a_dde_passed_unseen_toward_a_host_whose_ge_is_gone_is_answered_from_the_port_
     assert!(!l.engines[1].passes_dde_unseen(Timestamp(l.now), b_addr()), "the pass is withdrawn");
     assert_eq!(dde_passes(&mut l.engines[1]).last(), Some(&gscip_core::DdePass { addr: b_addr(), pass: false }));
 }
+
+// ----- the end GE's key for the next negotiation (docs/dprp.md section 14) --------------------
+
+/// The key announced in CDNs on the wire (`Extension::END_EPHEMERAL`), in order.
+fn announced_end_keys(wire: &[(usize, Vec<u8>)]) -> Vec<Vec<u8>> {
+    wire.iter()
+        .filter_map(|(_, p)| {
+            let d = Datagram::parse(p).ok()?;
+            match MessageRepr::parse(&p[d.payload_offset..d.end]).ok()?.body {
+                Body::Cdn { extensions, .. } => {
+                    extensions.into_iter().find(|e| e.kind == dprp::Extension::END_EPHEMERAL).map(|e| e.value)
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn the_initiator_agrees_with_the_end_ges_announced_key_ahead_and_only_uses_a_matching_one() {
+    let mut l = keyed_line(&|_| {});
+    flow_from_a(&mut l, 5000, b"first flow: b announces a key");
+    assert_eq!(l.engines[0].counters().agreements_ahead_used, 0, "nothing announced before the first CDN");
+    let mut announced = announced_end_keys(&l.wire);
+    announced.dedup(); // the CDN crosses two links
+    assert_eq!(announced.len(), 1, "b's CDN announces a key for a's next negotiation");
+    let payload = b"second flow: agreed while the DDE travelled";
+    flow_from_a(&mut l, 5001, payload);
+    assert_eq!(l.app_b.last().map(Vec::as_slice), Some(&payload[..]));
+    assert!(!seen_in_clear(&l.wire, 1..=2, payload));
+    assert_eq!(l.engines[0].counters().agreements_ahead_used, 1, "a used the agreement it computed ahead");
+    // b's record in the second negotiation carries the announced key, and only there.
+    let keys = ephemeral_keys_on_the_wire(&l.wire);
+    let mut b_keys: Vec<&[u8; 32]> = keys.iter().filter(|(n, _)| n == "b").map(|(_, k)| k).collect();
+    b_keys.dedup(); // each MPIT crosses two links
+    assert_eq!(b_keys.len(), 2, "{keys:?}");
+    assert_eq!(&b_keys[1][..], &announced[0][..], "b put the key it announced in its record");
+    assert_ne!(b_keys[0], b_keys[1]);
+    // The announcement on the way to a is changed: a agrees ahead with a key b never had, b
+    // answers with a fresh key, and a computes the agreement at the RGI; the flow is intact.
+    l.rewrite_control = Box::new(|_, m| match &mut m.body {
+        Body::Cdn { extensions, .. } => {
+            for e in extensions.iter_mut().filter(|e| e.kind == dprp::Extension::END_EPHEMERAL) {
+                e.value = vec![9; 32];
+            }
+            true
+        }
+        _ => false,
+    });
+    flow_from_a(&mut l, 5002, b"third flow: its announcement forged");
+    let payload = b"fourth flow: the forged key named";
+    flow_from_a(&mut l, 5003, payload);
+    assert_eq!(l.app_b.last().map(Vec::as_slice), Some(&payload[..]));
+    assert!(!seen_in_clear(&l.wire, 1..=2, payload));
+    assert_eq!(l.engines[0].counters().agreements_ahead_used, 2, "the third used b's real key, the fourth none");
+    assert_eq!(l.engines[0].counters().negotiations_failed, 0);
+}

@@ -510,6 +510,43 @@ impl Extension {
     /// will carry, so that the end GE can compute the pair's agreement while it waits for the
     /// MPIT ([`parse_initiator_ephemeral`], `docs/dprp.md` section 12).
     pub const INITIATOR_EPHEMERAL: u8 = 0x03;
+    /// Not critical: an ephemeral X25519 public key (32 bytes) the end GE keeps for the
+    /// initiator's next negotiation toward it. In a CDN, the end GE announces it; in a later
+    /// DDE, the initiator names it (it has computed the pair's agreement with it while waiting
+    /// for the RGI), and the end GE puts it in its record if it still holds it
+    /// ([`parse_initiator_ephemeral`] reads it too; `docs/dprp.md` section 14).
+    pub const END_EPHEMERAL: u8 = 0x04;
+}
+
+/// In a CDN, the byte that introduces its extensions (after the MACs, if any): not a MAC count.
+pub const CDN_EXTENSIONS: u8 = 0xFF;
+
+/// Writes an extension list: its total length (`u16`) and the TLVs.
+fn emit_extensions(out: &mut Vec<u8>, extensions: &[Extension]) -> Result<()> {
+    let mut ext = Vec::new();
+    for e in extensions {
+        ext.push(e.kind);
+        let l = u16::try_from(e.value.len()).map_err(|_| WireError::Malformed("extension too long"))?;
+        ext.extend_from_slice(&l.to_be_bytes());
+        ext.extend_from_slice(&e.value);
+    }
+    let l = u16::try_from(ext.len()).map_err(|_| WireError::Malformed("extensions too long"))?;
+    out.extend_from_slice(&l.to_be_bytes());
+    out.extend_from_slice(&ext);
+    Ok(())
+}
+
+/// Reads an extension list written by [`emit_extensions`].
+fn read_extensions(r: &mut Reader<'_>) -> Result<Vec<Extension>> {
+    let n = usize::from(r.u16()?);
+    let mut er = Reader::new(r.take(n)?);
+    let mut extensions = Vec::new();
+    while er.rest() > 0 {
+        let kind = er.u8()?;
+        let l = usize::from(er.u16()?);
+        extensions.push(Extension { kind, value: er.take(l)?.to_vec() });
+    }
+    Ok(extensions)
 }
 
 /// Decodes an initiator-ephemeral extension's value: exactly one X25519 public key.
@@ -575,6 +612,8 @@ pub enum Body {
         signature: [u8; SIGNATURE_LEN],
         /// Path-key MACs for the GEs on the path (may be empty).
         macs: Vec<RecordMac>,
+        /// Hints for the initiator (not signed), e.g. [`Extension::END_EPHEMERAL`]; may be empty.
+        extensions: Vec<Extension>,
     },
 }
 
@@ -709,17 +748,7 @@ impl MessageRepr {
         let header = HeaderRepr { flags: p.flags(), nonce: p.nonce(), cid: p.cid()? };
         let mut r = Reader::new(p.body());
         let body = match p.message_type() {
-            MessageType::Dde => {
-                let n = usize::from(r.u16()?);
-                let mut er = Reader::new(r.take(n)?);
-                let mut extensions = Vec::new();
-                while er.rest() > 0 {
-                    let kind = er.u8()?;
-                    let l = usize::from(er.u16()?);
-                    extensions.push(Extension { kind, value: er.take(l)?.to_vec() });
-                }
-                Body::Dde { extensions }
-            }
+            MessageType::Dde => Body::Dde { extensions: read_extensions(&mut r)? },
             t @ (MessageType::Rgi | MessageType::Mpit) => {
                 let n = usize::from(r.u8()?);
                 if n > MAX_RECORDS {
@@ -745,8 +774,17 @@ impl MessageRepr {
                 let nl = usize::from(r.u8()?);
                 let signer = check_name(r.take(nl)?)?.to_owned();
                 let signature = r.array()?;
-                let macs = read_macs(&mut r)?;
-                Body::Cdn { status, confirmation, signer, signature, macs }
+                let trailer = |r: &Reader<'_>| r.b.get(r.at).copied();
+                let macs = if trailer(&r) == Some(CDN_EXTENSIONS) { Vec::new() } else { read_macs(&mut r)? };
+                let extensions = match trailer(&r) {
+                    None => Vec::new(),
+                    Some(CDN_EXTENSIONS) => {
+                        r.u8()?;
+                        read_extensions(&mut r)?
+                    }
+                    Some(_) => return Err(WireError::Malformed("bytes after a CDN's MACs")),
+                };
+                Body::Cdn { status, confirmation, signer, signature, macs, extensions }
             }
         };
         if r.rest() != 0 {
@@ -776,18 +814,7 @@ impl MessageRepr {
         out.extend_from_slice(&self.header.nonce);
         emit_cid(&mut out, &self.header.cid);
         match &self.body {
-            Body::Dde { extensions } => {
-                let mut ext = Vec::new();
-                for e in extensions {
-                    ext.push(e.kind);
-                    let l = u16::try_from(e.value.len()).map_err(|_| WireError::Malformed("extension too long"))?;
-                    ext.extend_from_slice(&l.to_be_bytes());
-                    ext.extend_from_slice(&e.value);
-                }
-                let l = u16::try_from(ext.len()).map_err(|_| WireError::Malformed("extensions too long"))?;
-                out.extend_from_slice(&l.to_be_bytes());
-                out.extend_from_slice(&ext);
-            }
+            Body::Dde { extensions } => emit_extensions(&mut out, extensions)?,
             Body::Rgi { records } | Body::Mpit { records } => {
                 if records.len() > MAX_RECORDS {
                     return Err(WireError::Malformed("too many GE records"));
@@ -804,7 +831,7 @@ impl MessageRepr {
                     rec.emit(&mut out);
                 }
             }
-            Body::Cdn { status, confirmation, signer, signature, macs } => {
+            Body::Cdn { status, confirmation, signer, signature, macs, extensions } => {
                 check_name(signer.as_bytes())?;
                 if macs.len() > MAX_MACS {
                     return Err(WireError::Malformed("too many MACs"));
@@ -815,6 +842,10 @@ impl MessageRepr {
                 out.extend_from_slice(signer.as_bytes());
                 out.extend_from_slice(signature);
                 emit_macs(&mut out, macs);
+                if !extensions.is_empty() {
+                    out.push(CDN_EXTENSIONS);
+                    emit_extensions(&mut out, extensions)?;
+                }
             }
         }
         let len = u16::try_from(out.len()).map_err(|_| WireError::Malformed("DPRP message too long"))?;
@@ -908,17 +939,67 @@ mod tests {
             ),
             proptest::collection::vec(arb_record(), 0..4).prop_map(|records| Body::Rgi { records }),
             proptest::collection::vec(arb_record(), 0..4).prop_map(|records| Body::Mpit { records }),
-            (any::<bool>(), any::<[u8; 32]>(), "[a-z]{1,10}", proptest::collection::vec(any::<u8>(), 64), arb_macs())
-                .prop_map(|(ok, confirmation, signer, sig, macs)| Body::Cdn {
+            (
+                any::<bool>(),
+                any::<[u8; 32]>(),
+                "[a-z]{1,10}",
+                proptest::collection::vec(any::<u8>(), 64),
+                arb_macs(),
+                proptest::collection::vec((any::<u8>(), proptest::collection::vec(any::<u8>(), 0..40)), 0..3)
+            )
+                .prop_map(|(ok, confirmation, signer, sig, macs, ext)| Body::Cdn {
                     status: if ok { CdnStatus::Complete } else { CdnStatus::Refused },
                     confirmation,
                     signer,
                     signature: sig.try_into().unwrap(),
                     macs,
+                    extensions: ext.into_iter().map(|(kind, value)| Extension { kind, value }).collect(),
                 }),
         ];
         (any::<u8>(), any::<[u8; 16]>(), arb_cid(), body)
             .prop_map(|(flags, nonce, cid, body)| MessageRepr { header: HeaderRepr { flags, nonce, cid }, body })
+    }
+
+    #[test]
+    fn a_cdn_carries_extensions_after_its_macs_and_nothing_else() {
+        let cid = Cid {
+            proto: crate::cid::L4Proto::Tcp,
+            src: "10.0.0.1".parse().unwrap(),
+            src_port: 1000,
+            dst: "10.0.0.2".parse().unwrap(),
+            dst_port: 80,
+        };
+        let next = Extension { kind: Extension::END_EPHEMERAL, value: vec![7; 32] };
+        for macs in [vec![], vec![RecordMac { key_id: [1; 8], tag: [2; 16] }]] {
+            let m = MessageRepr {
+                header: HeaderRepr { flags: 0, nonce: [3; 16], cid },
+                body: Body::Cdn {
+                    status: CdnStatus::Complete,
+                    confirmation: [4; 32],
+                    signer: "b".into(),
+                    signature: [5; 64],
+                    macs: macs.clone(),
+                    extensions: vec![next.clone()],
+                },
+            };
+            let bytes = m.emit().unwrap();
+            assert_eq!(MessageRepr::parse(&bytes).unwrap(), m, "with {} MACs", macs.len());
+            // Without extensions, the bytes are what they were before extensions existed.
+            let mut plain = m.clone();
+            if let Body::Cdn { extensions, .. } = &mut plain.body {
+                extensions.clear();
+            }
+            let plain_bytes = plain.emit().unwrap();
+            assert_eq!(plain_bytes.len() + 1 + 2 + 3 + 32, bytes.len());
+            // Anything but the marker after the MACs, or a marker with a short list, is refused.
+            for tail in [&[0u8][..], &[9], &[CDN_EXTENSIONS], &[CDN_EXTENSIONS, 0, 5, 4]] {
+                let mut b = plain_bytes.clone();
+                b.extend_from_slice(tail);
+                let len = (b.len() as u16).to_be_bytes();
+                b[6..8].copy_from_slice(&len);
+                assert!(MessageRepr::parse(&b).is_err(), "tail {tail:?} accepted");
+            }
+        }
     }
 
     /// The worked example of docs/wire.md section 8, byte for byte.

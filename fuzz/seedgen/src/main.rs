@@ -478,8 +478,10 @@ fn main() {
                 records.iter_mut().enumerate().for_each(|(i, r)| r.macs = macs(i as u8 + 1));
                 "macs"
             }
-            Body::Cdn { macs: m, .. } => {
+            Body::Cdn { macs: m, extensions, .. } => {
                 *m = macs(2);
+                // With the end GE's key for the initiator's next negotiation (section 14).
+                *extensions = vec![Extension { kind: Extension::END_EPHEMERAL, value: vec![0x24; 32] }];
                 "macs"
             }
             // A marked DDE with a path hint and the initiator's ephemeral key.
