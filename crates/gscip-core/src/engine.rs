@@ -354,6 +354,8 @@ struct DueCdn {
     confirmation: Chain,
     /// The other GEs of the path (the MPIT's records' authors).
     peers: Vec<String>,
+    /// The initiator (the last record's author), for whom the CDN announces a key.
+    initiator: String,
     at: Timestamp,
 }
 
@@ -493,6 +495,9 @@ pub struct Engine {
     /// End GE: the ephemeral keys it announced in its CDNs, each for its initiator's next
     /// negotiation toward it (section 14), with when; used once, dropped after `ge_cache_ttl`.
     announced_keys: HashMap<[u8; 32], (EphemeralKey, Timestamp)>,
+    /// End GE: per initiator, the key announced to it and not used yet (announced again in
+    /// its next CDNs rather than a new one: one key per initiator at a time).
+    announced_to: HashMap<String, [u8; 32]>,
     /// Initiator: per destination, the key the end GE announced in the last CDN, with when.
     end_keys: HashMap<IpAddr, ([u8; 32], Timestamp)>,
     /// Destinations whose DDEs the caller may pass unseen ([`GeConfig::kernel_dde_pass`]).
@@ -660,6 +665,7 @@ impl Engine {
             path_hints: HashMap::new(),
             source_hints: HashMap::new(),
             announced_keys: HashMap::new(),
+            announced_to: HashMap::new(),
             end_keys: HashMap::new(),
             dde_passes: HashMap::new(),
             dde_pass_changes: VecDeque::new(),
@@ -2384,7 +2390,8 @@ impl Engine {
             }
             let me = self.name();
             let peers = records.iter().map(|r| r.certificate.name.clone()).filter(|n| n != me).collect();
-            self.due_cdns.push_back(DueCdn { header: h, confirmation: confirm, peers, at: now });
+            let initiator = records.last().map(|r| r.certificate.name.clone()).unwrap_or_default();
+            self.due_cdns.push_back(DueCdn { header: h, confirmation: confirm, peers, initiator, at: now });
             return Verdict::Consumed;
         }
         if let Some(n) = self.negotiations.get_mut(&key) {
@@ -2404,7 +2411,7 @@ impl Engine {
                 due.peers.iter().map(String::as_str),
                 &[CDN_MAC_CONTEXT, &tbs],
             );
-            let extensions = self.announce_key(due.at).into_iter().collect();
+            let extensions = self.announce_key(due.at, due.initiator).into_iter().collect();
             let body = Body::Cdn {
                 status: CdnStatus::Complete,
                 confirmation: due.confirmation,
@@ -2422,19 +2429,33 @@ impl Engine {
         }
     }
 
-    /// A key pair for the initiator's next negotiation toward this GE, kept and announced in a
-    /// CDN (section 14); none when too many announced keys are still unused.
-    fn announce_key(&mut self, now: Timestamp) -> Option<Extension> {
-        if self.announced_keys.len() >= ANNOUNCED_KEYS_MAX {
-            let window = self.cfg.ge_cache_ttl;
-            self.announced_keys.retain(|_, (_, at)| now - *at < window);
-            if self.announced_keys.len() >= ANNOUNCED_KEYS_MAX {
-                return None;
+    /// The key for `initiator`'s next negotiation toward this GE, to announce in a CDN (section
+    /// 14): the one announced to it before while unused and fresh (so a burst of flows from one
+    /// initiator costs one key), else a new one; none when too many announced keys are unused.
+    fn announce_key(&mut self, now: Timestamp, initiator: String) -> Option<Extension> {
+        let window = self.cfg.ge_cache_ttl;
+        let fresh = |keys: &HashMap<[u8; 32], (EphemeralKey, Timestamp)>, pk: &[u8; 32]| {
+            keys.get(pk).is_some_and(|(_, at)| now - *at < Micros(window.0 / 2))
+        };
+        let public = match self.announced_to.get(&initiator) {
+            Some(pk) if fresh(&self.announced_keys, pk) => *pk,
+            _ => {
+                if self.announced_keys.len() >= ANNOUNCED_KEYS_MAX || self.announced_to.len() >= ANNOUNCED_KEYS_MAX {
+                    self.announced_keys.retain(|_, (_, at)| now - *at < window);
+                    let keys = &self.announced_keys;
+                    self.announced_to.retain(|_, pk| keys.contains_key(pk));
+                    if self.announced_keys.len() >= ANNOUNCED_KEYS_MAX || self.announced_to.len() >= ANNOUNCED_KEYS_MAX
+                    {
+                        return None;
+                    }
+                }
+                let key = self.ephemeral_ahead.pop().unwrap_or_else(|| new_ephemeral_key(&mut *self.rng));
+                let public = key.public;
+                self.announced_keys.insert(public, (key, now));
+                self.announced_to.insert(initiator, public);
+                public
             }
-        }
-        let key = self.ephemeral_ahead.pop().unwrap_or_else(|| new_ephemeral_key(&mut *self.rng));
-        let public = key.public;
-        self.announced_keys.insert(public, (key, now));
+        };
         Some(Extension { kind: Extension::END_EPHEMERAL, value: public.to_vec() })
     }
 

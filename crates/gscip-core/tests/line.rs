@@ -1597,10 +1597,16 @@ fn in_a_burst_every_ge_makes_its_path_keys_from_the_one_marked_negotiation() {
     for e in &l.engines {
         assert_eq!(e.counters().path_keys_derived, 2, "{}: one key with each of the two others", e.name());
     }
+    // b's twenty CDNs announce one key for a's next negotiation, not twenty (section 14).
+    let mut announced = announced_end_keys(&l.wire);
+    announced.sort();
+    announced.dedup();
+    assert_eq!(announced.len(), 1, "one key announced to a at a time");
     let before = verifications(&l);
     flow_from_a(&mut l, 6100, b"after the burst");
     assert_eq!(verifications_since(&l, &before), vec![(0, 3), (0, 3), (0, 2)], "the next flow checks no signature");
     assert_eq!(l.engines[0].counters().negotiations_marked, 1);
+    assert_eq!(l.engines[0].counters().agreements_ahead_used, 1, "the flow after the burst used it");
 }
 
 #[test]
