@@ -27,8 +27,9 @@ pub fn dde_pass_list_path(c: &Config) -> std::path::PathBuf {
 
 /// The rule that lets a DDE (DPRP type 1, no restart flag: the first word of the UDP payload is
 /// `G S 1 1`, bit 0 of the next byte clear) pass when its destination is on the list and was
-/// put there less than the engine's GE-cache lifetime ago; IPv4 not a fragment, IPv6 only without extension headers
-/// (the next header must be UDP); anything the match does not recognise goes to the queue.
+/// put there less than the engine's GE-cache lifetime ago. IPv4 only when not a fragment, IPv6
+/// only without extension headers (the next header must be UDP); anything the match does not
+/// recognise goes to the queue.
 fn dde_pass_rule(c: &Config, v6: bool) -> String {
     let u32 = if v6 {
         "4>>8&0xFF=17 && 48=0x47530101 && 52>>24&0x1=0"
