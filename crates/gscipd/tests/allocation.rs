@@ -15,21 +15,35 @@ use gscip_sim::gms::BuiltinGms;
 use gscip_wire::ip::{tcp_flags, DatagramRepr};
 use gscip_wire::{Cid, L4Proto};
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The engines' clock (Unix seconds): their certificates are issued from it.
 const EPOCH_S: u64 = 1_800_000_000;
 
 struct Counting;
 
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    /// Allocations made by this thread: the per-packet path runs on the test's thread, and
+    /// whatever the test harness's other threads do (it has one that waits on the test) is not
+    /// counted. A `const` cell with no destructor: reading it never allocates.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+fn count_one() {
+    // `try_with`: not at all while the thread is being torn down.
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
 
 // SAFETY: every call is forwarded to the system allocator unchanged; only a counter is added.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count_one();
         // SAFETY: the caller's contract is passed on as is.
         unsafe { System.alloc(layout) }
     }
@@ -38,7 +52,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        count_one();
         // SAFETY: as above.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -139,9 +153,9 @@ fn holding_and_opening_the_pieces_of_cut_units_allocate_nothing() {
         }
     };
     run(20); // the engine's buffers grow
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = allocations();
     run(200);
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let allocations = allocations() - before;
     assert_eq!(allocations, 0, "{allocations} allocations for 200 units in pieces");
     assert_eq!(b.counters().units_reassembled, 220);
 }
@@ -158,7 +172,7 @@ fn sealing_and_opening_an_established_flow_allocate_nothing() {
             // Steady state: one reused buffer with room for the trailer, as in the daemon.
             let data = packet(proto, a_addr, 40_000, b_addr, 5_000, &[0x5a; 1400]);
             let mut buf: Vec<u8> = Vec::with_capacity(65_536);
-            let before = ALLOCATIONS.load(Ordering::Relaxed);
+            let before = allocations();
             for _ in 0..1_000 {
                 buf.clear();
                 buf.extend_from_slice(&data);
@@ -167,7 +181,7 @@ fn sealing_and_opening_an_established_flow_allocate_nothing() {
                 assert_eq!(b.handle_packet(now, &mut buf), Verdict::Accept, "{aead:?} {proto:?}: opened");
                 assert_eq!(buf, data);
             }
-            let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+            let allocations = allocations() - before;
             assert_eq!(allocations, 0, "{aead:?} {proto:?}: {allocations} allocations for 1,000 packets");
         }
     }
