@@ -19,7 +19,7 @@ use crate::transcript::{self, AuthenticatedBy, Chain, RecordParams, VerifiedPath
 use crate::unit::{Piece, ReassemblyLimits};
 use aws_lc_rs::agreement;
 use gscip_wire::dprp::{
-    encode_path_hint, is_dprp_ports, parse_initiator_ephemeral, parse_path_hint, Body, CdnStatus, Extension, GeKind,
+    encode_path_hint, is_dprp_ports, parse_ephemeral_key, parse_path_hint, Body, CdnStatus, Extension, GeKind,
     GeRecordRepr, HeaderRepr, MessageRepr, Mode, RecordMac, Side, DPRP_PORT, MAX_HINT_NAMES, NONCE_LEN,
 };
 use gscip_wire::icmp::{emit_error, IcmpErrorKind, IcmpErrorRepr};
@@ -1993,10 +1993,7 @@ impl Engine {
             .find(|e| e.kind == Extension::PATH_HINT)
             .and_then(|e| parse_path_hint(&e.value).ok())
             .unwrap_or_default();
-        n.ahead_with = ext
-            .iter()
-            .find(|e| e.kind == Extension::INITIATOR_EPHEMERAL)
-            .and_then(|e| parse_initiator_ephemeral(&e.value).ok());
+        n.ahead_with = ephemeral_key_in(ext, Extension::INITIATOR_EPHEMERAL);
         if n.end == EndRole::End && n.cannot_answer {
             self.drop_held(n.held);
             return Verdict::Consumed; // cannot honour a critical extension
@@ -2004,10 +2001,7 @@ impl Engine {
         if n.end == EndRole::End {
             // The initiator names the key this GE announced in its last CDN to it, with which
             // it has computed the agreement ahead: this negotiation's key, if still held.
-            let named = ext
-                .iter()
-                .find(|e| e.kind == Extension::END_EPHEMERAL)
-                .and_then(|e| parse_initiator_ephemeral(&e.value).ok());
+            let named = ephemeral_key_in(ext, Extension::END_EPHEMERAL);
             let window = self.cfg.ge_cache_ttl;
             if let Some((announced, at)) = named.and_then(|pk| self.announced_keys.remove(&pk)) {
                 if now - at < window {
@@ -2550,11 +2544,7 @@ impl Engine {
             if initiator {
                 self.counters.negotiations_completed += 1;
                 // The end GE's key for the next negotiation toward the same destination.
-                let announced = extensions
-                    .iter()
-                    .find(|e| e.kind == Extension::END_EPHEMERAL)
-                    .and_then(|e| parse_initiator_ephemeral(&e.value).ok());
-                if let Some(pk) = announced {
+                if let Some(pk) = ephemeral_key_in(extensions, Extension::END_EPHEMERAL) {
                     if self.end_keys.len() >= ANNOUNCED_KEYS_MAX {
                         self.end_keys.clear();
                     }
@@ -2807,6 +2797,11 @@ fn hold(
 }
 
 /// Version 1 knows no extension: any critical one is unknown.
+/// The ephemeral key an extension of `kind` carries, if any (one that does not parse is ignored).
+fn ephemeral_key_in(ext: &[Extension], kind: u8) -> Option<[u8; 32]> {
+    ext.iter().find(|e| e.kind == kind).and_then(|e| parse_ephemeral_key(&e.value).ok())
+}
+
 fn has_unknown_critical(ext: &[Extension]) -> bool {
     ext.iter().any(|e| e.kind & Extension::CRITICAL != 0)
 }

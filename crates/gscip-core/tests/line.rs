@@ -312,13 +312,18 @@ impl Line {
     }
 }
 
-/// The destination of a DDE (not a restart request), if `p` is one.
-fn dde_destination(p: &[u8]) -> Option<IpAddr> {
+/// The DPRP message `p` carries, if it carries one.
+fn dprp_message(p: &[u8]) -> Option<MessageRepr> {
     let d = Datagram::parse(p).ok()?;
     if !dprp::is_dprp_ports(d.cid.src_port, d.cid.dst_port) {
         return None;
     }
-    let m = MessageRepr::parse(&p[d.payload_offset..d.end]).ok()?;
+    MessageRepr::parse(&p[d.payload_offset..d.end]).ok()
+}
+
+/// The destination of a DDE (not a restart request), if `p` is one.
+fn dde_destination(p: &[u8]) -> Option<IpAddr> {
+    let m = dprp_message(p)?;
     let plain_dde = matches!(m.body, Body::Dde { .. }) && m.header.flags & dprp::FLAG_RESTART == 0;
     plain_dde.then_some(m.header.cid.dst)
 }
@@ -964,11 +969,7 @@ fn a_new_certificate_replaces_the_identity() {
 fn ephemeral_keys_on_the_wire(wire: &[(usize, Vec<u8>)]) -> Vec<(String, [u8; 32])> {
     let mut out = Vec::new();
     for (_, p) in wire {
-        let Ok(d) = Datagram::parse(p) else { continue };
-        if !dprp::is_dprp_ports(d.cid.src_port, d.cid.dst_port) {
-            continue;
-        }
-        if let Ok(MessageRepr { body: Body::Mpit { records }, .. }) = MessageRepr::parse(&p[d.payload_offset..d.end]) {
+        if let Some(MessageRepr { body: Body::Mpit { records }, .. }) = dprp_message(p) {
             out.extend(records.iter().map(|r| (r.certificate.name.clone(), r.ephemeral_public)));
         }
     }
@@ -1018,8 +1019,7 @@ fn ephemeral_keys_made_ahead_serve_one_negotiation_each() {
 
 /// The DPRP message type of a packet the engine sends, if it is one.
 fn message_type(p: &[u8]) -> Option<dprp::MessageType> {
-    let d = Datagram::parse(p).ok()?;
-    Some(MessageRepr::parse(&p[d.payload_offset..d.end]).ok()?.body.message_type())
+    Some(dprp_message(p)?.body.message_type())
 }
 
 #[test]
@@ -1780,14 +1780,11 @@ fn a_dde_passed_unseen_toward_a_host_whose_ge_is_gone_is_answered_from_the_port_
 /// The key announced in CDNs on the wire (`Extension::END_EPHEMERAL`), in order.
 fn announced_end_keys(wire: &[(usize, Vec<u8>)]) -> Vec<Vec<u8>> {
     wire.iter()
-        .filter_map(|(_, p)| {
-            let d = Datagram::parse(p).ok()?;
-            match MessageRepr::parse(&p[d.payload_offset..d.end]).ok()?.body {
-                Body::Cdn { extensions, .. } => {
-                    extensions.into_iter().find(|e| e.kind == dprp::Extension::END_EPHEMERAL).map(|e| e.value)
-                }
-                _ => None,
+        .filter_map(|(_, p)| match dprp_message(p)?.body {
+            Body::Cdn { extensions, .. } => {
+                extensions.into_iter().find(|e| e.kind == dprp::Extension::END_EPHEMERAL).map(|e| e.value)
             }
+            _ => None,
         })
         .collect()
 }

@@ -219,6 +219,10 @@ impl<'a> Reader<'a> {
     fn rest(&self) -> usize {
         self.b.len() - self.at
     }
+    /// The next byte, if any, without taking it.
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.at).copied()
+    }
 }
 
 fn ip_from(bytes: &[u8]) -> IpAddr {
@@ -508,13 +512,13 @@ impl Extension {
     pub const PATH_HINT: u8 = 0x02;
     /// Not critical: the initiator's ephemeral X25519 public key (32 bytes), the one its record
     /// will carry, so that the end GE can compute the pair's agreement while it waits for the
-    /// MPIT ([`parse_initiator_ephemeral`], `docs/dprp.md` section 12).
+    /// MPIT ([`parse_ephemeral_key`], `docs/dprp.md` section 12).
     pub const INITIATOR_EPHEMERAL: u8 = 0x03;
     /// Not critical: an ephemeral X25519 public key (32 bytes) the end GE keeps for the
     /// initiator's next negotiation toward it. In a CDN, the end GE announces it; in a later
     /// DDE, the initiator names it (it has computed the pair's agreement with it while waiting
     /// for the RGI), and the end GE puts it in its record if it still holds it
-    /// ([`parse_initiator_ephemeral`] reads it too; `docs/dprp.md` section 14).
+    /// ([`parse_ephemeral_key`], `docs/dprp.md` section 14).
     pub const END_EPHEMERAL: u8 = 0x04;
 }
 
@@ -549,10 +553,10 @@ fn read_extensions(r: &mut Reader<'_>) -> Result<Vec<Extension>> {
     Ok(extensions)
 }
 
-/// Decodes an initiator-ephemeral extension's value: exactly one X25519 public key.
-pub fn parse_initiator_ephemeral(value: &[u8]) -> Result<[u8; PUBLIC_KEY_LEN]> {
-    <[u8; PUBLIC_KEY_LEN]>::try_from(value)
-        .map_err(|_| WireError::Malformed("an initiator's ephemeral key is not 32 bytes"))
+/// Decodes the value of an ephemeral-key extension ([`Extension::INITIATOR_EPHEMERAL`],
+/// [`Extension::END_EPHEMERAL`]): exactly one X25519 public key.
+pub fn parse_ephemeral_key(value: &[u8]) -> Result<[u8; PUBLIC_KEY_LEN]> {
+    <[u8; PUBLIC_KEY_LEN]>::try_from(value).map_err(|_| WireError::Malformed("an ephemeral key is not 32 bytes"))
 }
 
 /// Most names a path hint carries.
@@ -774,9 +778,8 @@ impl MessageRepr {
                 let nl = usize::from(r.u8()?);
                 let signer = check_name(r.take(nl)?)?.to_owned();
                 let signature = r.array()?;
-                let trailer = |r: &Reader<'_>| r.b.get(r.at).copied();
-                let macs = if trailer(&r) == Some(CDN_EXTENSIONS) { Vec::new() } else { read_macs(&mut r)? };
-                let extensions = match trailer(&r) {
+                let macs = if r.peek() == Some(CDN_EXTENSIONS) { Vec::new() } else { read_macs(&mut r)? };
+                let extensions = match r.peek() {
                     None => Vec::new(),
                     Some(CDN_EXTENSIONS) => {
                         r.u8()?;

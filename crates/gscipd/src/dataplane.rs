@@ -425,8 +425,8 @@ impl Dataplane {
     }
 
     /// Sends what the engine wants sent: its own packets, and the verdicts of packets it held.
-    /// Gives the engine's verdicts and sends its packets; `Urgent::Only` leaves what can wait
-    /// (the end GE's CDN, still to be signed) in the engine, for after the verdicts.
+    /// `Urgent::Only` leaves what can wait (the end GE's CDN, still to be signed) in the engine,
+    /// for after the verdicts.
     fn transmit(&mut self, urgent: Urgent) -> Result<(), DaemonError> {
         loop {
             let next = match urgent {

@@ -33,7 +33,7 @@ pub fn dprp_message(data: &[u8]) {
             }
         }
         for e in extensions.iter().filter(|e| e.kind == gscip_wire::dprp::Extension::INITIATOR_EPHEMERAL) {
-            if let Ok(key) = gscip_wire::dprp::parse_initiator_ephemeral(&e.value) {
+            if let Ok(key) = gscip_wire::dprp::parse_ephemeral_key(&e.value) {
                 assert_eq!(&key[..], &e.value[..], "initiator's ephemeral key changed on parse");
             }
         }
