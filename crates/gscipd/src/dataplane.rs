@@ -33,6 +33,7 @@ use crate::nfqueue::{Queue, Verdict as NfVerdict};
 use crate::{fast_bits, DaemonError, FAST_DROP, FAST_MASK, FAST_PASS, OWN_MARK, SEGMENT_MARK};
 use gscip_core::engine::FastPath;
 use gscip_core::engine::{Event, PacketContext, TransmitKind, Verdict};
+use gscip_core::policy::FlowAction;
 use gscip_core::{Engine, Timestamp};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::collections::HashMap;
@@ -102,7 +103,8 @@ pub struct Dataplane {
     /// The packet being handled (reused: no allocation per packet).
     buf: Vec<u8>,
     next_tag: u64,
-    events: Option<std::fs::File>,
+    /// The events file (one JSON line per decision) and the buffer a line is formatted in.
+    events: Option<(std::fs::File, Vec<u8>)>,
     control: Option<crate::control::ControlSocket>,
     /// Discards logged in the current second, and when that second began (rate limit).
     discard_log: (u32, Timestamp),
@@ -117,6 +119,22 @@ pub struct Dataplane {
     deferred: Vec<Vec<u8>>,
     /// The kernel's list of destinations whose DDEs pass unseen (`/proc/net/xt_recent/…`).
     dde_pass_list: Option<std::fs::File>,
+}
+
+/// One line of the events file: a flow's decision at this GE (docs/gscipd.md).
+#[derive(serde::Serialize)]
+struct DecisionEvent<'a> {
+    ge: &'a str,
+    proto: &'a str,
+    src: std::net::IpAddr,
+    src_port: u16,
+    dst: std::net::IpAddr,
+    dst_port: u16,
+    action: &'a str,
+    group: Option<u16>,
+    encrypted_by: Option<&'a str>,
+    decrypted_by: Option<&'a str>,
+    path: &'a [String],
 }
 
 /// Index of the per-packet queue in [`Dataplane`]'s queues.
@@ -185,7 +203,8 @@ impl Dataplane {
 
     /// Appends every decision to `path` as a JSON line.
     pub fn log_events_to(&mut self, path: &std::path::Path) -> Result<(), DaemonError> {
-        self.events = Some(std::fs::OpenOptions::new().create(true).append(true).open(path)?);
+        self.events =
+            Some((std::fs::OpenOptions::new().create(true).append(true).open(path)?, Vec::with_capacity(512)));
         Ok(())
     }
 
@@ -397,6 +416,16 @@ impl Dataplane {
     /// Every discard is counted by the engine; the log shows them one by one up to
     /// [`DISCARD_LOGS_PER_SECOND`], then how many were not shown.
     fn log_discard(&mut self, qi: usize, p: &crate::nfqueue::Packet) {
+        if self.discard_log_slot() {
+            let packet = self.queues[qi].payload(p);
+            let flow = gscip_wire::ip::Datagram::parse(packet).map(|d| d.cid.to_string()).unwrap_or_default();
+            tracing::warn!(ge = self.engine.name(), %flow, "discarded");
+        }
+    }
+
+    /// Whether one more discard may be logged this second (rate limit shared by discarded
+    /// packets and flows decided to be discarded); says how many were not, once a second.
+    fn discard_log_slot(&mut self) -> bool {
         let t = now();
         let (n, since) = self.discard_log;
         if t.0.saturating_sub(since.0) >= 1_000_000 {
@@ -406,11 +435,7 @@ impl Dataplane {
             self.discard_log = (0, t);
         }
         self.discard_log.0 += 1;
-        if self.discard_log.0 <= DISCARD_LOGS_PER_SECOND {
-            let packet = self.queues[qi].payload(p);
-            let flow = gscip_wire::ip::Datagram::parse(packet).map(|d| d.cid.to_string()).unwrap_or_default();
-            tracing::warn!(ge = self.engine.name(), %flow, "discarded");
-        }
+        self.discard_log.0 <= DISCARD_LOGS_PER_SECOND
     }
 
     fn verdict(
@@ -469,33 +494,51 @@ impl Dataplane {
         while let Some(ev) = self.engine.poll_event() {
             match ev {
                 Event::FlowDecided { cid, action, summary, provisional } => {
-                    tracing::info!(
-                        ge = self.engine.name(),
-                        flow = %cid,
-                        action = action.as_str(),
-                        group = ?summary.group.map(|g| g.0),
-                        path = ?summary.path,
-                        provisional,
-                        "decided"
-                    );
-                    if let Some(f) = self.events.as_mut() {
+                    // A line per flow at every GE is `debug` (it cost a new flow about 25 µs
+                    // per GE at `info`: docs/gscipd.md "Logs"); a flow decided to be discarded
+                    // is a discard, logged at `info` within the discards' rate limit.
+                    macro_rules! decided {
+                        ($level:expr) => {
+                            tracing::event!(
+                                $level,
+                                ge = self.engine.name(),
+                                flow = %cid,
+                                action = action.as_str(),
+                                group = ?summary.group.map(|g| g.0),
+                                path = ?summary.path,
+                                provisional,
+                                "decided"
+                            )
+                        };
+                    }
+                    if action == FlowAction::Discard && self.discard_log_slot() {
+                        decided!(tracing::Level::INFO);
+                    } else {
+                        decided!(tracing::Level::DEBUG);
+                    }
+                    if let Some((f, line)) = self.events.as_mut() {
                         use std::io::Write;
-                        let line = serde_json::json!({
-                            "ge": self.engine.name(),
-                            "proto": cid.proto.as_str(),
-                            "src": cid.src.to_string(), "src_port": cid.src_port,
-                            "dst": cid.dst.to_string(), "dst_port": cid.dst_port,
-                            "action": action.as_str(),
-                            "group": summary.group.map(|g| g.0),
-                            "encrypted_by": summary.encrypted_by,
-                            "decrypted_by": summary.decrypted_by,
-                            "path": summary.path,
-                        });
-                        // One write per line: formatting straight into the file would make a
-                        // system call per JSON token.
-                        let mut text = line.to_string();
-                        text.push('\n');
-                        let _ = f.write_all(text.as_bytes());
+                        let event = DecisionEvent {
+                            ge: self.engine.name(),
+                            proto: cid.proto.as_str(),
+                            src: cid.src,
+                            src_port: cid.src_port,
+                            dst: cid.dst,
+                            dst_port: cid.dst_port,
+                            action: action.as_str(),
+                            group: summary.group.map(|g| g.0),
+                            encrypted_by: summary.encrypted_by.as_deref(),
+                            decrypted_by: summary.decrypted_by.as_deref(),
+                            path: &summary.path,
+                        };
+                        // Formatted into a reused buffer, written with one system call.
+                        line.clear();
+                        if serde_json::to_writer(&mut *line, &event).is_ok() {
+                            line.push(b'\n');
+                            if let Err(e) = f.write_all(line) {
+                                tracing::warn!(error = %e, "writing the events file failed");
+                            }
+                        }
                     }
                 }
                 Event::NegotiationFailed { cid, reason } => {

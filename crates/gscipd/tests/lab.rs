@@ -132,9 +132,10 @@ fn start(s: &Scenario, prefix: &str, work: &Path) -> (Lab, Daemons) {
             _ => "router",
         };
         let cfg = format!(
-            "key_file = \"{}\"\nhooks = \"{hooks}\"\nlocal_addrs = [{addrs}]\nprotected = [{protected}]\ncontrol_socket = \"{}\"\n",
+            "key_file = \"{}\"\nhooks = \"{hooks}\"\nlocal_addrs = [{addrs}]\nprotected = [{protected}]\ncontrol_socket = \"{}\"\nevents_file = \"{}\"\n",
             kf.display(),
-            work.join(format!("{}.sock", n.name)).display()
+            work.join(format!("{}.sock", n.name)).display(),
+            work.join(format!("{}.events", n.name)).display()
         );
         let cf = work.join(format!("{}.toml", n.name));
         std::fs::write(&cf, cfg).unwrap();
@@ -593,8 +594,11 @@ fn iperf3_runs_through_a_protected_path() {
     let udp_packets = udp["end"]["sum"]["packets"].as_u64().unwrap_or(0);
     let lost = udp["end"]["sum"]["lost_percent"].as_f64().unwrap_or(100.0);
     assert!(udp_packets > 1000 && lost < 50.0, "UDP: {udp_packets} packets, {lost}% lost: {udp}");
-    let logs = std::fs::read_to_string(work.join("b.log")).unwrap_or_default();
-    assert!(logs.contains(":5201 action=\"decrypt\""), "the transfer was not protected:\n{logs}");
+    let events = std::fs::read_to_string(work.join("b.events")).unwrap_or_default();
+    let protected = events.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).any(|e| {
+        e["dst_port"] == 5201 && e["action"] == "decrypt" && e["encrypted_by"] == "a" && e["decrypted_by"] == "b"
+    });
+    assert!(protected, "the transfer was not protected:\n{events}");
     eprintln!(
         "iperf3 through the protected path: TCP {:.0} Mbit/s, UDP {} packets, {:.1}% lost",
         tcp["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6,
