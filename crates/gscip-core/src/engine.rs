@@ -140,6 +140,12 @@ pub enum Verdict {
     /// cut units for retransmits (a lost segment lost its whole unit), and for a packet too
     /// long to seal whole.
     Segment,
+    /// Let it continue, sealed in place (as [`Verdict::Accept`]), and hand the flow's packets
+    /// over whole again from now on: undoes [`Verdict::Segment`] once the flow's segments have
+    /// crossed a clean path for long enough (`unit::SealWatch`). Only for packets without
+    /// [`PacketContext::can_segment`]; given for each of the flow's packets until one comes
+    /// whole.
+    Unsegment,
 }
 
 /// What the data plane knows of a packet besides its bytes.
@@ -319,8 +325,11 @@ pub struct Counters {
     /// too) or forged pieces. Expected on a lossy path; not counted in `auth_failures`, which
     /// counts packets that arrived whole.
     pub units_failed: u64,
-    /// Flows switched to sealing segment by segment ([`Verdict::Segment`]).
+    /// Times a flow switched to sealing segment by segment ([`Verdict::Segment`]).
     pub flows_segmented: u64,
+    /// Times a flow sealed segment by segment went back to units (its segments crossed a clean
+    /// path for long enough: `unit::SealWatch`).
+    pub flows_back_to_units: u64,
     /// Other GEs' records and CDNs authenticated by their Ed25519 signature.
     pub signatures_verified: u64,
     /// Other GEs' records and CDNs authenticated by a path-key MAC instead.
@@ -1145,22 +1154,37 @@ impl Engine {
             FlowAction::Encrypt => {
                 // A flow whose cut units are lost (its host retransmits much) is sealed segment
                 // by segment.
-                let mut segment = false;
+                // It goes back to units once its segments show a clean path again.
+                let (mut segment, mut unsegment) = (false, false);
                 if dg.cid.proto == L4Proto::Tcp && dg.payload_len() > 0 {
-                    let retransmits = e.watch.note(dg.tcp_seq, dg.payload_len() as u32);
-                    e.watch.cut_units |= ctx.gso;
-                    segment = ctx.can_segment
-                        && (e.watch.segmented || (retransmits && e.watch.cut_units && e.watch.retransmits_much()));
+                    if ctx.can_segment {
+                        e.watch.whole_again();
+                    }
+                    if ctx.can_segment && e.watch.segmented() {
+                        // Noted segment by segment when the platform hands them back.
+                        segment = true;
+                    } else {
+                        let retransmits = e.watch.note(dg.tcp_seq, dg.payload_len() as u32);
+                        if e.watch.take_back_to_units() {
+                            self.counters.flows_back_to_units += 1;
+                        }
+                        e.watch.cut_units |= ctx.gso;
+                        segment = ctx.can_segment && retransmits && e.watch.cut_units && e.watch.retransmits_much();
+                        unsegment = !ctx.can_segment && e.watch.unsegment_pending();
+                    }
                 }
                 let sealed = if segment { Err(SealError::TooLong) } else { seal_with(e, buf, dg, max_len) };
                 match sealed {
                     Ok(()) => {
                         e.counters.sealed += 1;
-                        Verdict::Accept
+                        if unsegment {
+                            Verdict::Unsegment
+                        } else {
+                            Verdict::Accept
+                        }
                     }
                     Err(SealError::TooLong) if ctx.can_segment => {
-                        if !e.watch.segmented {
-                            e.watch.segmented = true;
+                        if e.watch.switch_to_segments() {
                             self.counters.flows_segmented += 1;
                         }
                         Verdict::Segment
@@ -1202,7 +1226,7 @@ impl Engine {
             self.arm(at, TimerKey::Pit(flow));
         }
         match (action, verdict) {
-            (FlowAction::Encrypt, Verdict::Accept) => self.counters.sealed += 1,
+            (FlowAction::Encrypt, Verdict::Accept | Verdict::Unsegment) => self.counters.sealed += 1,
             (FlowAction::Decrypt, Verdict::Accept) => self.counters.opened += 1,
             (_, Verdict::Drop(DropReason::Discarded)) => {
                 self.counters.discarded += 1;
@@ -1409,7 +1433,7 @@ impl Engine {
                 Err(_) => None,
             };
             match verdict {
-                Some(Verdict::Accept) => {
+                Some(Verdict::Accept | Verdict::Unsegment) => {
                     self.counters.released += 1;
                     self.transmits.push_back(Transmit {
                         packet: p,

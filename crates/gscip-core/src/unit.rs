@@ -213,6 +213,16 @@ pub const WATCH_WINDOW: u32 = 4 << 20;
 /// retransmissions that reordering on the path causes (seen in the lab as DSACKs), stay far
 /// below it.
 pub const RETRANSMIT_LIMIT: u32 = WATCH_WINDOW / 8;
+/// Bytes of retransmissions within one window at most for the window to count as clean while
+/// a flow is sealed segment by segment (8 KiB of 4 MiB, about 0.2 %: a path that loses that
+/// share of its segments loses under [`RETRANSMIT_LIMIT`] in units of 44 segments).
+pub const CLEAN_LIMIT: u32 = WATCH_WINDOW / 512;
+/// Clean windows after which a flow cut into segments goes back to units the first time; each
+/// later switch back doubles it, up to [`MAX_CLEAN_WINDOWS`] (256 MiB), so that a path that
+/// loses now and then does not make a flow swing between the two.
+pub const FIRST_CLEAN_WINDOWS: u8 = 1;
+/// The most clean windows a flow cut into segments waits for before it goes back to units.
+pub const MAX_CLEAN_WINDOWS: u8 = 64;
 
 /// What the sealing end watches of the TCP direction it seals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -221,20 +231,34 @@ pub struct SealWatch {
     high: Option<u32>,
     /// Units the kernel cuts into segments were sealed for this flow.
     pub cut_units: bool,
-    /// The flow's packets are cut into segments before sealing from now on.
-    pub segmented: bool,
+    /// The flow's packets are cut into segments before sealing, until enough clean windows
+    /// pass ([`SealWatch::switch_to_segments`]).
+    segmented: bool,
     /// Bytes sealed since the current window began, and how many of them were retransmitted.
     window_sealed: u32,
     window_retransmitted: u32,
+    /// While segmented: clean windows in a row, and how many take the flow back to units
+    /// (0 until the first switch: [`FIRST_CLEAN_WINDOWS`]).
+    clean_windows: u8,
+    clean_needed: u8,
+    /// Set when the flow went back to units; cleared by [`SealWatch::take_back_to_units`].
+    back_to_units: bool,
+    /// The flow went back to units but its packets still come one segment at a time: the
+    /// platform has not yet been told ([`crate::Verdict::Unsegment`]), or has, and they were
+    /// already on their way. Cleared by the first packet from the GSO path.
+    unsegment_pending: bool,
 }
 
 impl SealWatch {
-    /// Notes a segment of `len` bytes at `seq` about to be sealed; true when it starts before
-    /// data already sealed (a retransmission).
+    /// Notes a segment (or a unit) of `len` bytes at `seq` about to be sealed; true when it
+    /// starts before data already sealed (a retransmission). A flow that is cut into segments
+    /// must note the segments, not the packet they are cut from.
     pub fn note(&mut self, seq: u32, len: u32) -> bool {
         if self.window_sealed >= WATCH_WINDOW {
-            self.window_sealed = 0;
-            self.window_retransmitted = 0;
+            if self.segmented {
+                self.judge_segmented_window();
+            }
+            self.new_window();
         }
         let end = seq.wrapping_add(len);
         let retransmits = self.high.is_some_and(|h| seq_before(seq, h));
@@ -248,9 +272,65 @@ impl SealWatch {
         retransmits
     }
 
+    fn new_window(&mut self) {
+        self.window_sealed = 0;
+        self.window_retransmitted = 0;
+    }
+
+    /// At the end of a window sealed segment by segment: a clean one counts toward going back
+    /// to units, any other starts the count again.
+    fn judge_segmented_window(&mut self) {
+        if self.window_retransmitted > CLEAN_LIMIT {
+            self.clean_windows = 0;
+            return;
+        }
+        self.clean_windows += 1;
+        if self.clean_windows >= self.clean_needed {
+            self.segmented = false;
+            self.back_to_units = true;
+            self.unsegment_pending = true;
+            self.clean_windows = 0;
+            self.clean_needed = self.clean_needed.saturating_mul(2).min(MAX_CLEAN_WINDOWS);
+        }
+    }
+
     /// The host retransmitted [`RETRANSMIT_LIMIT`] bytes or more within the current window.
     pub fn retransmits_much(&self) -> bool {
         self.window_retransmitted >= RETRANSMIT_LIMIT
+    }
+
+    /// Whether the flow's packets are cut into segments before sealing.
+    pub fn segmented(&self) -> bool {
+        self.segmented
+    }
+
+    /// From now on the flow's packets are cut into segments before sealing; the share of
+    /// retransmissions is judged afresh, segment by segment. False if it already was.
+    pub fn switch_to_segments(&mut self) -> bool {
+        if self.segmented {
+            return false;
+        }
+        self.segmented = true;
+        self.unsegment_pending = false;
+        self.clean_windows = 0;
+        self.clean_needed = self.clean_needed.max(FIRST_CLEAN_WINDOWS);
+        self.new_window();
+        true
+    }
+
+    /// True once after the flow went back to units.
+    pub fn take_back_to_units(&mut self) -> bool {
+        std::mem::take(&mut self.back_to_units)
+    }
+
+    /// Whether the flow went back to units while its packets still come cut into segments.
+    pub fn unsegment_pending(&self) -> bool {
+        self.unsegment_pending
+    }
+
+    /// A packet of the flow came whole (the GSO path): the platform hands them over whole again.
+    pub fn whole_again(&mut self) {
+        self.unsegment_pending = false;
     }
 }
 
@@ -384,6 +464,36 @@ mod tests {
     }
 
     #[test]
+    fn a_segmented_flow_waits_twice_as_many_clean_windows_each_time_up_to_the_most() {
+        let mut w = SealWatch::default();
+        let mut seq = 0u32;
+        // Clean windows of segments until the flow goes back; how many it took.
+        let mut clean_windows_to_units = |w: &mut SealWatch| {
+            for n in 1..=u32::from(MAX_CLEAN_WINDOWS) + 1 {
+                w.note(seq, WATCH_WINDOW);
+                seq = seq.wrapping_add(WATCH_WINDOW);
+                // The next segment ends the window.
+                w.note(seq, 1);
+                seq = seq.wrapping_add(1);
+                if w.take_back_to_units() {
+                    assert!(!w.segmented());
+                    assert!(!w.take_back_to_units(), "reported once");
+                    return n;
+                }
+                assert!(w.segmented());
+            }
+            panic!("never went back");
+        };
+        let mut taken = Vec::new();
+        for _ in 0..9 {
+            assert!(w.switch_to_segments());
+            assert!(!w.switch_to_segments(), "already");
+            taken.push(clean_windows_to_units(&mut w));
+        }
+        assert_eq!(taken, [1, 2, 4, 8, 16, 32, 64, 64, 64]);
+    }
+
+    #[test]
     fn the_watch_judges_the_share_of_retransmissions_per_window() {
         let mut w = SealWatch::default();
         // A unit retransmitted now and then: never much.
@@ -416,6 +526,59 @@ mod tests {
     }
 
     proptest! {
+        /// Against a model of when a flow switches and goes back: random switches, and windows
+        /// of segments with random retransmitted shares around the clean limit.
+        #[test]
+        fn the_watch_goes_back_to_units_as_the_model_says(
+            ops in proptest::collection::vec((any::<bool>(), 0..3 * CLEAN_LIMIT), 1..60)
+        ) {
+            let mut w = SealWatch::default();
+            let (mut segmented, mut clean, mut needed) = (false, 0u8, 0u8);
+            // Data sealed before: what the retransmissions resend.
+            prop_assert!(!w.note(0, 1_000_000));
+            let mut seq = 1_000_000u32;
+            let mut in_window = 1_000_000u32;
+            for (switch, resent) in ops {
+                if switch {
+                    prop_assert_eq!(w.switch_to_segments(), !segmented);
+                    if !segmented {
+                        segmented = true;
+                        clean = 0;
+                        needed = needed.max(FIRST_CLEAN_WINDOWS);
+                        in_window = 0;
+                    }
+                }
+                // One window: the retransmissions first, then new data up to its end; the next
+                // segment ends it.
+                let resent = resent.min(WATCH_WINDOW - in_window - 1);
+                if resent > 0 {
+                    prop_assert!(w.note(seq.wrapping_sub(resent), resent));
+                }
+                prop_assert!(!w.note(seq, WATCH_WINDOW - in_window - resent));
+                seq = seq.wrapping_add(WATCH_WINDOW - in_window - resent);
+                prop_assert!(!w.note(seq, 1));
+                seq = seq.wrapping_add(1);
+                in_window = 1;
+                let mut went_back = false;
+                if segmented {
+                    if resent > CLEAN_LIMIT {
+                        clean = 0;
+                    } else {
+                        clean += 1;
+                        if clean >= needed {
+                            (segmented, went_back, clean) = (false, true, 0);
+                            needed = (needed * 2).min(MAX_CLEAN_WINDOWS);
+                        }
+                    }
+                }
+                prop_assert_eq!(w.segmented(), segmented);
+                prop_assert_eq!(w.take_back_to_units(), went_back);
+                prop_assert_eq!(w.unsegment_pending(), went_back);
+                w.whole_again();
+                prop_assert!(!w.unsegment_pending());
+            }
+        }
+
         /// Against a model: units of random sizes cut into random pieces (some ending in a piece
         /// that holds only the trailer), delivered in a random order with some pieces lost and
         /// some twice. A unit comes out when all its pieces arrived, with exactly its pieces in

@@ -1332,6 +1332,86 @@ fn when_retransmissions_are_a_large_share_a_flow_of_cut_units_is_cut_into_segmen
 }
 
 #[test]
+fn a_flow_cut_into_segments_goes_back_to_units_once_its_segments_cross_a_clean_path() {
+    use gscip_core::unit::{CLEAN_LIMIT, RETRANSMIT_LIMIT, WATCH_WINDOW};
+    use gscip_core::Engine;
+    use gscip_wire::ip::tcp_flags::ACK;
+    const SEGMENT: u32 = 1400;
+    let mut l = tcp_pair();
+    let now = Timestamp(l.now);
+    let e = &mut l.engines[0];
+    // One segment from the per-packet path: always sealed.
+    let segment = |e: &mut Engine, seq: u32| {
+        let mut p = tcp_at(seq, ACK, &[4; SEGMENT as usize]);
+        assert_eq!(e.handle_packet_in(now, &mut p, PacketContext::default()), Verdict::Accept);
+    };
+    // A window of segments: `resent` bytes sent again first (retransmissions), then new ones
+    // until the window is full. Its first segment ends the window before.
+    let window = |e: &mut Engine, next: &mut u32, resent: u32| {
+        let mut back = 0;
+        while back < resent {
+            segment(e, next.wrapping_sub(30_000).wrapping_add(back % 30_000));
+            back += SEGMENT;
+        }
+        let start = *next;
+        while next.wrapping_sub(start) + back < WATCH_WINDOW {
+            segment(e, *next);
+            *next = next.wrapping_add(SEGMENT);
+        }
+    };
+    // A unit, then its data resent from the GSO path until the flow is cut into segments.
+    let switch = |e: &mut Engine, next: &mut u32| {
+        for _ in 0..RETRANSMIT_LIMIT.div_ceil(60_000) + 1 {
+            let mut p = tcp_at(*next, ACK, &[2; 60_000]);
+            if e.handle_packet_in(now, &mut p, GSO) == Verdict::Segment {
+                *next = next.wrapping_add(60_000);
+                return;
+            }
+        }
+        panic!("never cut");
+    };
+    let from_gso = |e: &mut Engine, next: u32| {
+        let mut p = tcp_at(next, ACK, &[5; 30_000]);
+        e.handle_packet_in(now, &mut p, GSO)
+    };
+    let mut next = 3000u32;
+    switch(e, &mut next);
+    assert_eq!(e.counters().flows_segmented, 1);
+    // A window with more than the clean share retransmitted, then one within it.
+    window(e, &mut next, CLEAN_LIMIT + SEGMENT);
+    window(e, &mut next, CLEAN_LIMIT - SEGMENT);
+    assert_eq!(from_gso(e, next), Verdict::Segment, "the first window was not clean");
+    assert_eq!(e.counters().flows_back_to_units, 0);
+    // The next segment ends the clean window: it is sealed, and the platform is asked to hand
+    // the flow over whole again, with every segment until one comes whole.
+    let unsegment = |e: &mut Engine, seq: u32| {
+        let mut p = tcp_at(seq, ACK, &[4; SEGMENT as usize]);
+        let original = p.clone();
+        assert_eq!(e.handle_packet_in(now, &mut p, PacketContext::default()), Verdict::Unsegment);
+        assert_ne!(p, original, "sealed");
+    };
+    unsegment(e, next);
+    next = next.wrapping_add(SEGMENT);
+    assert_eq!(e.counters().flows_back_to_units, 1);
+    unsegment(e, next);
+    next = next.wrapping_add(SEGMENT);
+    assert_eq!(from_gso(e, next), Verdict::Accept, "sealed whole");
+    next = next.wrapping_add(30_000);
+    segment(e, next);
+    next = next.wrapping_add(SEGMENT);
+    // Cut again: now it takes two clean windows.
+    switch(e, &mut next);
+    assert_eq!(e.counters().flows_segmented, 2);
+    window(e, &mut next, 0);
+    window(e, &mut next, 0);
+    assert_eq!(from_gso(e, next), Verdict::Segment, "one clean window is not enough the second time");
+    unsegment(e, next);
+    next = next.wrapping_add(SEGMENT);
+    assert_eq!(e.counters().flows_back_to_units, 2);
+    assert_eq!(from_gso(e, next), Verdict::Accept);
+}
+
+#[test]
 fn a_packet_too_long_to_seal_whole_is_cut_or_dropped_and_the_flow_stays() {
     use gscip_wire::ip::tcp_flags::ACK;
     let mut l = Line::new_with(vec![ges_a(Mode::Open, &[1]), ges_b(Mode::Open, &[1])], &|c| c.max_packet_len = 9000);

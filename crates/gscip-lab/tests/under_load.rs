@@ -393,6 +393,59 @@ fn on_a_lossy_path_flows_of_cut_units_switch_to_segments_and_arrive_intact() {
 }
 
 #[test]
+fn a_flow_cut_into_segments_on_a_lossy_path_goes_back_to_units_when_the_loss_ends() {
+    let work = Work::new("lossend");
+    let s = path_scenario(false);
+    let (lab, daemons) = up(&s, "ldlend", &work);
+    lab.set_offloads(false).expect("ethtool");
+    let loss = ["FORWARD", "-m", "statistic", "--mode", "random", "--probability", "0.01", "-j", "DROP"];
+    let mut rule = vec!["-I"];
+    rule.extend(loss);
+    lab.exec("r", "iptables", &rule).expect("iptables statistic");
+    let marker = marker();
+    let sniffer = Sniffer::start(&lab, &work, &marker);
+    // 48 MiB from a to b (then back) over one connection; a, sealing, is watched meanwhile.
+    let blocks = (48 * 1024).to_string();
+    let server = serve(&lab, "b", &[&work.file("bulk.py"), "server", &marker, PATH_B, &blocks]);
+    let client = Command::new("ip")
+        .args(["netns", "exec", lab.namespace("a").unwrap(), "python3", &work.file("bulk.py"), "client", &marker])
+        .args([PATH_B, &blocks])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let counter = |name: &str| status(&work.0, "a")["counters"][name].as_u64().unwrap();
+    let wait_for = |name: &str, what: &str| {
+        let t0 = Instant::now();
+        while counter(name) == 0 {
+            assert!(t0.elapsed() < Duration::from_secs(60), "a's flow never {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    wait_for("flows_segmented", "switched to segments on the lossy path");
+    let mut rule = vec!["-D"];
+    rule.extend(loss);
+    lab.exec("r", "iptables", &rule).expect("the loss removed");
+    wait_for("flows_back_to_units", "went back to units once the loss ended");
+    let reassembled = |ge: &str| status(&work.0, ge)["counters"]["units_reassembled"].as_u64().unwrap();
+    let reassembled_at_b = reassembled("b");
+    let (server, client) = (finish(server), finish(client));
+    assert_eq!(client.trim(), "client ok", "a received what b sent");
+    assert_eq!(server.trim(), "server ok", "b received what a sent");
+    let seen = sniffer.stop();
+    assert!(seen.hits.is_empty(), "frames carried the data in clear: {:?}", seen.hits);
+    let [a, _] = clean_counters(&work);
+    assert_eq!(a["flows_back_to_units"], 1, "{a}");
+    assert_eq!(a["flows_segmented"], 1, "not cut again without loss: {a}");
+    // The rest of a's data came as units again (cut by the links, put together by b), not as
+    // segments sealed one by one: the kernel was told to hand the flow over whole.
+    let units_after = reassembled("b") - reassembled_at_b;
+    assert!(units_after > 50, "b put together {units_after} units after a's flow went back");
+    drop(daemons);
+    drop(lab);
+}
+
+#[test]
 fn ten_thousand_new_flows_through_one_gen_lose_no_held_packet() {
     const FLOWS: u64 = 10_000;
     let work = Work::new("flows");

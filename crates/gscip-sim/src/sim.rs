@@ -461,11 +461,13 @@ impl Simulation {
         if let (Verdict::Drop(gscip_core::DropReason::Discarded), Some(c)) = (v, cid) {
             self.discards[node].entry(c).or_insert(self.now);
         }
-        if v == Verdict::Accept && self.skips_encryption(node) && self.was_sealed(node, &original, packet) {
+        // (The simulator never hands a flow over in segments: `Unsegment` cannot come.)
+        let passes = matches!(v, Verdict::Accept | Verdict::Unsegment);
+        if passes && self.skips_encryption(node) && self.was_sealed(node, &original, packet) {
             *packet = original;
         }
         self.after_engine(node);
-        v == Verdict::Accept
+        passes
     }
 
     fn skips_encryption(&self, node: NodeId) -> bool {

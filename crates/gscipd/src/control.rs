@@ -105,6 +105,7 @@ pub fn status_json(engine: &Engine) -> serde_json::Value {
             "pieces_held": c.pieces_held, "units_reassembled": c.units_reassembled,
             "pieces_dropped": c.pieces_dropped, "units_failed": c.units_failed,
             "flows_segmented": c.flows_segmented,
+            "flows_back_to_units": c.flows_back_to_units,
             "signatures_verified": c.signatures_verified, "macs_verified": c.macs_verified,
             "path_keys_derived": c.path_keys_derived,
             "negotiations_marked": c.negotiations_marked,

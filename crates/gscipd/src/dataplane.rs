@@ -30,7 +30,7 @@
 
 use crate::link::LinkSender;
 use crate::nfqueue::{Queue, Verdict as NfVerdict};
-use crate::{fast_bits, DaemonError, FAST_DROP, FAST_MASK, FAST_PASS, OWN_MARK, SEGMENT_MARK};
+use crate::{fast_bits, DaemonError, FAST_DROP, FAST_MASK, FAST_PASS, OWN_MARK, SEGMENT_MARK, UNITS_MARK};
 use gscip_core::engine::FastPath;
 use gscip_core::engine::{Event, PacketContext, TransmitKind, Verdict};
 use gscip_core::policy::FlowAction;
@@ -409,6 +409,15 @@ impl Dataplane {
             }
             // Back through the hook, to the per-packet queue: the kernel cuts it into segments.
             Verdict::Segment => self.verdict(qi, p.id, NfVerdict::Repeat, Some(p.mark | SEGMENT_MARK), None),
+            // Sealed, back through the hook once more: the rules clear the flow's segment bit
+            // and let the packet pass.
+            Verdict::Unsegment => {
+                let mark = (p.mark & !SEGMENT_MARK) | UNITS_MARK;
+                let payload = self.buf.as_slice();
+                self.queues[qi]
+                    .verdict(p.id, NfVerdict::Repeat, Some(mark), Some(payload))
+                    .map_err(|e| DaemonError::Netfilter(format!("verdict: {e}")))
+            }
             Verdict::Drop(_) | Verdict::Consumed => self.verdict(qi, p.id, NfVerdict::Drop, None, None),
         }
     }

@@ -45,12 +45,18 @@ pub const FAST_GENERATION_MASK: u32 = 0x3FC0_0000;
 /// conntrack mark.
 pub const SEGMENT_MARK: u32 = 0x0008_0000;
 
+/// A sealed packet of a flow that goes back to units ([`gscip_core::Verdict::Unsegment`]): it
+/// comes back through the hook with this bit, and the rules clear [`SEGMENT_MARK`] in the
+/// flow's conntrack mark and let it pass (it is sealed already).
+pub const UNITS_MARK: u32 = 0x0004_0000;
+
 /// The fast-path mark bits of a decision in a generation.
 pub fn fast_bits(decision: u32, generation: u8) -> u32 {
     decision | (u32::from(generation) << FAST_GENERATION_SHIFT)
 }
 const _: () = assert!(OWN_MARK & FAST_MASK == 0);
 const _: () = assert!(SEGMENT_MARK & (FAST_MASK | OWN_MARK) == 0);
+const _: () = assert!(UNITS_MARK & (FAST_MASK | OWN_MARK | SEGMENT_MARK) == 0);
 
 /// What can stop the daemon, by whose fault.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@
 //! An open GE with `fail_open = true` gets `--queue-bypass` instead.
 
 use crate::config::{Config, Hooks};
-use crate::{fast_bits, DaemonError, FAST_DROP, FAST_MASK, FAST_PASS, OWN_MARK, SEGMENT_MARK};
+use crate::{fast_bits, DaemonError, FAST_DROP, FAST_MASK, FAST_PASS, OWN_MARK, SEGMENT_MARK, UNITS_MARK};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -63,6 +63,13 @@ pub fn restore_script(c: &Config, v6: bool, generation: u8) -> String {
     let mut s = String::from("*filter\n");
     s.push_str(&format!(":{CHAIN} - [0:0]\n"));
     s.push_str(&format!("-A {CHAIN} -m mark --mark {OWN_MARK:#x} -j RETURN\n"));
+    // A sealed packet of a flow that goes back to units: the flow's TCP comes whole again (to
+    // the GSO queue); the packet itself is sealed already.
+    if c.gso_queue().is_some() {
+        let (units, seg) = (UNITS_MARK, SEGMENT_MARK);
+        s.push_str(&format!("-A {CHAIN} -m mark --mark {units:#x}/{units:#x} -j CONNMARK --set-xmark 0x0/{seg:#x}\n"));
+        s.push_str(&format!("-A {CHAIN} -m mark --mark {units:#x}/{units:#x} -j RETURN\n"));
+    }
     if c.uses_kernel_dde_pass() {
         s.push_str(&dde_pass_rule(c, v6));
     }
@@ -193,6 +200,7 @@ mod tests {
                 .unwrap();
         let s = restore_script(&c, false, 0);
         assert!(s.contains("--mark 0x40000047 -j RETURN"));
+        assert!(!s.contains("0x40000/0x40000"), "without the GSO queue no flow is cut, none goes back");
         assert!(s.contains("-p tcp -j NFQUEUE --queue-num 3\n"), "fail closed: no bypass");
         assert!(s.contains("-p udp -j NFQUEUE --queue-num 3\n"));
         assert!(s.contains("--icmp-type destination-unreachable"));
@@ -243,6 +251,11 @@ mod tests {
         let gso = at("-p tcp -j NFQUEUE --queue-num 4\n");
         assert!(save < by_mark && by_mark < by_conn && by_conn < gso, "{s}");
         assert!(at("-m connmark --mark 0x100000/0x3ff00000 -j RETURN") < save, "the fast path comes first");
+        // A flow going back to units: its sealed packet clears the bit in the connection and
+        // passes, before anything could queue it again.
+        let clear = at("-m mark --mark 0x40000/0x40000 -j CONNMARK --set-xmark 0x0/0x80000\n");
+        let pass = at("-m mark --mark 0x40000/0x40000 -j RETURN\n");
+        assert!(clear < pass && pass < save && pass < s.find("NFQUEUE").unwrap(), "{s}");
         assert!(s.contains("-p udp -j NFQUEUE --queue-num 3\n"));
     }
 

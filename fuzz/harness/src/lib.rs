@@ -478,6 +478,10 @@ fn feed(engine: &mut Engine, now: Timestamp, mut buf: Vec<u8>) {
         assert!(ctx.can_segment, "asked to cut a packet that cannot be cut");
         assert_eq!(buf, before, "a packet to be cut was changed");
     }
+    if v == Verdict::Unsegment {
+        assert!(!ctx.can_segment, "a whole packet asked to be handed over whole");
+        assert_ne!(buf, before, "a packet going back to units was not sealed");
+    }
 }
 
 fn drain(engine: &mut Engine, out: &mut Vec<Transmit>) {

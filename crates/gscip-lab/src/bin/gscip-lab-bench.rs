@@ -1054,10 +1054,10 @@ fn ping_rtt_us(lab: &Lab, dst: &str) -> Res<f64> {
 }
 
 /// What each GE did with units during the throughput runs (a diagnosis of the figures, not a
-/// figure): how many flows switched to sealing segment by segment, units put together from
+/// figure): how often flows switched to sealing segment by segment and back, units put together from
 /// pieces, pieces dropped, failures.
-const UNIT_COUNTERS: [&str; 5] =
-    ["flows_segmented", "units_reassembled", "pieces_dropped", "units_failed", "auth_failures"];
+const UNIT_COUNTERS: [&str; 6] =
+    ["flows_segmented", "flows_back_to_units", "units_reassembled", "pieces_dropped", "units_failed", "auth_failures"];
 
 /// What each GE's negotiations cost, counted since it started (after each first-byte run: a
 /// run whose flows check signatures where path keys would do shows here).
