@@ -105,6 +105,8 @@ pub struct Dataplane {
     next_tag: u64,
     /// The events file (one JSON line per decision) and the buffer a line is formatted in.
     events: Option<(std::fs::File, Vec<u8>)>,
+    /// The last write to the events file failed (and was logged).
+    events_failing: bool,
     control: Option<crate::control::ControlSocket>,
     /// Discards logged in the current second, and when that second began (rate limit).
     discard_log: (u32, Timestamp),
@@ -165,6 +167,7 @@ impl Dataplane {
             buf: Vec::with_capacity(65_536),
             next_tag: 1,
             events: None,
+            events_failing: false,
             control: None,
             discard_log: (0, Timestamp(0)),
             control_checked: Timestamp(0),
@@ -544,8 +547,14 @@ impl Dataplane {
                         line.clear();
                         if serde_json::to_writer(&mut *line, &event).is_ok() {
                             line.push(b'\n');
-                            if let Err(e) = f.write_all(line) {
-                                tracing::warn!(error = %e, "writing the events file failed");
+                            // Said once until a write succeeds again (a full disk fails them all).
+                            match f.write_all(line) {
+                                Ok(()) => self.events_failing = false,
+                                Err(e) if !self.events_failing => {
+                                    self.events_failing = true;
+                                    tracing::warn!(error = %e, "writing the events file failed; decisions go unrecorded until it works again");
+                                }
+                                Err(_) => {}
                             }
                         }
                     }
