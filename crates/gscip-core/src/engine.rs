@@ -2820,12 +2820,12 @@ fn hold(
     Verdict::Held
 }
 
-/// Version 1 knows no extension: any critical one is unknown.
 /// The ephemeral key an extension of `kind` carries, if any (one that does not parse is ignored).
 fn ephemeral_key_in(ext: &[Extension], kind: u8) -> Option<[u8; 32]> {
     ext.iter().find(|e| e.kind == kind).and_then(|e| parse_ephemeral_key(&e.value).ok())
 }
 
+/// Version 1 knows no extension: any critical one is unknown.
 fn has_unknown_critical(ext: &[Extension]) -> bool {
     ext.iter().any(|e| e.kind & Extension::CRITICAL != 0)
 }

@@ -290,6 +290,15 @@ fn bulk_both_ways(lab: &Lab, work: &Work, marker: &str, blocks: u32) {
     assert_eq!(server.trim(), "server ok", "b received what a sent");
 }
 
+/// An echo server on b (port 7000, kept running until the handle is dropped) and `n` TCP
+/// connections to it from a, one after another, each answered.
+fn echo_connections(lab: &Lab, work: &Work, n: u32) -> Processes {
+    let server = Processes::one("echo", serve(lab, "b", &[&work.file("echo.py"), PATH_B, "7000"]));
+    let out = lab.exec("a", "python3", &[&work.file("connect.py"), PATH_B, "7000", &n.to_string(), "5"]).unwrap();
+    assert_eq!(out.split_whitespace().count(), n as usize, "{n} connections answered: {out}");
+    server
+}
+
 /// The counters of GEs a and b, with none of the failure counters set.
 fn clean_counters(work: &Work) -> [serde_json::Value; 2] {
     ["a", "b"].map(|ge| {
@@ -519,11 +528,8 @@ fn later_flows_on_a_path_are_negotiated_with_path_keys() {
     let work = Work::new("pathkeys");
     let s = path_scenario(false);
     let (lab, daemons) = up(&s, "ldpk", &work);
-    let server = serve(&lab, "b", &[&work.file("echo.py"), PATH_B, "7000"]);
-    let server = Processes::one("echo", server);
-    // Five TCP connections, 10 ms apart (the daemons make path keys between them).
-    let out = lab.exec("a", "python3", &[&work.file("connect.py"), PATH_B, "7000", "5", "5"]).unwrap();
-    assert_eq!(out.split_whitespace().count(), 5, "five connections answered: {out}");
+    // Five TCP connections, one after another (the daemons make path keys between them).
+    let server = echo_connections(&lab, &work, 5);
     // The first negotiation checks signatures: a checks b's and r's records and b's CDN, r
     // checks b's and a's records and the CDN, b checks r's and a's records. The four after it
     // check the same by path keys only.
@@ -572,10 +578,7 @@ fn a_gen_answers_the_dde_it_let_pass_when_the_destination_s_ges_has_gone() {
     let work = Work::new("ddepass");
     let s = path_scenario(false);
     let (lab, daemons) = up(&s, "ldpass", &work);
-    let server = serve(&lab, "b", &[&work.file("echo.py"), PATH_B, "7000"]);
-    let server = Processes::one("echo", server);
-    let out = lab.exec("a", "python3", &[&work.file("connect.py"), PATH_B, "7000", "2", "5"]).unwrap();
-    assert_eq!(out.split_whitespace().count(), 2, "two connections answered: {out}");
+    let server = echo_connections(&lab, &work, 2);
     let list = || lab.exec("r", "cat", &["/proc/net/xt_recent/gscip_dde_0"]).unwrap();
     assert!(list().contains(&format!("src={PATH_B} ")), "r lets DDEs toward b pass: {}", list());
     assert_eq!(status(&work.0, "r")["counters"]["negotiations_joined_at_rgi"], 1);

@@ -139,6 +139,18 @@ struct DecisionEvent<'a> {
     path: &'a [String],
 }
 
+/// Queues a verdict on `queue` (sent with the turn's others); a field-level function, so that a
+/// payload borrowed from the daemon's buffer can go with it.
+fn give_verdict(
+    queue: &mut Queue,
+    id: u32,
+    v: NfVerdict,
+    mark: Option<u32>,
+    payload: Option<&[u8]>,
+) -> Result<(), DaemonError> {
+    queue.verdict(id, v, mark, payload).map_err(|e| DaemonError::Netfilter(format!("verdict: {e}")))
+}
+
 /// Index of the per-packet queue in [`Dataplane`]'s queues.
 const PACKET_QUEUE: usize = 0;
 /// Index of the GSO queue.
@@ -402,9 +414,7 @@ impl Dataplane {
             Verdict::Accept => {
                 let changed = self.buf.len() != len_before || self.buf.as_slice() != self.queues[qi].payload(p);
                 let payload = changed.then_some(self.buf.as_slice());
-                self.queues[qi]
-                    .verdict(p.id, NfVerdict::Accept, None, payload)
-                    .map_err(|e| DaemonError::Netfilter(format!("verdict: {e}")))
+                give_verdict(&mut self.queues[qi], p.id, NfVerdict::Accept, None, payload)
             }
             Verdict::Held => {
                 self.held.insert(tag, (qi, p.id));
@@ -416,10 +426,7 @@ impl Dataplane {
             // and let the packet pass.
             Verdict::Unsegment => {
                 let mark = (p.mark & !SEGMENT_MARK) | UNITS_MARK;
-                let payload = self.buf.as_slice();
-                self.queues[qi]
-                    .verdict(p.id, NfVerdict::Repeat, Some(mark), Some(payload))
-                    .map_err(|e| DaemonError::Netfilter(format!("verdict: {e}")))
+                give_verdict(&mut self.queues[qi], p.id, NfVerdict::Repeat, Some(mark), Some(&self.buf))
             }
             Verdict::Drop(_) | Verdict::Consumed => self.verdict(qi, p.id, NfVerdict::Drop, None, None),
         }
@@ -458,7 +465,7 @@ impl Dataplane {
         mark: Option<u32>,
         payload: Option<&[u8]>,
     ) -> Result<(), DaemonError> {
-        self.queues[qi].verdict(id, v, mark, payload).map_err(|e| DaemonError::Netfilter(format!("verdict: {e}")))
+        give_verdict(&mut self.queues[qi], id, v, mark, payload)
     }
 
     /// Sends what the engine wants sent: its own packets, and the verdicts of packets it held.
