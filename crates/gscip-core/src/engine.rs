@@ -92,6 +92,11 @@ pub struct GeConfig {
     /// negotiations at the RGI, and answers for a DDE it never saw when the destination's
     /// "port unreachable" quotes it (`docs/dprp.md` section 13). Off by default.
     pub kernel_dde_pass: bool,
+    /// With `kernel_dde_pass`, the caller's kernel also lets MPITs toward those destinations pass
+    /// at once and hands the engine a copy of each ([`Engine::handle_passed_copy`]): the MPIT
+    /// no longer waits for this GE on its way to the end GE (`docs/dprp.md` section 15). Off by
+    /// default.
+    pub kernel_mpit_pass: bool,
 }
 
 impl Default for GeConfig {
@@ -118,6 +123,7 @@ impl Default for GeConfig {
             path_key_lifetime: Micros::from_secs(60),
             path_key_peers: 4096,
             kernel_dde_pass: false,
+            kernel_mpit_pass: false,
         }
     }
 }
@@ -348,6 +354,9 @@ pub struct Counters {
     /// Negotiations this GE answered as end GE from a DDE quoted in the destination's "port
     /// unreachable", having let that DDE pass unseen.
     pub ddes_recovered_from_icmp: u64,
+    /// MPITs the kernel let pass that this GE took part in from their copies
+    /// ([`GeConfig::kernel_mpit_pass`]).
+    pub mpits_copied: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -883,6 +892,33 @@ impl Engine {
     pub fn passes_dde_unseen(&self, now: Timestamp, dst: IpAddr) -> bool {
         self.cfg.kernel_dde_pass
             && self.dde_passes.get(&dst).is_some_and(|s| s.live && now - s.announced < self.cfg.ge_cache_ttl)
+    }
+
+    /// Whether an MPIT toward `dst` passes this GE in the caller's kernel, its copy handed to
+    /// [`Engine::handle_passed_copy`]: toward the destinations whose DDEs pass unseen, when
+    /// [`GeConfig::kernel_mpit_pass`] is on (for simulators and tests).
+    pub fn passes_mpit_in_kernel(&self, now: Timestamp, dst: IpAddr) -> bool {
+        self.cfg.kernel_mpit_pass && self.passes_dde_unseen(now, dst)
+    }
+
+    /// Takes part in a DPRP message that the caller's kernel has already let pass, from its
+    /// copy (an MPIT toward a destination this GE is not the end GE for: section 15 of
+    /// `docs/dprp.md`). It is handled as when met in the queue (verified, the path adopted, the
+    /// flow's entry made, packets held for the flow released), except that there is no verdict
+    /// to give: a transit GE passes an MPIT in every case, and the end GE checks it anyway.
+    /// Anything but an MPIT is ignored: the rules copy nothing else.
+    pub fn handle_passed_copy(&mut self, now: Timestamp, buf: &mut Vec<u8>) {
+        let is_mpit = Datagram::parse(buf).ok().is_some_and(|d| {
+            d.cid.proto == L4Proto::Udp
+                && is_dprp_ports(d.cid.src_port, d.cid.dst_port)
+                && gscip_wire::dprp::MessagePacket::new_checked(&buf[d.payload_offset..d.end])
+                    .is_ok_and(|m| m.message_type() == gscip_wire::dprp::MessageType::Mpit)
+        });
+        if !is_mpit {
+            return;
+        }
+        self.counters.mpits_copied += 1;
+        let _moot = self.handle_packet_in(now, buf, PacketContext { tag: 0, gso: false, can_segment: false });
     }
 
     /// When [`Engine::handle_timeout`] should next be called.

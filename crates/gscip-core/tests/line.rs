@@ -119,6 +119,9 @@ struct Line {
     /// DDEs that passed an engine unseen, as a GEN's kernel rule lets them
     /// (`GeConfig::kernel_dde_pass`, `Engine::passes_dde_unseen`).
     ddes_passed_unseen: usize,
+    /// MPITs that passed an engine in its kernel, the engine handed a copy
+    /// (`GeConfig::kernel_mpit_pass`, `Engine::handle_passed_copy`).
+    mpits_passed_in_kernel: usize,
     events: Vec<(usize, Event)>,
 }
 
@@ -146,6 +149,7 @@ impl Line {
             prepare_when_idle: false,
             path_key_per_packet: false,
             ddes_passed_unseen: 0,
+            mpits_passed_in_kernel: 0,
             events: Vec::new(),
         }
     }
@@ -206,6 +210,14 @@ impl Line {
             // The kernel rule of a GE that announced the pass: the DDE goes on, unseen.
             while self.engines[i].poll_dde_pass().is_some() {}
             self.ddes_passed_unseen += 1;
+            self.put(if right { pos + 1 } else { pos - 1 }, right, p);
+            return;
+        }
+        if mpit_destination(&p).is_some_and(|d| self.engines[i].passes_mpit_in_kernel(Timestamp(self.now), d)) {
+            // The kernel rule lets the MPIT go on at once; the engine meets its copy.
+            self.mpits_passed_in_kernel += 1;
+            self.engines[i].handle_passed_copy(Timestamp(self.now), &mut p.clone());
+            self.drain(i);
             self.put(if right { pos + 1 } else { pos - 1 }, right, p);
             return;
         }
@@ -319,6 +331,12 @@ fn dprp_message(p: &[u8]) -> Option<MessageRepr> {
         return None;
     }
     MessageRepr::parse(&p[d.payload_offset..d.end]).ok()
+}
+
+/// The destination of an MPIT, if `p` is one.
+fn mpit_destination(p: &[u8]) -> Option<IpAddr> {
+    let m = dprp_message(p)?;
+    matches!(m.body, Body::Mpit { .. }).then_some(m.header.cid.dst)
 }
 
 /// The destination of a DDE (not a restart request), if `p` is one.
@@ -553,7 +571,11 @@ proptest! {
         }).collect();
         let reference = decide(&path);
         // The GEN may let the second flow's DDE pass unseen (docs/dprp.md section 13).
-        let mut l = Line::new_with(specs.clone(), &|c| c.kernel_dde_pass = kernel_dde_pass && !c.protected.is_empty());
+        // … and its MPIT pass in the kernel, the GEN taking part from a copy (section 15).
+        let mut l = Line::new_with(specs.clone(), &|c| {
+            c.kernel_dde_pass = kernel_dde_pass && !c.protected.is_empty();
+            c.kernel_mpit_pass = c.kernel_dde_pass;
+        });
         // Two flows one after the other: the second negotiates with the path keys the first
         // made (when the first completed), and must end the same.
         l.prepare_when_idle = true;
@@ -1853,6 +1875,49 @@ fn a_dde_passed_unseen_toward_a_host_whose_ge_is_gone_is_answered_from_the_port_
     assert_eq!(l.engines[0].counters().negotiations_failed, 0);
     assert!(!l.engines[1].passes_dde_unseen(Timestamp(l.now), b_addr()), "the pass is withdrawn");
     assert_eq!(dde_passes(&mut l.engines[1]).last(), Some(&gscip_core::DdePass { addr: b_addr(), pass: false }));
+}
+
+// ----- MPITs passed in the kernel, the GEN taking part from a copy (docs/dprp.md section 15) ---
+
+#[test]
+fn a_gen_lets_mpits_pass_in_the_kernel_and_takes_part_from_their_copies() {
+    // All closed: a GEN without an entry for a flow would hold its packets and not relay them.
+    let line = |mpit_pass: bool| {
+        let specs = vec![ges_a(Mode::Closed, &[1]), gen_a(Mode::Closed, &[1]), ges_b(Mode::Closed, &[1])];
+        let mut l = Line::new_with(specs, &|c| {
+            c.kernel_dde_pass = !c.protected.is_empty();
+            c.kernel_mpit_pass = mpit_pass && !c.protected.is_empty();
+        });
+        l.prepare_when_idle = true;
+        l
+    };
+    let (mut seen, mut l) = (line(false), line(true));
+    for (port, payload) in
+        [(5000u16, &b"first flow: the RGI told the GEN a GE lies beyond b"[..]), (5001, b"second flow")]
+    {
+        let cid = flow_from_a(&mut seen, port, payload);
+        flow_from_a(&mut l, port, payload);
+        assert_eq!(l.app_b.last().map(Vec::as_slice), Some(payload));
+        assert_eq!(actions(&l, &cid), actions(&seen, &cid), "the same decisions as with the MPIT met in the queue");
+        assert_eq!(l.action(1, &cid), Some(FlowAction::Relay), "the GEN's entry, made from the copy");
+        assert!(!seen_in_clear(&l.wire, 1..=2, payload), "protected between the pair");
+        l.send_from_b(udp(b_addr(), a_addr(), 53, port, b"the answer"));
+        l.run_for(100_000);
+        assert_eq!(l.app_a.last().map(Vec::as_slice), Some(&b"the answer"[..]));
+    }
+    // Once the RGI of the first flow had come back from beyond b, every MPIT toward b passed.
+    assert_eq!((seen.mpits_passed_in_kernel, l.mpits_passed_in_kernel), (0, 2));
+    let gen = *l.engines[1].counters();
+    assert_eq!(gen.mpits_copied, 2, "{gen:?}");
+    // The GEN relayed each flow at once, both ways: nothing held, no negotiation more.
+    assert_eq!((gen.held, gen.restarts_requested, gen.negotiations_failed), (0, 0, 0), "{gen:?}");
+    assert_eq!(l.engines[0].counters().negotiations_started, 2);
+    assert!(!l.engines[0].passes_mpit_in_kernel(Timestamp(l.now), b_addr()), "a GES: off");
+    // A copy of anything but an MPIT is not taken for one.
+    let mut dde_copy = l.wire.iter().find(|(_, p)| dde_destination(p).is_some()).unwrap().1.clone();
+    let before = *l.engines[1].counters();
+    l.engines[1].handle_passed_copy(Timestamp(l.now), &mut dde_copy);
+    assert_eq!(*l.engines[1].counters(), before);
 }
 
 // ----- the end GE's key for the next negotiation (docs/dprp.md section 14) --------------------

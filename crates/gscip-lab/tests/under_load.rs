@@ -549,6 +549,11 @@ fn later_flows_on_a_path_are_negotiated_with_path_keys() {
     // record for a all the same (a's MAC count above).
     let c = &status(&work.0, "r")["counters"];
     assert_eq!(c["negotiations_joined_at_rgi"], 4, "r: the four later DDEs passed in the kernel: {c}");
+    // The MPITs toward b passed in the kernel too, the GEN taking part from their copies (its
+    // NFLOG group): every one once the first RGI had told it a GE lies beyond b (the first
+    // MPIT may come before the daemon has put b on the list).
+    let copied = c["mpits_copied"].as_u64().unwrap();
+    assert!((4..=5).contains(&copied), "r took part in the later MPITs from copies: {c}");
     // The closed GEN relays between two closed GESs: no CDN could change what its kernel does
     // with a connection, so the kernel takes each one over from its SYN (marked as it passes
     // after the MPIT); the SYN-ACK and the rest never reach the daemon. Waiting for the CDN,

@@ -18,6 +18,7 @@
 //! aead = "aes-256-gcm"                # or "chacha20-poly1305"
 //! path_key_lifetime_s = 60            # path keys with other GEs (0: off; docs/dprp.md §11)
 //! kernel_dde_pass = true              # GEN/GEA: DDEs it would only pass go by in the kernel (§13)
+//! kernel_mpit_pass = true             # GEN/GEA: their MPITs too, the daemon taking a copy (§15)
 //! bridges = ["br0"]                   # GEA only: its bridges (one per subnet of its servers)
 //! events_file = "/run/gscip/ges1.events"  # optional: decisions as JSON lines (the lab reads them)
 //! control_socket = "/run/gscip/ges1.sock"  # optional; default /run/gscip/NAME.sock
@@ -78,6 +79,11 @@ pub struct Config {
     /// keeps; docs/dprp.md section 13). Default true; ignored on a host.
     #[serde(default = "default_true")]
     pub kernel_dde_pass: bool,
+    /// GEN/GEA: with `kernel_dde_pass`, MPITs toward the same destinations pass in the kernel
+    /// too, and the daemon takes part in their negotiations from a copy (an NFLOG group of the
+    /// queue's number; docs/dprp.md section 15). Default true; ignored on a host.
+    #[serde(default = "default_true")]
+    pub kernel_mpit_pass: bool,
     /// GEA: its bridges (default `["br0"]`).
     #[serde(default)]
     pub bridges: Vec<String>,
@@ -203,6 +209,11 @@ impl Config {
         self.kernel_dde_pass && self.hooks != Hooks::Host
     }
 
+    /// Whether the rules let MPITs pass in the kernel with a copy to the daemon.
+    pub fn uses_kernel_mpit_pass(&self) -> bool {
+        self.kernel_mpit_pass && self.uses_kernel_dde_pass()
+    }
+
     /// The GSO queue's number, if TCP goes to one.
     pub fn gso_queue(&self) -> Option<u16> {
         self.gso.then(|| self.gso_queue.unwrap_or(self.queue.wrapping_add(1)))
@@ -232,6 +243,7 @@ impl Config {
             aead: self.aead_algorithm().map_err(DaemonError::Configuration)?,
             max_packet_len: crate::nfqueue::MAX_PAYLOAD,
             kernel_dde_pass: self.uses_kernel_dde_pass(),
+            kernel_mpit_pass: self.uses_kernel_mpit_pass(),
             path_key_lifetime: self
                 .path_key_lifetime_s
                 .map_or(gscip_core::GeConfig::default().path_key_lifetime, gscip_core::Micros::from_secs),

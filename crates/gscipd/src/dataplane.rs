@@ -121,6 +121,8 @@ pub struct Dataplane {
     deferred: Vec<Vec<u8>>,
     /// The kernel's list of destinations whose DDEs pass unseen (`/proc/net/xt_recent/…`).
     dde_pass_list: Option<std::fs::File>,
+    /// Copies of the MPITs the kernel lets pass (`kernel_mpit_pass`; docs/dprp.md section 15).
+    passed_copies: Option<crate::nflog::LogGroup>,
 }
 
 /// One line of the events file: a flow's decision at this GE (docs/gscipd.md).
@@ -187,6 +189,7 @@ impl Dataplane {
             generation: 0,
             deferred: Vec::new(),
             dde_pass_list: None,
+            passed_copies: None,
         })
     }
 
@@ -232,6 +235,38 @@ impl Dataplane {
             .map_err(|e| DaemonError::Netfilter(format!("{}: {e} (is the GSCIP chain installed?)", path.display())))?;
         self.dde_pass_list = Some(file);
         Ok(())
+    }
+
+    /// Takes part in the MPITs the kernel lets pass from their copies in `group` (bound before
+    /// the rules that log to it are installed).
+    pub fn take_copies_from(&mut self, group: crate::nflog::LogGroup) {
+        self.passed_copies = Some(group);
+    }
+
+    /// Hands the engine the copies waiting, before the queues' packets: a flow's first packet,
+    /// released right behind its MPIT, then finds the entry the copy made. Says whether there
+    /// were any.
+    fn receive_copies(&mut self) -> Result<bool, DaemonError> {
+        let Some(group) = self.passed_copies.as_mut() else { return Ok(false) };
+        let n = match group.recv_all() {
+            Ok(n) => n,
+            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                // The MPITs passed; this GE meets the flows' packets without an entry and
+                // negotiates anew for them (docs/dprp.md section 15).
+                tracing::warn!("the NFLOG socket overflowed: the kernel dropped copies of MPITs");
+                return Ok(true);
+            }
+            Err(e) => return Err(DaemonError::Netfilter(format!("receiving from NFLOG: {e}"))),
+        };
+        for k in 0..n {
+            self.buf.clear();
+            if let Some(group) = &self.passed_copies {
+                self.buf.extend_from_slice(group.copy(k));
+            }
+            self.engine.handle_passed_copy(now(), &mut self.buf);
+            self.transmit(Urgent::Only)?;
+        }
+        Ok(n > 0)
     }
 
     /// Hands the engine's changes of DDE passes to the kernel: one `+ADDR` or `-ADDR` per write,
@@ -311,7 +346,9 @@ impl Dataplane {
             let control = self.control.as_ref().map_or(-1, |c| c.raw_fd());
             let wake = self.updates.as_ref().map_or(-1, |(u, _)| u.wake_fd());
             let gso = queue_fds.get(GSO_QUEUE).copied().unwrap_or(-1);
-            let [_, _, control_ready, wake_ready] = readable(&[queue_fds[PACKET_QUEUE], gso, control, wake], us);
+            let copies = self.passed_copies.as_ref().map_or(-1, |g| g.raw_fd());
+            let [_, _, _, control_ready, wake_ready] =
+                readable(&[queue_fds[PACKET_QUEUE], gso, copies, control, wake], us);
             if control_ready {
                 if let Some(c) = &self.control {
                     c.serve(&self.engine);
@@ -336,7 +373,7 @@ impl Dataplane {
     /// Takes what each queue holds (up to a batch) and hands it to the engine; says whether
     /// there was anything.
     fn receive_pass(&mut self) -> Result<bool, DaemonError> {
-        let mut busy = false;
+        let mut busy = self.receive_copies()?;
         for qi in 0..self.queues.len() {
             match self.queues[qi].recv_batch() {
                 Ok(_) => {

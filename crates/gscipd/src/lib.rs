@@ -21,6 +21,7 @@ pub mod dataplane;
 pub mod gms;
 pub mod keyfile;
 pub mod link;
+pub mod nflog;
 pub mod nfqueue;
 pub mod rules;
 

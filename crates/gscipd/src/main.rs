@@ -11,6 +11,9 @@ use gscipd::link::LinkSender;
 use gscipd::{rules, DaemonError};
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+/// Socket buffer of the MPITs' copies: thousands of MPITs in a burst of new flows.
+const COPIES_RCVBUF_BYTES: i32 = 8 << 20;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -114,6 +117,17 @@ fn run(args: &Args) -> Result<(), DaemonError> {
         Hooks::Host | Hooks::Router => Injector::Ip(RawSender::new()?),
     };
     let mut dp = Dataplane::new(engine, cfg.queue, cfg.gso_queue(), injector)?;
+    if cfg.uses_kernel_mpit_pass() {
+        // Bound before the rules that log to it are installed. A kernel without nfnetlink_log
+        // costs the pass, not the daemon: the MPITs then cross the queue, as before.
+        match gscipd::nflog::LogGroup::open(cfg.queue, COPIES_RCVBUF_BYTES) {
+            Ok(group) => dp.take_copies_from(group),
+            Err(e) => {
+                tracing::warn!(group = cfg.queue, error = %e, "no NFLOG group for the MPITs' copies: MPITs cross the queue");
+                cfg.kernel_mpit_pass = false;
+            }
+        }
+    }
     if let Some(path) = &cfg.events_file {
         dp.log_events_to(path)?;
     }

@@ -32,9 +32,9 @@ const NFNL_SUBSYS_QUEUE: u16 = 3;
 const NFQNL_MSG_PACKET: u16 = 0;
 const NFQNL_MSG_VERDICT: u16 = 1;
 const NFQNL_MSG_CONFIG: u16 = 2;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
+pub(crate) const NLMSG_ERROR: u16 = 2;
+pub(crate) const NLM_F_REQUEST: u16 = 1;
+pub(crate) const NLM_F_ACK: u16 = 4;
 
 const NFQA_PACKET_HDR: u16 = 1;
 const NFQA_VERDICT_HDR: u16 = 2;
@@ -66,8 +66,8 @@ pub mod skb_info {
     pub const CSUM_NOT_VERIFIED: u32 = 1 << 2;
 }
 
-const NLMSG_HDRLEN: usize = 16;
-const NFGENMSG_LEN: usize = 4;
+pub(crate) const NLMSG_HDRLEN: usize = 16;
+pub(crate) const NFGENMSG_LEN: usize = 4;
 
 /// What to do with a queued packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,17 +174,17 @@ pub enum ParseError {
     Incomplete,
 }
 
-fn u16_ne(b: &[u8], at: usize) -> Option<u16> {
+pub(crate) fn u16_ne(b: &[u8], at: usize) -> Option<u16> {
     b.get(at..at + 2).map(|x| u16::from_ne_bytes([x[0], x[1]]))
 }
-fn u32_ne(b: &[u8], at: usize) -> Option<u32> {
+pub(crate) fn u32_ne(b: &[u8], at: usize) -> Option<u32> {
     b.get(at..at + 4).map(|x| u32::from_ne_bytes([x[0], x[1], x[2], x[3]]))
 }
-fn u32_be(b: &[u8], at: usize) -> Option<u32> {
+pub(crate) fn u32_be(b: &[u8], at: usize) -> Option<u32> {
     b.get(at..at + 4).map(|x| u32::from_be_bytes([x[0], x[1], x[2], x[3]]))
 }
 
-const fn align4(n: usize) -> usize {
+pub(crate) const fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
@@ -206,36 +206,115 @@ pub fn split_messages(datagram: &[u8]) -> impl Iterator<Item = Result<(usize, us
     })
 }
 
-/// Parses one netlink message (header included) from the queue's socket.
-pub fn parse_message(msg: &[u8]) -> Result<Message, ParseError> {
+/// An error report (or acknowledgement, errno 0) of one netlink message `msg` (its header's
+/// length already checked): `(errno, the sequence number of the message it answers)`; `None`
+/// for any other message.
+pub(crate) fn netlink_error(msg: &[u8]) -> Option<Result<(i32, u32), ParseError>> {
+    if u16_ne(msg, 4)? != NLMSG_ERROR {
+        return None;
+    }
+    let Some(errno) = u32_ne(msg, NLMSG_HDRLEN) else { return Some(Err(ParseError::Truncated)) };
+    // The original message's header follows the error code.
+    let seq = u32_ne(msg, NLMSG_HDRLEN + 4 + 8).unwrap_or(0);
+    // The kernel sends a negative errno; anything can arrive in a fuzzed or corrupt buffer.
+    Some(Ok(((errno as i32).saturating_neg(), seq)))
+}
+
+/// Sends a request with sequence number `seq` on `fd` and waits (2 s at most) for the kernel's
+/// answer; each other message received meanwhile goes to `other`, which may answer it.
+pub(crate) fn request(
+    fd: &OwnedFd,
+    buf: &mut [u8],
+    msg: &[u8],
+    seq: u32,
+    what: &str,
+    mut other: impl FnMut(&[u8], &mut Vec<u8>),
+) -> io::Result<()> {
+    send_on(fd, msg)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut answers = Vec::new();
+    loop {
+        let n = match recv_on(fd, buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if std::time::Instant::now() > deadline {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, format!("no answer from {what}")));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let mut result = None;
+        answers.clear();
+        for (at, len) in split_messages(&buf[..n]).flatten() {
+            let m = &buf[at..at + len];
+            match netlink_error(m) {
+                Some(Ok((errno, s))) if s == seq => result = Some(errno),
+                Some(_) => {}
+                None => other(m, &mut answers),
+            }
+        }
+        if !answers.is_empty() {
+            send_on(fd, &answers)?;
+        }
+        if let Some(errno) = result {
+            return if errno == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(errno)) };
+        }
+    }
+}
+
+/// What [`parse_nfnl`] found in one netlink message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Nfnl {
+    /// A message of the kind asked for; its attributes went to the callback.
+    Attributes,
+    /// An error report (or acknowledgement, errno 0) with the sequence number it answers.
+    Error { errno: i32, seq: u32 },
+    /// Anything else.
+    Other,
+}
+
+/// Parses one netlink message (header included) of a netfilter subsystem: an error report, or
+/// a message of type `kind` (subsystem and message type), each of whose attributes goes to
+/// `attr` as (type, start, end) within `msg`; the message's own header length is checked.
+pub(crate) fn parse_nfnl(
+    msg: &[u8],
+    kind: u16,
+    mut attr: impl FnMut(u16, usize, usize) -> Result<(), ParseError>,
+) -> Result<Nfnl, ParseError> {
     let len = u32_ne(msg, 0).ok_or(ParseError::Truncated)? as usize;
     if len < NLMSG_HDRLEN || len > msg.len() {
         return Err(ParseError::Truncated);
     }
     let msg = &msg[..len];
-    let kind = u16_ne(msg, 4).ok_or(ParseError::Truncated)?;
-    if kind == NLMSG_ERROR {
-        let errno = u32_ne(msg, NLMSG_HDRLEN).ok_or(ParseError::Truncated)? as i32;
-        // The original message's header follows the error code.
-        let seq = u32_ne(msg, NLMSG_HDRLEN + 4 + 8).unwrap_or(0);
-        // The kernel sends a negative errno; anything can arrive in a fuzzed or corrupt buffer.
-        return Ok(Message::Error { errno: errno.saturating_neg(), seq });
+    if let Some(error) = netlink_error(msg) {
+        let (errno, seq) = error?;
+        return Ok(Nfnl::Error { errno, seq });
     }
-    if kind != (NFNL_SUBSYS_QUEUE << 8 | NFQNL_MSG_PACKET) {
-        return Ok(Message::Other);
+    if u16_ne(msg, 4).ok_or(ParseError::Truncated)? != kind {
+        return Ok(Nfnl::Other);
     }
     let mut at = NLMSG_HDRLEN + NFGENMSG_LEN;
     if at > msg.len() {
         return Err(ParseError::Truncated);
     }
-    let (mut id, mut meta, mut payload) = (None, PacketMeta::default(), None);
     while at + 4 <= msg.len() {
         let alen = usize::from(u16_ne(msg, at).ok_or(ParseError::Truncated)?);
         let atype = u16_ne(msg, at + 2).ok_or(ParseError::Truncated)? & 0x3fff;
         if alen < 4 || at + alen > msg.len() {
             return Err(ParseError::Truncated);
         }
-        let (start, end) = (at + 4, at + alen);
+        attr(atype, at + 4, at + alen)?;
+        at += align4(alen);
+    }
+    Ok(Nfnl::Attributes)
+}
+
+/// Parses one netlink message (header included) from the queue's socket.
+pub fn parse_message(msg: &[u8]) -> Result<Message, ParseError> {
+    let (mut id, mut meta, mut payload) = (None, PacketMeta::default(), None);
+    let parsed = parse_nfnl(msg, NFNL_SUBSYS_QUEUE << 8 | NFQNL_MSG_PACKET, |atype, start, end| {
         let value = &msg[start..end];
         match atype {
             NFQA_PACKET_HDR => id = Some(u32_be(value, 0).ok_or(ParseError::Truncated)?),
@@ -256,7 +335,12 @@ pub fn parse_message(msg: &[u8]) -> Result<Message, ParseError> {
             NFQA_CAP_LEN => meta.cap_len = Some(u32_be(value, 0).ok_or(ParseError::Truncated)?),
             _ => {}
         }
-        at += align4(alen);
+        Ok(())
+    })?;
+    match parsed {
+        Nfnl::Error { errno, seq } => return Ok(Message::Error { errno, seq }),
+        Nfnl::Other => return Ok(Message::Other),
+        Nfnl::Attributes => {}
     }
     match (id, payload) {
         (Some(id), Some((start, end))) => Ok(Message::Packet { meta: PacketMeta { id, ..meta }, start, end }),
@@ -266,18 +350,30 @@ pub fn parse_message(msg: &[u8]) -> Result<Message, ParseError> {
 
 /// Appends a netlink message header (length filled in by [`finish_message`]) and nfgenmsg.
 fn begin_message(buf: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, queue_num: u16) -> usize {
+    begin_nfnl_message(buf, NFNL_SUBSYS_QUEUE, kind, flags, seq, queue_num)
+}
+
+/// The same for any netfilter subsystem; `res_id` is the queue or log group.
+pub(crate) fn begin_nfnl_message(
+    buf: &mut Vec<u8>,
+    subsys: u16,
+    kind: u16,
+    flags: u16,
+    seq: u32,
+    res_id: u16,
+) -> usize {
     let start = buf.len();
     buf.extend_from_slice(&0u32.to_ne_bytes());
-    buf.extend_from_slice(&(NFNL_SUBSYS_QUEUE << 8 | kind).to_ne_bytes());
+    buf.extend_from_slice(&(subsys << 8 | kind).to_ne_bytes());
     buf.extend_from_slice(&flags.to_ne_bytes());
     buf.extend_from_slice(&seq.to_ne_bytes());
     buf.extend_from_slice(&0u32.to_ne_bytes());
     buf.extend_from_slice(&[0 /* AF_UNSPEC */, 0 /* NFNETLINK_V0 */]);
-    buf.extend_from_slice(&queue_num.to_be_bytes());
+    buf.extend_from_slice(&res_id.to_be_bytes());
     start
 }
 
-fn attribute(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
+pub(crate) fn attribute(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
     let len = 4 + value.len();
     buf.extend_from_slice(&(len as u16).to_ne_bytes());
     buf.extend_from_slice(&kind.to_ne_bytes());
@@ -285,7 +381,7 @@ fn attribute(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
     buf.resize(buf.len() + (align4(len) - len), 0);
 }
 
-fn finish_message(buf: &mut [u8], start: usize) {
+pub(crate) fn finish_message(buf: &mut [u8], start: usize) {
     let len = (buf.len() - start) as u32;
     buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
 }
@@ -338,6 +434,69 @@ pub fn encode_packet(buf: &mut Vec<u8>, queue_num: u16, meta: &PacketMeta, paylo
     finish_message(buf, start);
 }
 
+/// A non-blocking netfilter netlink socket, bound (the kernel assigns the port id), with
+/// `rcvbuf` bytes of receive buffer (`SO_RCVBUFFORCE`: root may exceed `net.core.rmem_max`);
+/// `what` names it in warnings.
+#[allow(unsafe_code)]
+pub(crate) fn open_netfilter_socket(rcvbuf: i32, what: &str) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the returned descriptor is owned by the OwnedFd at once.
+    let raw = check(unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            libc::NETLINK_NETFILTER,
+        )
+    })?;
+    // SAFETY: `raw` is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: an all-zero sockaddr_nl is valid (port id 0: the kernel assigns one).
+    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: `addr` is a live sockaddr_nl and its size is passed with it.
+    check(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&addr as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    })?;
+    for (opt, value) in [(libc::SO_RCVBUFFORCE, rcvbuf), (libc::SO_SNDBUFFORCE, 4 << 20)] {
+        // SAFETY: the option value is a live i32 whose size is passed with it.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&value as *const i32).cast(),
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            tracing::warn!("{what}: socket buffer option {opt}: {}", io::Error::last_os_error());
+        }
+    }
+    Ok(fd)
+}
+
+/// Receives one datagram into `buf` without blocking (the socket is non-blocking).
+#[allow(unsafe_code)]
+pub(crate) fn recv_on(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a live, writable buffer of the length passed.
+    let n = check(unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) } as libc::c_int)?;
+    Ok(n as usize)
+}
+
+/// Sends `data` as one datagram.
+#[allow(unsafe_code)]
+pub(crate) fn send_on(fd: &OwnedFd, data: &[u8]) -> io::Result<()> {
+    // SAFETY: `data` is a live buffer of the length passed.
+    let n = unsafe { libc::send(fd.as_raw_fd(), data.as_ptr().cast(), data.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// One bound queue.
 pub struct Queue {
     fd: OwnedFd,
@@ -356,7 +515,7 @@ impl std::fmt::Debug for Queue {
     }
 }
 
-fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
+pub(crate) fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -373,42 +532,7 @@ impl Queue {
     /// they are (a partial one is not completed: [`PacketMeta::checksum_not_ready`]).
     #[allow(unsafe_code)]
     pub fn open(queue_num: u16, max_len: u32, rcvbuf: i32, gso: bool) -> io::Result<Queue> {
-        // SAFETY: plain socket(2); the returned descriptor is owned by the OwnedFd at once.
-        let raw = check(unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                libc::NETLINK_NETFILTER,
-            )
-        })?;
-        // SAFETY: `raw` is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // SAFETY: an all-zero sockaddr_nl is valid (port id 0: the kernel assigns one).
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: `addr` is a live sockaddr_nl and its size is passed with it.
-        check(unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        })?;
-        for (opt, value) in [(libc::SO_RCVBUFFORCE, rcvbuf), (libc::SO_SNDBUFFORCE, 4 << 20)] {
-            // SAFETY: the option value is a live i32 whose size is passed with it.
-            let rc = unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    opt,
-                    (&value as *const i32).cast(),
-                    std::mem::size_of::<i32>() as libc::socklen_t,
-                )
-            };
-            if rc < 0 {
-                tracing::warn!("NFQUEUE {queue_num}: socket buffer option {opt}: {}", io::Error::last_os_error());
-            }
-        }
+        let fd = open_netfilter_socket(rcvbuf, &format!("NFQUEUE {queue_num}"))?;
         let mut q = Queue {
             fd,
             queue_num,
@@ -447,60 +571,19 @@ impl Queue {
         let start = begin_message(&mut msg, NFQNL_MSG_CONFIG, NLM_F_REQUEST | NLM_F_ACK, seq, self.queue_num);
         msg.extend_from_slice(attrs);
         finish_message(&mut msg, start);
-        self.send_all(&msg)?;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        loop {
-            let n = match self.recv_one(0) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if std::time::Instant::now() > deadline {
-                        return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer from nfnetlink_queue"));
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(1));
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let mut drops = Vec::new();
-            let mut answer = None;
-            for (at, len) in split_messages(&self.bufs[0][..n]).flatten() {
-                match parse_message(&self.bufs[0][at..at + len]) {
-                    Ok(Message::Error { errno, seq: s }) if s == seq => answer = Some(errno),
-                    // The rules of a previous run may queue packets before the queue is set up
-                    // (they stay when a daemon dies, so that the boundary stays closed): drop
-                    // them (fail-closed) rather than leave them without a verdict.
-                    Ok(Message::Packet { meta, .. }) => {
-                        encode_verdict(&mut drops, self.queue_num, meta.id, Verdict::Drop, None, None)
-                    }
-                    _ => {}
-                }
+        let queue_num = self.queue_num;
+        request(&self.fd, &mut self.bufs[0], &msg, seq, "nfnetlink_queue", |m, answers| {
+            // The rules of a previous run may queue packets before the queue is set up (they
+            // stay when a daemon dies, so that the boundary stays closed): drop them
+            // (fail-closed) rather than leave them without a verdict.
+            if let Ok(Message::Packet { meta, .. }) = parse_message(m) {
+                encode_verdict(answers, queue_num, meta.id, Verdict::Drop, None, None);
             }
-            if !drops.is_empty() {
-                self.send_all(&drops)?;
-            }
-            if let Some(errno) = answer {
-                return if errno == 0 { Ok(()) } else { Err(io::Error::from_raw_os_error(errno)) };
-            }
-        }
+        })
     }
 
-    #[allow(unsafe_code)]
-    fn recv_one(&mut self, slot: usize) -> io::Result<usize> {
-        let buf = &mut self.bufs[slot];
-        // SAFETY: `buf` is a live, writable buffer of the length passed.
-        let n =
-            check(unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) } as libc::c_int)?;
-        Ok(n as usize)
-    }
-
-    #[allow(unsafe_code)]
     fn send_all(&self, data: &[u8]) -> io::Result<()> {
-        // SAFETY: `data` is a live buffer of the length passed.
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), data.as_ptr().cast(), data.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        send_on(&self.fd, data)
     }
 
     /// The socket, for `poll(2)`.

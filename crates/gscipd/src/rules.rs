@@ -25,23 +25,39 @@ pub fn dde_pass_list_path(c: &Config) -> std::path::PathBuf {
     std::path::Path::new("/proc/net/xt_recent").join(dde_pass_list(c))
 }
 
-/// The rule that lets a DDE (DPRP type 1, no restart flag: the first word of the UDP payload is
-/// `G S 1 1`, bit 0 of the next byte clear) pass when its destination is on the list and was
-/// put there less than the engine's GE-cache lifetime ago. IPv4 only when not a fragment, IPv6
-/// only without extension headers (the next header must be UDP); anything the match does not
-/// recognise goes to the queue.
-fn dde_pass_rule(c: &Config, v6: bool) -> String {
-    let u32 = if v6 {
-        "4>>8&0xFF=17 && 48=0x47530101 && 52>>24&0x1=0"
-    } else {
-        "4&0x3FFF=0 && 0>>22&0x3C@8=0x47530101 && 0>>22&0x3C@12>>24&0x1=0"
+/// The `u32` match of a DPRP message of `kind` (the first word of the UDP payload is `G S 1
+/// kind`) with, for a DDE, no restart flag (bit 0 of the next byte clear). IPv4 only when not
+/// a fragment, IPv6 only without extension headers (the next header must be UDP); anything the
+/// match does not recognise goes to the queue.
+fn dprp_match(c: &Config, kind: gscip_wire::dprp::MessageType, v6: bool) -> String {
+    use gscip_wire::dprp::MessageType;
+    let word = 0x4753_0100 | u32::from(kind as u8);
+    let u32 = match (v6, kind == MessageType::Dde) {
+        (true, true) => format!("4>>8&0xFF=17 && 48={word:#x} && 52>>24&0x1=0"),
+        (true, false) => format!("4>>8&0xFF=17 && 48={word:#x}"),
+        (false, true) => format!("4&0x3FFF=0 && 0>>22&0x3C@8={word:#x} && 0>>22&0x3C@12>>24&0x1=0"),
+        (false, false) => format!("4&0x3FFF=0 && 0>>22&0x3C@8={word:#x}"),
     };
     let port = gscip_wire::dprp::DPRP_PORT;
     let secs = (gscip_core::GeConfig::default().ge_cache_ttl.0 / 1_000_000).max(1);
     format!(
-        "-A {CHAIN} -p udp --sport {port} --dport {port} -m u32 --u32 \"{u32}\" -m recent --name {} --rcheck --rdest --seconds {secs} -j RETURN\n",
+        "-p udp --sport {port} --dport {port} -m u32 --u32 \"{u32}\" -m recent --name {} --rcheck --rdest --seconds {secs}",
         dde_pass_list(c)
     )
+}
+
+/// The rules that let DPRP messages pass in the kernel toward the destinations on the list
+/// (put there less than the engine's GE-cache lifetime ago): DDEs unseen (docs/dprp.md section
+/// 13) and, with `kernel_mpit_pass`, MPITs with a copy to the daemon's log group (section 15).
+fn kernel_pass_rules(c: &Config, v6: bool) -> String {
+    use gscip_wire::dprp::MessageType;
+    let mut s = format!("-A {CHAIN} {} -j RETURN\n", dprp_match(c, MessageType::Dde, v6));
+    if c.uses_kernel_mpit_pass() {
+        let mpit = dprp_match(c, MessageType::Mpit, v6);
+        s.push_str(&format!("-A {CHAIN} {mpit} -j NFLOG --nflog-group {}\n", c.queue));
+        s.push_str(&format!("-A {CHAIN} {mpit} -j RETURN\n"));
+    }
+    s
 }
 
 fn hooks(c: &Config) -> &'static [&'static str] {
@@ -71,7 +87,7 @@ pub fn restore_script(c: &Config, v6: bool, generation: u8) -> String {
         s.push_str(&format!("-A {CHAIN} -m mark --mark {units:#x}/{units:#x} -j RETURN\n"));
     }
     if c.uses_kernel_dde_pass() {
-        s.push_str(&dde_pass_rule(c, v6));
+        s.push_str(&kernel_pass_rules(c, v6));
     }
     // A host's traffic with itself (loopback, and its own addresses, which Linux routes over
     // `lo`) never leaves it: no flow for GSCIP. Queued, its first packet would wait for a
@@ -217,7 +233,7 @@ mod tests {
     }
 
     #[test]
-    fn a_router_lets_ddes_on_its_list_pass_before_anything_is_queued_and_a_host_does_not() {
+    fn a_router_lets_ddes_and_mpits_on_its_list_pass_before_anything_is_queued_and_a_host_does_not() {
         let router =
             Config::parse("key_file = \"k\"\nhooks = \"router\"\nprotected = [\"10.1.0.0/24\"]\nqueue = 2\n").unwrap();
         for v6 in [false, true] {
@@ -228,16 +244,39 @@ mod tests {
             assert!(s.contains("--sport 4398 --dport 4398 -m u32 --u32"), "{s}");
         }
         assert!(restore_script(&router, false, 0).contains("\"4&0x3FFF=0 && 0>>22&0x3C@8=0x47530101 && "));
+        // MPITs toward the same destinations: a copy to the daemon's log group, then on.
+        for v6 in [false, true] {
+            let s = restore_script(&router, v6, 0);
+            let word = if v6 { "48=0x47530103\"" } else { "0>>22&0x3C@8=0x47530103\"" };
+            let copy = s.find(&format!(
+                "{word} -m recent --name gscip_dde_2 --rcheck --rdest --seconds 60 -j NFLOG --nflog-group 2\n"
+            ));
+            let on = s.find(&format!("{word} -m recent --name gscip_dde_2 --rcheck --rdest --seconds 60 -j RETURN\n"));
+            let (copy, on) = (copy.unwrap_or_else(|| panic!("no MPIT copy in\n{s}")), on.unwrap());
+            assert!(copy < on && on < s.find("NFQUEUE").unwrap(), "{s}");
+        }
+        assert!(router.ge_config().unwrap().kernel_mpit_pass);
+        let no_mpit = Config::parse(
+            "key_file = \"k\"\nhooks = \"router\"\nprotected = [\"10.1.0.0/24\"]\nkernel_mpit_pass = false\n",
+        )
+        .unwrap();
+        assert!(
+            !restore_script(&no_mpit, false, 0).contains("NFLOG") && !no_mpit.ge_config().unwrap().kernel_mpit_pass
+        );
+        assert!(restore_script(&no_mpit, false, 0).contains("0x47530101"), "the DDEs still pass");
         assert_eq!(dde_pass_list_path(&router), std::path::Path::new("/proc/net/xt_recent/gscip_dde_2"));
         let off = Config::parse(
             "key_file = \"k\"\nhooks = \"router\"\nprotected = [\"10.1.0.0/24\"]\nkernel_dde_pass = false\n",
         )
         .unwrap();
         assert!(!restore_script(&off, false, 0).contains("recent"));
+        assert!(!restore_script(&off, false, 0).contains("NFLOG"), "no MPIT pass without the DDE pass's list");
+        assert!(!off.ge_config().unwrap().kernel_mpit_pass);
         assert!(!off.ge_config().unwrap().kernel_dde_pass && router.ge_config().unwrap().kernel_dde_pass);
         let host = Config::parse("key_file = \"k\"\nhooks = \"host\"\nlocal_addrs = [\"10.0.0.1\"]\n").unwrap();
         assert!(!restore_script(&host, false, 0).contains("recent"), "a host forwards no DDE");
         assert!(!host.ge_config().unwrap().kernel_dde_pass);
+        assert!(!host.ge_config().unwrap().kernel_mpit_pass && !restore_script(&host, false, 0).contains("NFLOG"));
     }
 
     #[test]

@@ -274,6 +274,28 @@ pub fn nfqueue_message(data: &[u8]) {
     }
 }
 
+// ----- nflog_message --------------------------------------------------------------------------
+
+/// What the daemon reads from its NFLOG socket (the MPITs' copies): every message of a datagram
+/// parses or is refused without a panic, and a copy re-encoded parses to the same bytes.
+pub fn nflog_message(data: &[u8]) {
+    use gscipd::nflog::{encode_log_copy, parse_log_message, LogMessage};
+    use gscipd::nfqueue::split_messages;
+    for r in split_messages(data) {
+        let Ok((at, len)) = r else { break };
+        let msg = &data[at..at + len];
+        if let Ok(LogMessage::Copy { start, end }) = parse_log_message(msg) {
+            assert!(start <= end && end <= msg.len());
+            let mut again = Vec::new();
+            encode_log_copy(&mut again, 0, &msg[start..end]);
+            match parse_log_message(&again) {
+                Ok(LogMessage::Copy { start: s, end: e }) => assert_eq!(&again[s..e], &msg[start..end]),
+                other => panic!("a re-encoded copy does not parse: {other:?}"),
+            }
+        }
+    }
+}
+
 // ----- scenario -------------------------------------------------------------------------------
 
 pub fn scenario(data: &[u8]) {

@@ -392,6 +392,7 @@ impl Writer {
             "gms_state" => h::gms_state(bytes),
             "daemon_config" => h::daemon_config(bytes),
             "nfqueue_message" => h::nfqueue_message(bytes),
+            "nflog_message" => h::nflog_message(bytes),
             "tcp_segment" => h::tcp_segment(bytes),
             _ => unreachable!("unknown target {target}"),
         }
@@ -547,6 +548,15 @@ fn main() {
     error.extend_from_slice(&i32::MIN.to_ne_bytes());
     error.extend_from_slice(&[0; 16]);
     w.put("nfqueue_message", "error-errno-min", &error);
+    // What the daemon reads from its NFLOG socket: an MPIT's copy (here any UDP datagram will
+    // do), two in one datagram, and the error report.
+    let mut copy = Vec::new();
+    gscipd::nflog::encode_log_copy(&mut copy, 0, &packet(L4Proto::Udp, addr(false, A4), 4398, addr(false, B4), 4398, 0, None, b"GS\x01\x03"));
+    w.put("nflog_message", "copy", &copy);
+    let mut copies = copy.clone();
+    copies.extend_from_slice(&copy);
+    w.put("nflog_message", "two-copies", &copies);
+    w.put("nflog_message", "error-errno-min", &error);
     // IPv4 options and UDP with no checksum.
     let mut opt = packet(L4Proto::Tcp, addr(false, A4), 1, addr(false, B4), 2, 0x02, Some(536), b"x");
     opt[0] = 0x46;
