@@ -1061,7 +1061,7 @@ const UNIT_COUNTERS: [&str; 6] =
 
 /// What each GE's negotiations cost, counted since it started (after each first-byte run: a
 /// run whose flows check signatures where path keys would do shows here).
-const DPRP_COUNTERS: [&str; 8] = [
+const DPRP_COUNTERS: [&str; 9] = [
     "negotiations_started",
     "negotiations_failed",
     "negotiations_marked",
@@ -1070,6 +1070,7 @@ const DPRP_COUNTERS: [&str; 8] = [
     "path_keys_derived",
     "agreements_ahead_used",
     "negotiations_joined_at_rgi",
+    "mpits_copied",
 ];
 
 /// Prints the named counters of every GE of the path (to stderr, with `label`).
