@@ -567,8 +567,8 @@ fn later_flows_on_a_path_are_negotiated_with_path_keys() {
         .map(|e| e["packets"].as_u64().unwrap())
         .collect();
     assert_eq!(relayed.len(), 5, "the GEN relays the five connections: {gen}");
-    // A SYN that reaches the GEN's daemon before the MPIT it follows (the two queues are read
-    // in turn) is released without the mark, and the SYN-ACK marks the connection instead.
+    // A SYN that reaches the GEN's daemon before the MPIT (or its copy) is held and released
+    // without the mark, and the SYN-ACK marks the connection instead.
     assert!(relayed.iter().sum::<u64>() <= 7, "the GEN's daemon met {relayed:?} packets of the five connections");
     drop(server);
     drop(daemons);
