@@ -8,11 +8,14 @@
 //!   `iptables-restore`;
 //! * [`dataplane`]: the NFQUEUE loop and raw-socket injection;
 //! * [`nfqueue`]: NFQUEUE over our own netlink socket (batched receive and verdicts);
+//! * [`nflog`]: the copies of the MPITs a GEN lets pass in the kernel, from an NFLOG group over
+//!   the same netlink code;
 //! * [`link`]: layer-2 injection for a GEA (a bridge without an address);
 //! * [`control`]: the local control socket behind `gscip status`.
 //!
 //! See `docs/gscipd.md`. The only `unsafe` code: building a `sockaddr_ll` in [`link`], the
-//! `poll(2)` call of the loop in [`dataplane`], and the netlink system calls of [`nfqueue`].
+//! `poll(2)` call of the loop in [`dataplane`], and the netlink system calls of [`nfqueue`] (which
+//! [`nflog`] uses too).
 #![deny(unsafe_code)]
 
 pub mod config;

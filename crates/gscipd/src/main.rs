@@ -11,11 +11,11 @@ use gscipd::link::LinkSender;
 use gscipd::{rules, DaemonError};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Socket buffer of the MPITs' copies: thousands of MPITs in a burst of new flows.
 const COPIES_RCVBUF_BYTES: i32 = 8 << 20;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 #[derive(Parser, Debug)]
 #[command(name = "gscipd", version, about = "The GSCIP element daemon (GES, GEN, GEA) on netfilter NFQUEUE")]

@@ -133,7 +133,7 @@ impl LogGroup {
         self.fd.as_raw_fd()
     }
 
-    /// Receives the copies waiting (up to [`RECV_MAX`] datagrams) without blocking; they are
+    /// Receives the copies waiting (up to 32 datagrams) without blocking; they are
     /// then [`LogGroup::copy`] `0..n`. ENOBUFS when the kernel dropped copies because the
     /// socket was full (the packets themselves passed).
     pub fn recv_all(&mut self) -> io::Result<usize> {
