@@ -97,9 +97,9 @@ pub struct Dataplane {
     /// The per-packet queue ([`PACKET_QUEUE`]) and, with GSO, the GSO queue ([`GSO_QUEUE`]).
     queues: Vec<Queue>,
     raw: Injector,
-    /// Packets the engine holds: tag -> the queue and the kernel's packet id (the packet stays
-    /// queued).
-    held: HashMap<u64, (usize, u32)>,
+    /// Packets the engine holds: tag -> the queue, the kernel's packet id (the packet stays
+    /// queued) and its mark.
+    held: HashMap<u64, (usize, u32, u32)>,
     /// The packet being handled (reused: no allocation per packet).
     buf: Vec<u8>,
     next_tag: u64,
@@ -361,7 +361,7 @@ impl Dataplane {
             }
         }
         // Whatever is still held goes out as dropped rather than stuck in the kernel queue.
-        for (_, (qi, id)) in self.held.drain() {
+        for (_, (qi, id, _)) in self.held.drain() {
             let _ = self.queues[qi].verdict(id, NfVerdict::Drop, None, None);
         }
         for q in &mut self.queues {
@@ -441,9 +441,7 @@ impl Dataplane {
         let unchanged = self.buf.len() == len_before;
         if (verdict == Verdict::Accept && unchanged) || discarded {
             let packet = if verdict == Verdict::Accept { self.buf.as_slice() } else { self.queues[qi].payload(p) };
-            if let Some(fast) = self.engine.fast_path(packet) {
-                let bits = fast_bits(if fast == FastPath::Pass { FAST_PASS } else { FAST_DROP }, self.generation);
-                let mark = (p.mark & !FAST_MASK) | bits;
+            if let Some(mark) = self.fast_path_mark(packet, p.mark) {
                 return self.verdict(qi, p.id, NfVerdict::Repeat, Some(mark), None);
             }
         }
@@ -454,7 +452,7 @@ impl Dataplane {
                 give_verdict(&mut self.queues[qi], p.id, NfVerdict::Accept, None, payload)
             }
             Verdict::Held => {
-                self.held.insert(tag, (qi, p.id));
+                self.held.insert(tag, (qi, p.id, p.mark));
                 Ok(())
             }
             // Back through the hook, to the per-packet queue: the kernel cuts it into segments.
@@ -467,6 +465,14 @@ impl Dataplane {
             }
             Verdict::Drop(_) | Verdict::Consumed => self.verdict(qi, p.id, NfVerdict::Drop, None, None),
         }
+    }
+
+    /// The mark that hands the rest of `packet`'s flow to the kernel (`mark` with the fast-path
+    /// bits of this generation), when its decision allows it ([`Engine::fast_path`]).
+    fn fast_path_mark(&self, packet: &[u8], mark: u32) -> Option<u32> {
+        let fast = self.engine.fast_path(packet)?;
+        let bits = fast_bits(if fast == FastPath::Pass { FAST_PASS } else { FAST_DROP }, self.generation);
+        Some((mark & !FAST_MASK) | bits)
     }
 
     /// Every discard is counted by the engine; the log shows them one by one up to
@@ -517,13 +523,19 @@ impl Dataplane {
             let Some(t) = next else { break };
             match t.kind {
                 TransmitKind::Released => {
-                    if let Some((qi, id)) = self.held.remove(&t.tag) {
-                        self.verdict(qi, id, NfVerdict::Accept, None, Some(&t.packet))?;
+                    if let Some((qi, id, mark)) = self.held.remove(&t.tag) {
+                        // A flow the kernel may carry from now on (a relaying GEN that held the
+                        // flow's first packet until the MPIT or its copy came) is handed over
+                        // with that packet, so that its answer does not come here to be marked.
+                        match self.fast_path_mark(&t.packet, mark) {
+                            Some(mark) => self.verdict(qi, id, NfVerdict::Repeat, Some(mark), Some(&t.packet))?,
+                            None => self.verdict(qi, id, NfVerdict::Accept, None, Some(&t.packet))?,
+                        }
                     }
                     self.engine.recycle(t.packet);
                 }
                 TransmitKind::Dropped => {
-                    if let Some((qi, id)) = self.held.remove(&t.tag) {
+                    if let Some((qi, id, _)) = self.held.remove(&t.tag) {
                         self.verdict(qi, id, NfVerdict::Drop, None, None)?;
                     }
                 }
