@@ -249,6 +249,10 @@ pub struct Transmit {
     /// after the verdicts of the packets it has in hand, so that a held packet released by the
     /// same MPIT is not delayed by it. Every other packet goes out in order, at once.
     pub deferrable: bool,
+    /// For a held packet `Released` after its flow's negotiation: the kernel fast path the flow
+    /// may take from now on ([`Engine::fast_path`]), for a caller that hands the flow over with
+    /// this packet. `None` for everything else (pieces of units included).
+    pub fast_path: Option<FastPath>,
 }
 
 /// A change to the destinations toward which this GE lets DDEs pass unseen
@@ -802,7 +806,11 @@ impl Engine {
     /// decisions (which a CDN may still overturn), always come back to the engine.
     pub fn fast_path(&self, packet: &[u8]) -> Option<FastPath> {
         let dg = Datagram::parse(packet).ok()?;
-        let (e, dir) = self.pit.get(&dg.cid)?;
+        self.fast_path_for(&dg.cid)
+    }
+
+    fn fast_path_for(&self, cid: &Cid) -> Option<FastPath> {
+        let (e, dir) = self.pit.get(cid)?;
         if e.state != EntryState::Final && !e.settled_for_kernel {
             return None;
         }
@@ -1353,6 +1361,7 @@ impl Engine {
                                 kind: TransmitKind::Released,
                                 tag: p.tag,
                                 deferrable: false,
+                                fast_path: None,
                             });
                         }
                     }
@@ -1432,6 +1441,7 @@ impl Engine {
                 kind: TransmitKind::Reject,
                 tag: 0,
                 deferrable: false,
+                fast_path: None,
             });
         }
     }
@@ -1465,18 +1475,20 @@ impl Engine {
             self.held_bytes = self.held_bytes.saturating_sub(h.packet.len());
             let mut p = h.packet;
             let verdict = match Datagram::parse(&p) {
-                Ok(mut dg) => self.apply_entry(now, &mut p, &mut dg, PacketContext::default()),
+                Ok(mut dg) => self.apply_entry(now, &mut p, &mut dg, PacketContext::default()).map(|v| (v, dg.cid)),
                 Err(_) => None,
             };
             match verdict {
-                Some(Verdict::Accept | Verdict::Unsegment) => {
+                Some((Verdict::Accept | Verdict::Unsegment, cid)) => {
                     self.counters.released += 1;
+                    let fast_path = self.fast_path_for(&cid);
                     self.transmits.push_back(Transmit {
                         packet: p,
                         to_local: h.to_local,
                         kind: TransmitKind::Released,
                         tag: h.tag,
                         deferrable: false,
+                        fast_path,
                     });
                 }
                 other => {
@@ -1505,6 +1517,7 @@ impl Engine {
             kind: TransmitKind::Dropped,
             tag,
             deferrable: false,
+            fast_path: None,
         });
     }
 
@@ -1917,7 +1930,14 @@ impl Engine {
 
     fn push_control(&mut self, packet: Vec<u8>, deferrable: bool) {
         self.counters.control_sent += 1;
-        self.transmits.push_back(Transmit { packet, to_local: false, kind: TransmitKind::Control, tag: 0, deferrable });
+        self.transmits.push_back(Transmit {
+            packet,
+            to_local: false,
+            kind: TransmitKind::Control,
+            tag: 0,
+            deferrable,
+            fast_path: None,
+        });
     }
 
     fn record_params(&self, n: &Negotiation) -> RecordParams {
@@ -2812,6 +2832,7 @@ fn drop_piece(transmits: &mut VecDeque<Transmit>, pool: &mut Vec<Vec<u8>>, p: Pi
         kind: TransmitKind::Dropped,
         tag: p.tag,
         deferrable: false,
+        fast_path: None,
     });
     if pool.len() < UNIT_POOL_MAX {
         let mut b = p.packet;

@@ -441,7 +441,8 @@ impl Dataplane {
         let unchanged = self.buf.len() == len_before;
         if (verdict == Verdict::Accept && unchanged) || discarded {
             let packet = if verdict == Verdict::Accept { self.buf.as_slice() } else { self.queues[qi].payload(p) };
-            if let Some(mark) = self.fast_path_mark(packet, p.mark) {
+            if let Some(fast) = self.engine.fast_path(packet) {
+                let mark = self.fast_path_mark(fast, p.mark);
                 return self.verdict(qi, p.id, NfVerdict::Repeat, Some(mark), None);
             }
         }
@@ -467,12 +468,11 @@ impl Dataplane {
         }
     }
 
-    /// The mark that hands the rest of `packet`'s flow to the kernel (`mark` with the fast-path
-    /// bits of this generation), when its decision allows it ([`Engine::fast_path`]).
-    fn fast_path_mark(&self, packet: &[u8], mark: u32) -> Option<u32> {
-        let fast = self.engine.fast_path(packet)?;
+    /// The mark that hands the rest of a packet's flow to the kernel: the packet's `mark` with
+    /// the fast-path bits of `fast` in this generation.
+    fn fast_path_mark(&self, fast: FastPath, mark: u32) -> u32 {
         let bits = fast_bits(if fast == FastPath::Pass { FAST_PASS } else { FAST_DROP }, self.generation);
-        Some((mark & !FAST_MASK) | bits)
+        (mark & !FAST_MASK) | bits
     }
 
     /// Every discard is counted by the engine; the log shows them one by one up to
@@ -527,8 +527,11 @@ impl Dataplane {
                         // A flow the kernel may carry from now on (a relaying GEN that held the
                         // flow's first packet until the MPIT or its copy came) is handed over
                         // with that packet, so that its answer does not come here to be marked.
-                        match self.fast_path_mark(&t.packet, mark) {
-                            Some(mark) => self.verdict(qi, id, NfVerdict::Repeat, Some(mark), Some(&t.packet))?,
+                        match t.fast_path {
+                            Some(fast) => {
+                                let mark = self.fast_path_mark(fast, mark);
+                                self.verdict(qi, id, NfVerdict::Repeat, Some(mark), Some(&t.packet))?
+                            }
                             None => self.verdict(qi, id, NfVerdict::Accept, None, Some(&t.packet))?,
                         }
                     }
