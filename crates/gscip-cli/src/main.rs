@@ -311,6 +311,15 @@ fn status(socket: Option<PathBuf>, name: Option<String>, json: bool) -> ExitCode
             e["replays"]
         );
     }
+    let awake = &v["stay_awake"];
+    if awake.is_object() {
+        let round_trip =
+            awake["dprp_round_trip_us"].as_u64().map_or_else(|| "not measured yet".into(), |us| format!("{us} µs"));
+        println!(
+            "DPRP round trip {round_trip}; stayed awake for new flows: {} looks, {} µs",
+            awake["looks"], awake["us"]
+        );
+    }
     println!("counters:");
     if let Some(c) = v["counters"].as_object() {
         for (k, n) in c {

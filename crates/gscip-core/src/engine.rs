@@ -97,6 +97,11 @@ pub struct GeConfig {
     /// no longer waits for this GE on its way to the end GE (`docs/dprp.md` section 15). Off by
     /// default.
     pub kernel_mpit_pass: bool,
+    /// The longest a GE stays awake for a new flow ([`Engine::stay_awake_until`]): after each
+    /// DPRP step, and each packet of a flow decided a moment ago, the caller may keep polling
+    /// for packets instead of sleeping, for twice the DPRP round trip this GE measured last,
+    /// when that is no longer than this (`docs/dprp.md` section 16). Zero (the default): never.
+    pub stay_awake: Micros,
 }
 
 impl Default for GeConfig {
@@ -124,6 +129,7 @@ impl Default for GeConfig {
             path_key_peers: 4096,
             kernel_dde_pass: false,
             kernel_mpit_pass: false,
+            stay_awake: Micros(0),
         }
     }
 }
@@ -441,7 +447,8 @@ struct Negotiation {
     own_record: Option<Chain>,
     /// The DDE carried a critical extension this GE does not know: it must not be the end.
     cannot_answer: bool,
-    /// Initiator: when its DDE was first sent.
+    /// When this GE's part of the negotiation went out: the initiator's DDE (first sent), the
+    /// RGI from the end GE or through a GE in the middle (for the DPRP round trip it measures).
     sent_at: Timestamp,
     /// The other end's ephemeral key, announced before its record came: at the end GE the
     /// initiator's, from its DDE (section 12); at the initiator the end GE's, from the CDN of
@@ -545,6 +552,11 @@ pub struct Engine {
     ephemeral_ahead: Vec<EphemeralKey>,
     /// Cut units: buffers and scratch space reused from piece to piece.
     units: UnitBuffers,
+    /// The DPRP round trip as this GE met it last (smoothed): from its DDE to the RGI as
+    /// initiator, from the RGI to the MPIT otherwise. It sets how long the GE stays awake.
+    dprp_round_trip: Option<Micros>,
+    /// Until when packets of a new flow are expected soon ([`Engine::stay_awake_until`]).
+    awake_until: Timestamp,
 }
 
 /// What the engine reuses for pieces of cut units, so that holding and opening them allocates
@@ -607,6 +619,10 @@ fn has_no_single_peer(cid: &Cid) -> bool {
 
 /// Path keys waiting to be made, at most.
 const PENDING_PATH_KEYS_MAX: usize = 256;
+/// A flow's packets keep its GEs awake ([`Engine::stay_awake_until`]) while the flow is younger
+/// than this many stay-awake windows: its first round trips.
+const YOUNG_FLOW_WINDOWS: u64 = 4;
+
 /// Most agreements waiting to be computed ahead ([`Engine::agree_ahead`]); beyond, the MPIT
 /// computes its own.
 const PENDING_AGREEMENTS_MAX: usize = 256;
@@ -698,6 +714,8 @@ impl Engine {
             events: VecDeque::new(),
             held_total: 0,
             held_bytes: 0,
+            dprp_round_trip: None,
+            awake_until: Timestamp(0),
             counters: Counters::default(),
             current_tag: 0,
             ephemeral_ahead: Vec::new(),
@@ -728,6 +746,49 @@ impl Engine {
     pub fn held_packets(&self) -> usize {
         self.held_total
     }
+    /// Until when packets of a new flow are expected soon: a DPRP step was taken, or a flow
+    /// decided a moment ago has had a packet, within the last stay-awake window (twice the DPRP
+    /// round trip this GE measured last, if no longer than [`GeConfig::stay_awake`]). A caller
+    /// that would sleep may keep polling for packets until then (within a CPU budget of its
+    /// own): on a fast network the next message or the flow's next packet comes within
+    /// microseconds, and a sleeping daemon takes tens of them to wake (`docs/dprp.md` section
+    /// 16). `None` when nothing is expected, or staying awake is off.
+    pub fn stay_awake_until(&self, now: Timestamp) -> Option<Timestamp> {
+        (self.awake_until > now).then_some(self.awake_until)
+    }
+
+    /// The DPRP round trip this GE measured last (smoothed), if any.
+    pub fn dprp_round_trip(&self) -> Option<Micros> {
+        self.dprp_round_trip
+    }
+
+    /// How long a DPRP step or a new flow's packet keeps the GE awake: twice the round trip
+    /// measured last (the cap itself before any), nothing when that is longer than the cap.
+    fn awake_window(&self) -> Micros {
+        let cap = self.cfg.stay_awake;
+        match self.dprp_round_trip {
+            _ if cap.0 == 0 => Micros(0),
+            None => cap,
+            Some(rt) if rt.0.saturating_mul(2) <= cap.0 => Micros(rt.0 * 2),
+            Some(_) => Micros(0),
+        }
+    }
+
+    fn keep_awake(&mut self, now: Timestamp) {
+        let w = self.awake_window();
+        if w.0 > 0 {
+            self.awake_until = self.awake_until.max(now + w);
+        }
+    }
+
+    /// Takes one DPRP round trip into the smoothed figure (7/8 old, 1/8 new, as TCP's SRTT).
+    fn measure_round_trip(&mut self, sample: Micros) {
+        self.dprp_round_trip = Some(match self.dprp_round_trip {
+            None => sample,
+            Some(old) => Micros((old.0.saturating_mul(7) + sample.0) / 8),
+        });
+    }
+
     pub fn negotiations_in_progress(&self) -> usize {
         self.negotiations.len()
     }
@@ -1166,7 +1227,12 @@ impl Engine {
     ) -> Option<Verdict> {
         let linger = self.cfg.close_linger;
         let max_len = self.cfg.max_packet_len;
+        let window = self.awake_window();
         let (e, dir) = self.pit.get_mut(&dg.cid)?;
+        if now.0.saturating_sub(e.created.0) < window.0.saturating_mul(YOUNG_FLOW_WINDOWS) {
+            // The flow's first round trips: its next packets come soon.
+            self.awake_until = self.awake_until.max(now + window);
+        }
         e.last_seen = now;
         e.counters.packets += 1;
         e.counters.bytes += dg.payload_len() as u64;
@@ -1626,6 +1692,7 @@ impl Engine {
             n.deadline = now + wait;
             self.started += 1;
         }
+        self.keep_awake(now);
         self.arm(now + wait, TimerKey::Negotiation(key));
     }
 
@@ -1968,6 +2035,7 @@ impl Engine {
             }
         };
         let h = msg.header;
+        self.keep_awake(now);
         let restart = h.flags & FLAG_RESTART != 0;
         let toward_source = restart || matches!(msg.body, Body::Rgi { .. } | Body::Cdn { .. });
         let expected = if toward_source { (h.cid.dst, h.cid.src) } else { (h.cid.src, h.cid.dst) };
@@ -2167,6 +2235,7 @@ impl Engine {
             n.own_record = Some(own);
             n.end = EndRole::End;
             n.stage = Stage::AwaitMpit;
+            n.sent_at = now;
             n.last_sent = msg;
             n.deadline = now + lifetime;
             if n.ahead_with.is_some() && self.pending_agreements.len() < PENDING_AGREEMENTS_MAX {
@@ -2225,6 +2294,7 @@ impl Engine {
             n.own_record = Some(own);
             n.stage = Stage::AwaitMpit;
             n.end = EndRole::NotEnd;
+            n.sent_at = now;
         }
         match Self::control_packet(&h, Body::Rgi { records }, h.cid.dst, h.cid.src) {
             Some(packet) => {
@@ -2238,7 +2308,7 @@ impl Engine {
 
     fn initiator_on_rgi(&mut self, now: Timestamp, key: NegKey, mut records: Vec<GeRecordRepr>) {
         let Some(n) = self.negotiations.get(&key) else { return };
-        let h = n.header;
+        let (h, first_attempt, sent_at) = (n.header, n.attempts == 1, n.sent_at);
         if records.len() >= gscip_wire::dprp::MAX_RECORDS {
             self.fail(now, key, "path too long");
             return;
@@ -2249,6 +2319,9 @@ impl Engine {
         let own = transcript::record_hash(&rec);
         records.push(rec);
         self.learn(now, h.cid.dst, true);
+        if first_attempt {
+            self.measure_round_trip(now - sent_at);
+        }
         let path = match self.verify_path(now, &h, &records, Some(&own)) {
             Ok(p) => p,
             Err(e) => {
@@ -2437,6 +2510,10 @@ impl Engine {
             .iter()
             .any(|r| r.certificate.name == self.name() && r.nonce == n.nonce && r.ephemeral_public == n.eph_public);
         let own = n.own_record;
+        if n.stage == Stage::AwaitMpit && own.is_some() {
+            let sample = now - n.sent_at;
+            self.measure_round_trip(sample);
+        }
         let path = self.verify_path(now, &h, records, own.as_ref());
         let path = match (path, my_rec_present) {
             (Ok(p), true) => p,

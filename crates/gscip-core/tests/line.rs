@@ -1973,3 +1973,98 @@ fn the_initiator_agrees_with_the_end_ges_announced_key_ahead_and_only_uses_a_mat
     assert_eq!(l.engines[0].counters().agreements_ahead_used, 2, "the third used b's real key, the fourth none");
     assert_eq!(l.engines[0].counters().negotiations_failed, 0);
 }
+
+/// Two closed GESs with `stay_awake` set, their messages handed over by hand at chosen times.
+struct HandPair {
+    a: Engine,
+    b: Engine,
+}
+
+impl HandPair {
+    fn new(stay_awake_us: u64) -> HandPair {
+        let ca = CertificateAuthority::from_seed(&Zeroizing::new([99; 32])).unwrap();
+        let tweak = |c: &mut GeConfig| c.stay_awake = gscip_core::Micros(stay_awake_us);
+        HandPair {
+            a: build_with(&ges_a(Mode::Closed, &[1]), &ca, 1, &tweak),
+            b: build_with(&ges_b(Mode::Closed, &[1]), &ca, 2, &tweak),
+        }
+    }
+
+    /// One new TCP flow from port `port`: a's SYN at `t`, the DDE at b `one_way` later, the RGI
+    /// back at a after as long again, the MPIT and the SYN at b after as long again, the CDN at
+    /// a after as long again. Returns when a met the RGI.
+    fn flow(&mut self, port: u16, t: u64, one_way: u64) -> u64 {
+        let mut syn = tcp(a_addr(), b_addr(), port, 80, 0x02, b"");
+        assert_eq!(self.a.handle_packet(Timestamp(t), &mut syn), Verdict::Held);
+        let mut dde = self.a.poll_urgent_transmit().unwrap().packet;
+        self.b.handle_packet(Timestamp(t + one_way), &mut dde);
+        let mut rgi = self.b.poll_urgent_transmit().unwrap().packet;
+        let at_rgi = t + 2 * one_way;
+        self.a.handle_packet(Timestamp(at_rgi), &mut rgi);
+        let out: Vec<Vec<u8>> = std::iter::from_fn(|| self.a.poll_urgent_transmit()).map(|x| x.packet).collect();
+        let at_b = Timestamp(t + 3 * one_way);
+        let delivered =
+            out.into_iter().filter(|p| self.b.handle_packet(at_b, &mut p.clone()) == Verdict::Accept).count();
+        assert_eq!(delivered, 1, "the SYN opened at b");
+        for mut cdn in std::iter::from_fn(|| self.b.poll_transmit()).map(|x| x.packet).collect::<Vec<_>>() {
+            self.a.handle_packet(Timestamp(t + 4 * one_way), &mut cdn);
+        }
+        at_rgi
+    }
+}
+
+#[test]
+fn a_ge_stays_awake_for_a_new_flow_only_where_the_dprp_round_trip_is_short() {
+    let mut p = HandPair::new(1_000);
+    let t0 = T0;
+    // Before any round trip is measured, each step keeps a GE awake for the whole cap.
+    let mut syn = tcp(a_addr(), b_addr(), 4000, 80, 0x02, b"");
+    assert_eq!(p.a.stay_awake_until(Timestamp(t0)), None, "nothing expected yet");
+    assert_eq!(p.a.handle_packet(Timestamp(t0), &mut syn), Verdict::Held);
+    assert_eq!(p.a.stay_awake_until(Timestamp(t0)), Some(Timestamp(t0 + 1_000)));
+    let mut dde = p.a.poll_urgent_transmit().unwrap().packet;
+    p.b.handle_packet(Timestamp(t0 + 50), &mut dde);
+    assert_eq!(p.b.stay_awake_until(Timestamp(t0 + 50)), Some(Timestamp(t0 + 1_050)));
+    let mut rgi = p.b.poll_urgent_transmit().unwrap().packet;
+    p.a.handle_packet(Timestamp(t0 + 100), &mut rgi);
+    assert_eq!(p.a.dprp_round_trip(), Some(gscip_core::Micros(100)), "DDE out to RGI in");
+    let out: Vec<Vec<u8>> = std::iter::from_fn(|| p.a.poll_urgent_transmit()).map(|x| x.packet).collect();
+    for mut m in out {
+        p.b.handle_packet(Timestamp(t0 + 150), &mut m);
+    }
+    assert_eq!(p.b.dprp_round_trip(), Some(gscip_core::Micros(100)), "RGI out to MPIT in");
+
+    // Measured: a step keeps it awake twice the round trip; so does a packet of the young flow.
+    let t1 = t0 + 10_000;
+    assert_eq!(p.a.stay_awake_until(Timestamp(t1)), None, "the window passed");
+    let at_rgi = p.flow(4001, t1, 50);
+    assert_eq!(p.a.stay_awake_until(Timestamp(at_rgi)), Some(Timestamp(t1 + 4 * 50 + 200)), "the CDN's step");
+    let young = at_rgi + 600;
+    let mut data = tcp(a_addr(), b_addr(), 4001, 80, 0x10, b"x");
+    assert_eq!(p.a.handle_packet(Timestamp(young), &mut data), Verdict::Accept);
+    assert_eq!(p.a.stay_awake_until(Timestamp(young)), Some(Timestamp(young + 200)));
+    // An old flow's packet does not.
+    let old = at_rgi + 5_000;
+    let mut data = tcp(a_addr(), b_addr(), 4001, 80, 0x10, b"y");
+    assert_eq!(p.a.handle_packet(Timestamp(old), &mut data), Verdict::Accept);
+    assert_eq!(p.a.stay_awake_until(Timestamp(old)), None);
+
+    // A slow path (round trips of 2 ms, over half the cap): no GE stays awake for it.
+    let mut t = t1 + 20_000;
+    for port in 4002..4030 {
+        p.flow(port, t, 1_000);
+        t += 20_000;
+    }
+    assert!(p.a.dprp_round_trip().is_some_and(|rt| rt.0 > 500), "{:?}", p.a.dprp_round_trip());
+    let mut syn = tcp(a_addr(), b_addr(), 4100, 80, 0x02, b"");
+    p.a.handle_packet(Timestamp(t), &mut syn);
+    assert_eq!(p.a.stay_awake_until(Timestamp(t)), None);
+    assert_eq!(p.b.stay_awake_until(Timestamp(t)), None);
+
+    // Off: never.
+    let mut off = HandPair::new(0);
+    off.flow(4000, t0, 50);
+    assert_eq!(off.a.stay_awake_until(Timestamp(t0)), None);
+    assert_eq!(off.b.stay_awake_until(Timestamp(t0 + 50)), None);
+    assert_eq!(off.a.dprp_round_trip(), Some(gscip_core::Micros(100)), "measured all the same");
+}

@@ -600,6 +600,21 @@ fn later_flows_on_a_path_are_negotiated_with_path_keys() {
     // A SYN that reaches the GEN's daemon before the MPIT's copy is held until it comes, and
     // released with the mark all the same (the burst test below).
     assert!(relayed.iter().all(|&n| n == 1), "the GEN's daemon met {relayed:?} packets of the five connections");
+    // Every GE measured the DPRP round trip (a from its DDEs to the RGIs, r and b from their
+    // RGIs to the MPITs) and stayed awake through the flows' first steps instead of sleeping
+    // between them (docs/dprp.md section 16)...
+    for ge in ["a", "r", "b"] {
+        let awake = &status(&work.0, ge)["stay_awake"];
+        assert!(awake["dprp_round_trip_us"].as_u64().is_some_and(|us| us > 0), "{ge}: {awake}");
+        assert!(awake["looks"].as_u64().is_some_and(|n| n > 0), "{ge} stayed awake: {awake}");
+    }
+    // ... and went back to sleep: over a quiet second, no daemon uses a tenth of it.
+    let pids = ["a", "r", "b"].map(|ge| gscip_lab::load::daemon_pid(&lab, ge).expect("gscipd running"));
+    let cpu = || pids.map(|p| gscip_lab::load::cpu_ns(p).unwrap_or(0));
+    let before = cpu();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let used: Vec<u64> = cpu().iter().zip(before).map(|(after, before)| (after - before) / 1_000_000).collect();
+    assert!(used.iter().all(|&ms| ms < 100), "CPU ms of a, r, b over a quiet second: {used:?}");
     drop(server);
     drop(daemons);
     drop(lab);

@@ -19,6 +19,7 @@
 //! path_key_lifetime_s = 60            # path keys with other GEs (0: off; docs/dprp.md §11)
 //! kernel_dde_pass = true              # GEN/GEA: DDEs it would only pass go by in the kernel (§13)
 //! kernel_mpit_pass = true             # GEN/GEA: their MPITs too, the daemon taking a copy (§15)
+//! stay_awake_us = 1000                # polls, not sleeps, through a new flow's first steps (0: off; §16)
 //! bridges = ["br0"]                   # GEA only: its bridges (one per subnet of its servers)
 //! events_file = "/run/gscip/ges1.events"  # optional: decisions as JSON lines (the lab reads them)
 //! control_socket = "/run/gscip/ges1.sock"  # optional; default /run/gscip/NAME.sock
@@ -84,6 +85,12 @@ pub struct Config {
     /// queue's number; docs/dprp.md section 15). Default true; ignored on a host.
     #[serde(default = "default_true")]
     pub kernel_mpit_pass: bool,
+    /// At most this long (µs) the daemon keeps polling for packets instead of sleeping after a
+    /// DPRP step or a packet of a flow decided a moment ago: twice the DPRP round trip it
+    /// measured last, when that fits (docs/dprp.md section 16), and within a CPU budget of
+    /// 1/20 of the time. Default 1000; 0 turns it off; at most 100000.
+    #[serde(default = "default_stay_awake_us")]
+    pub stay_awake_us: u64,
     /// GEA: its bridges (default `["br0"]`).
     #[serde(default)]
     pub bridges: Vec<String>,
@@ -168,6 +175,16 @@ fn default_true() -> bool {
     true
 }
 
+/// The default of `stay_awake_us`.
+pub const DEFAULT_STAY_AWAKE_US: u64 = 1000;
+/// The largest `stay_awake_us` accepted: beyond, a daemon would poll through a slow path's
+/// whole round trip.
+const MAX_STAY_AWAKE_US: u64 = 100_000;
+
+fn default_stay_awake_us() -> u64 {
+    DEFAULT_STAY_AWAKE_US
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, DaemonError> {
         let text = std::fs::read_to_string(path)
@@ -189,6 +206,9 @@ impl Config {
         }
         if c.gso_queue() == Some(c.queue) {
             return Err(format!("`gso_queue` must differ from `queue` ({})", c.queue));
+        }
+        if c.stay_awake_us > MAX_STAY_AWAKE_US {
+            return Err(format!("`stay_awake_us` must be at most {MAX_STAY_AWAKE_US} (0 turns it off)"));
         }
         if c.path_key_lifetime_s.is_some_and(|s| s > 3600) {
             return Err("`path_key_lifetime_s` must be at most 3600 (0 turns path keys off)".into());
@@ -244,6 +264,7 @@ impl Config {
             max_packet_len: crate::nfqueue::MAX_PAYLOAD,
             kernel_dde_pass: self.uses_kernel_dde_pass(),
             kernel_mpit_pass: self.uses_kernel_mpit_pass(),
+            stay_awake: gscip_core::Micros(self.stay_awake_us),
             path_key_lifetime: self
                 .path_key_lifetime_s
                 .map_or(gscip_core::GeConfig::default().path_key_lifetime, gscip_core::Micros::from_secs),
@@ -279,6 +300,10 @@ mod tests {
         assert_eq!(lifetime("path_key_lifetime_s = 0\n"), Ok(gscip_core::Micros(0)), "0 turns them off");
         assert!(lifetime("path_key_lifetime_s = 3601\n").unwrap_err().contains("at most 3600"));
         assert!(Config::parse(&format!("{base}queue = 65535\n")).unwrap_err().contains("gso_queue"));
+        let awake = |text: &str| Config::parse(&format!("{base}{text}")).map(|c| c.ge_config().unwrap().stay_awake);
+        assert_eq!(awake(""), Ok(gscip_core::Micros(DEFAULT_STAY_AWAKE_US)));
+        assert_eq!(awake("stay_awake_us = 0\n"), Ok(gscip_core::Micros(0)), "0 turns it off");
+        assert!(awake("stay_awake_us = 100001\n").unwrap_err().contains("at most 100000"));
     }
 
     #[test]

@@ -39,14 +39,14 @@ impl ControlSocket {
     }
 
     /// Answers whoever is waiting (never blocks the data plane for long).
-    pub fn serve(&self, engine: &Engine) {
+    pub fn serve(&self, engine: &Engine, awake: &StayAwakeStats) {
         while let Ok((mut conn, _)) = self.listener.accept() {
             let _ = conn.set_nonblocking(false);
             let _ = conn.set_read_timeout(Some(std::time::Duration::from_millis(100)));
             let mut req = [0u8; 64];
             let n = conn.read(&mut req).unwrap_or(0);
             let reply = if req[..n].starts_with(b"status") {
-                status_json(engine).to_string()
+                status_json(engine, awake).to_string()
             } else {
                 serde_json::json!({ "error": "unknown request; send `status`" }).to_string()
             };
@@ -61,8 +61,16 @@ impl Drop for ControlSocket {
     }
 }
 
+/// How the daemon's loop stayed awake for new flows instead of sleeping (docs/dprp.md section
+/// 16): how many looks at the queues, and how long they took in all.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StayAwakeStats {
+    pub looks: u64,
+    pub us: u64,
+}
+
 /// What `gscip status` shows.
-pub fn status_json(engine: &Engine) -> serde_json::Value {
+pub fn status_json(engine: &Engine, awake: &StayAwakeStats) -> serde_json::Value {
     let c = engine.counters();
     let pit: Vec<serde_json::Value> = engine
         .pit()
@@ -116,6 +124,11 @@ pub fn status_json(engine: &Engine) -> serde_json::Value {
         "ephemeral_keys_ready": engine.ephemeral_keys_ready(),
         "path_keys": engine.path_keys(),
         "counters": counters,
+        "stay_awake": {
+            "dprp_round_trip_us": engine.dprp_round_trip().map(|m| m.0),
+            "looks": awake.looks,
+            "us": awake.us,
+        },
         "pit": pit,
     })
 }

@@ -123,6 +123,8 @@ pub struct Dataplane {
     dde_pass_list: Option<std::fs::File>,
     /// Copies of the MPITs the kernel lets pass (`kernel_mpit_pass`; docs/dprp.md section 15).
     passed_copies: Option<crate::nflog::LogGroup>,
+    /// How the loop stayed awake for new flows (for `gscip status`).
+    awake: crate::control::StayAwakeStats,
 }
 
 /// One line of the events file: a flow's decision at this GE (docs/gscipd.md).
@@ -190,6 +192,7 @@ impl Dataplane {
             deferred: Vec::new(),
             dde_pass_list: None,
             passed_copies: None,
+            awake: Default::default(),
         })
     }
 
@@ -287,7 +290,9 @@ impl Dataplane {
     /// Runs until `stop` is set.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), DaemonError> {
         let queue_fds: Vec<i32> = self.queues.iter().map(|q| q.raw_fd()).collect();
+        let mut budget = AwakeBudget::new(now());
         while !stop.load(Ordering::Relaxed) {
+            let turn = now();
             let mut busy = self.receive_pass()?;
             let t = now();
             if self.engine.poll_timeout().is_some_and(|at| at <= t) {
@@ -322,20 +327,25 @@ impl Dataplane {
                 // burst of new flows would otherwise never leave an idle moment for either).
                 self.engine.agree_ahead();
                 self.engine.make_path_key();
-                // While packets keep coming, a status request is looked for now and then.
-                if let Some(c) = &self.control {
-                    if t.0.saturating_sub(self.control_checked.0) >= CONTROL_CHECK_US {
-                        if readable(&[c.raw_fd()], 0)[0] {
-                            c.serve(&self.engine);
-                        }
-                        self.control_checked = t;
-                    }
-                }
+                self.look_for_status_requests(t);
                 continue;
             }
             // Idle: work ahead of need (an ephemeral key for a coming negotiation), one step at
             // a time, looking at the queue between steps.
             if self.engine.prepare() {
+                continue;
+            }
+            // A new flow's next packet is due within microseconds: look again rather than sleep
+            // (a sleeping daemon takes tens of them to wake), yielding the CPU to whoever has
+            // work, within the budget (docs/dprp.md section 16).
+            let t = now();
+            if self.engine.stay_awake_until(t).is_some() && budget.allows(t) {
+                std::thread::yield_now();
+                self.look_for_status_requests(t);
+                let took = now().0.saturating_sub(turn.0);
+                budget.spend(took);
+                self.awake.looks += 1;
+                self.awake.us += took;
                 continue;
             }
             // Sleep until a packet, a status request, new credentials, the next timer, or (to
@@ -351,7 +361,7 @@ impl Dataplane {
                 readable(&[queue_fds[PACKET_QUEUE], gso, copies, control, wake], us);
             if control_ready {
                 if let Some(c) = &self.control {
-                    c.serve(&self.engine);
+                    c.serve(&self.engine, &self.awake);
                 }
             }
             if wake_ready {
@@ -368,6 +378,19 @@ impl Dataplane {
             let _ = q.flush();
         }
         Ok(())
+    }
+
+    /// While the loop does not sleep (packets keep coming, or it stays awake for a new flow), a
+    /// status request is looked for now and then.
+    fn look_for_status_requests(&mut self, t: Timestamp) {
+        if let Some(c) = &self.control {
+            if t.0.saturating_sub(self.control_checked.0) >= CONTROL_CHECK_US {
+                if readable(&[c.raw_fd()], 0)[0] {
+                    c.serve(&self.engine, &self.awake);
+                }
+                self.control_checked = t;
+            }
+        }
     }
 
     /// Takes what each queue holds (up to a batch) and hands it to the engine; says whether
@@ -671,20 +694,35 @@ fn open_queue(queue_num: u16, gso: bool) -> Result<Queue, DaemonError> {
 }
 
 /// The benchmark's floor: the same queue, rules and loop shape with no engine; every packet
-/// is accepted unchanged. With `gso`, the queue asks for GSO packets whole (the GSO floor).
-pub fn run_accept_only(queue_num: u16, gso: bool, stop: &AtomicBool) -> Result<(), DaemonError> {
+/// is accepted unchanged. With `gso`, the queue asks for GSO packets whole (the GSO floor). As
+/// the daemon stays awake for a new flow's first steps, the floor stays awake for
+/// `stay_awake_us` after a packet that opens a TCP connection (SYN set), within the same
+/// budget: what DPRP adds is then measured against a loop that waits the same way.
+pub fn run_accept_only(queue_num: u16, gso: bool, stay_awake_us: u64, stop: &AtomicBool) -> Result<(), DaemonError> {
     let nf = |e: std::io::Error| DaemonError::Netfilter(format!("NFQUEUE {queue_num}: {e}"));
     let mut queue = open_queue(queue_num, gso)?;
+    let mut budget = AwakeBudget::new(now());
+    let mut awake_until = Timestamp(0);
     while !stop.load(Ordering::Relaxed) {
+        let turn = now();
         match queue.recv_batch() {
             Ok(_) => {
                 for k in 0..queue.packets().len() {
-                    let id = queue.packets()[k].id;
-                    queue.verdict(id, NfVerdict::Accept, None, None).map_err(nf)?;
+                    let p = queue.packets()[k];
+                    if stay_awake_us > 0 && opens_tcp_connection(queue.payload(&p)) {
+                        awake_until = awake_until.max(Timestamp(turn.0 + stay_awake_us));
+                    }
+                    queue.verdict(p.id, NfVerdict::Accept, None, None).map_err(nf)?;
                 }
                 queue.flush().map_err(nf)?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let t = now();
+                if t < awake_until && budget.allows(t) {
+                    std::thread::yield_now();
+                    budget.spend(now().0.saturating_sub(turn.0));
+                    continue;
+                }
                 readable(&[queue.raw_fd()], IDLE_WAIT_US);
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
@@ -694,9 +732,64 @@ pub fn run_accept_only(queue_num: u16, gso: bool, stop: &AtomicBool) -> Result<(
     Ok(())
 }
 
+/// Whether an IP packet is a TCP segment with SYN set (a connection's first or second packet).
+fn opens_tcp_connection(packet: &[u8]) -> bool {
+    const TCP: u8 = 6;
+    const SYN: u8 = 0x02;
+    let tcp_at = match packet.first().map(|b| b >> 4) {
+        // Not a fragment after the first: the TCP header is there.
+        Some(4)
+            if packet.get(9) == Some(&TCP)
+                && packet.get(6).is_some_and(|b| b & 0x1F == 0)
+                && packet.get(7) == Some(&0) =>
+        {
+            usize::from(packet[0] & 0x0F) * 4
+        }
+        Some(6) if packet.get(6) == Some(&TCP) => 40,
+        _ => return false,
+    };
+    packet.get(tcp_at + 13).is_some_and(|flags| flags & SYN != 0)
+}
+
+/// How much of its time a loop may spend looking for packets it expects soon instead of
+/// sleeping (docs/dprp.md section 16): credit accrues at 1/[`AwakeBudget::SHARE`] of the time
+/// passed, up to [`AwakeBudget::MAX_CREDIT_US`], and each look spends what it took (a look
+/// that overdraws leaves a debt). A daemon kept awake by a stream of new flows so spends at
+/// most a twentieth of a CPU on it.
+#[derive(Debug)]
+struct AwakeBudget {
+    credit_us: i64,
+    /// Up to when the credit was counted.
+    counted: Timestamp,
+}
+
+impl AwakeBudget {
+    const SHARE: u64 = 20;
+    const MAX_CREDIT_US: u64 = 50_000;
+
+    fn new(now: Timestamp) -> Self {
+        AwakeBudget { credit_us: Self::MAX_CREDIT_US as i64, counted: now }
+    }
+
+    /// Whether credit is left at `now`.
+    fn allows(&mut self, now: Timestamp) -> bool {
+        let earned = now.0.saturating_sub(self.counted.0) / Self::SHARE;
+        // The remainder of the division stays to be counted next time.
+        self.counted = Timestamp(self.counted.0 + earned * Self::SHARE);
+        let earned = i64::try_from(earned).unwrap_or(i64::MAX);
+        self.credit_us = self.credit_us.saturating_add(earned).min(Self::MAX_CREDIT_US as i64);
+        self.credit_us > 0
+    }
+
+    fn spend(&mut self, us: u64) {
+        self.credit_us = self.credit_us.saturating_sub(i64::try_from(us).unwrap_or(i64::MAX));
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::readable;
+    use super::{opens_tcp_connection, readable, AwakeBudget};
+    use gscip_core::Timestamp;
     use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixDatagram;
 
@@ -711,5 +804,48 @@ mod tests {
         // A timeout under a millisecond is still a wait, and data ends it.
         assert_eq!(readable(&[b.as_raw_fd(), d.as_raw_fd()], 500), [true, true]);
         assert_eq!(readable(&[-1], 0), [false]);
+    }
+
+    #[test]
+    fn staying_awake_spends_at_most_a_twentieth_of_the_time() {
+        let mut b = AwakeBudget::new(Timestamp(0));
+        // A loop that looks every 10 µs for 10 s: it spends the 50 ms it starts with, then
+        // what it earns, 1/20 of the time, counted a microsecond at a time.
+        let (mut t, mut spent) = (0u64, 0u64);
+        while t < 10_000_000 {
+            if b.allows(Timestamp(t)) {
+                b.spend(10);
+                spent += 10;
+            }
+            t += 10;
+        }
+        assert!((549_990..=550_010).contains(&spent), "{spent} µs spent in 10 s");
+        // After two quiet seconds it has its whole credit again, no more.
+        let later = Timestamp(t + 2_000_000);
+        assert!(b.allows(later));
+        b.spend(49_999);
+        assert!(b.allows(later));
+        b.spend(1);
+        assert!(!b.allows(later));
+    }
+
+    #[test]
+    fn the_floor_knows_a_connection_s_opening_packets() {
+        let v4 = |proto: u8, frag: [u8; 2], flags: u8| {
+            let mut p = vec![0x45, 0, 0, 40, 0, 0, frag[0], frag[1], 64, proto, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+            p.extend_from_slice(&[0, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, flags, 0, 0, 0, 0, 0, 0]);
+            p
+        };
+        assert!(opens_tcp_connection(&v4(6, [0x40, 0], 0x02)), "SYN");
+        assert!(opens_tcp_connection(&v4(6, [0, 0], 0x12)), "SYN-ACK");
+        assert!(!opens_tcp_connection(&v4(6, [0, 0], 0x10)), "ACK");
+        assert!(!opens_tcp_connection(&v4(17, [0, 0], 0x02)), "UDP");
+        assert!(!opens_tcp_connection(&v4(6, [0, 9], 0x02)), "a later fragment");
+        assert!(!opens_tcp_connection(&v4(6, [0, 0], 0x02)[..30]), "cut short");
+        let mut v6 = vec![0x60, 0, 0, 0, 0, 20, 6, 64];
+        v6.extend_from_slice(&[0; 32]);
+        v6.extend_from_slice(&[0, 1, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0x50, 0x02, 0, 0, 0, 0, 0, 0]);
+        assert!(opens_tcp_connection(&v6));
+        assert!(!opens_tcp_connection(&[]));
     }
 }

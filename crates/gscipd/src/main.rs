@@ -81,7 +81,7 @@ fn run(args: &Args) -> Result<(), DaemonError> {
         ctrlc::set_handler(move || s.store(true, Ordering::Relaxed))
             .map_err(|e| DaemonError::Configuration(format!("signal handler: {e}")))?;
         rules::install(&cfg)?;
-        let result = gscipd::dataplane::run_accept_only(cfg.queue, args.gso, &stop);
+        let result = gscipd::dataplane::run_accept_only(cfg.queue, args.gso, cfg.stay_awake_us, &stop);
         rules::remove(&cfg)?;
         return result;
     }
