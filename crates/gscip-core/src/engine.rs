@@ -847,10 +847,27 @@ impl Engine {
     /// something (call again while it does). The caller calls it when idle, between looks at
     /// its packets, so a packet waits for one key pair's generation at most.
     pub fn prepare(&mut self) -> bool {
+        self.prepare_up_to(self.cfg.ephemeral_keys_ahead)
+    }
+
+    /// Work ahead of need while a new flow's steps are under way ([`Engine::stay_awake_until`]):
+    /// only what a flow in flight needs soon (an agreement for an MPIT on its way, a path key),
+    /// and an ephemeral key when fewer than a quarter of `GeConfig::ephemeral_keys_ahead` are
+    /// ready. The rest waits for [`Engine::prepare`] once the GE is idle: on a CPU that the
+    /// flow's other GEs share (the lab; a GE and its host's applications), keys for future
+    /// flows would take it from the flow under way (`docs/dprp.md` section 16). Returns whether
+    /// it did something (call again while it does).
+    pub fn prepare_soon(&mut self) -> bool {
+        self.prepare_up_to(self.cfg.ephemeral_keys_ahead / 4)
+    }
+
+    /// One step of work ahead: an agreement, a path key, or an ephemeral key while fewer than
+    /// `keys` are ready.
+    fn prepare_up_to(&mut self, keys: usize) -> bool {
         if self.agree_ahead() || self.make_path_key() {
             return true;
         }
-        if self.ephemeral_ahead.len() >= self.cfg.ephemeral_keys_ahead {
+        if self.ephemeral_ahead.len() >= keys {
             return false;
         }
         let key = new_ephemeral_key(&mut *self.rng);

@@ -2068,3 +2068,37 @@ fn a_ge_stays_awake_for_a_new_flow_only_where_the_dprp_round_trip_is_short() {
     assert_eq!(off.b.stay_awake_until(Timestamp(t0 + 50)), None);
     assert_eq!(off.a.dprp_round_trip(), Some(gscip_core::Micros(100)), "measured all the same");
 }
+
+#[test]
+fn while_a_new_flow_is_under_way_only_a_low_stock_of_keys_is_refilled() {
+    let mut l = Line::new_with(vec![ges_a(Mode::Closed, &[1]), ges_b(Mode::Closed, &[1])], &|c| {
+        c.ephemeral_keys_ahead = 8;
+    });
+    let a = &mut l.engines[0];
+    // Work that can wait for an idle moment: below a quarter of the stock only.
+    let mut steps = 0;
+    while a.prepare_soon() {
+        steps += 1;
+    }
+    assert_eq!((steps, a.ephemeral_keys_ready()), (2, 2));
+    while a.prepare() {}
+    assert_eq!(a.ephemeral_keys_ready(), 8);
+    // What a flow in flight needs soon is done all the same: the initiator's agreement with the
+    // end GE's announced key, for its next negotiation toward b (section 14).
+    while l.engines[1].prepare() {}
+    l.send_from_a(tcp(a_addr(), b_addr(), 4000, 80, 0x02, b""));
+    l.run_for(10_000);
+    let before = l.engines[0].counters().agreements_ahead_used;
+    l.send_from_a(tcp(a_addr(), b_addr(), 4001, 80, 0x02, b""));
+    // The DDE is out, the RGI not back yet: the agreement is due soon, keys for later flows
+    // are not (the stock is above a quarter).
+    let keys = l.engines[0].ephemeral_keys_ready();
+    let mut soon = 0;
+    while l.engines[0].prepare_soon() {
+        soon += 1;
+    }
+    assert!(soon >= 1, "the agreement is due soon");
+    assert_eq!(l.engines[0].ephemeral_keys_ready(), keys, "no key made for later flows");
+    l.run_for(10_000);
+    assert_eq!(l.engines[0].counters().agreements_ahead_used, before + 1);
+}

@@ -331,15 +331,17 @@ impl Dataplane {
                 continue;
             }
             // Idle: work ahead of need (an ephemeral key for a coming negotiation), one step at
-            // a time, looking at the queue between steps.
-            if self.engine.prepare() {
+            // a time, looking at the queue between steps; while a new flow's steps are under
+            // way, only what a flow in flight needs soon (docs/dprp.md section 16).
+            let t = now();
+            let awake = self.engine.stay_awake_until(t).is_some();
+            if if awake { self.engine.prepare_soon() } else { self.engine.prepare() } {
                 continue;
             }
             // A new flow's next packet is due within microseconds: look again rather than sleep
             // (a sleeping daemon takes tens of them to wake), yielding the CPU to whoever has
-            // work, within the budget (docs/dprp.md section 16).
-            let t = now();
-            if self.engine.stay_awake_until(t).is_some() && budget.allows(t) {
+            // work, within the budget.
+            if awake && budget.allows(t) {
                 std::thread::yield_now();
                 self.look_for_status_requests(t);
                 let took = now().0.saturating_sub(turn.0);
