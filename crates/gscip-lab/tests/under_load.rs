@@ -293,11 +293,17 @@ fn status(work: &Path, ge: &str) -> serde_json::Value {
 }
 
 fn up(s: &Scenario, prefix: &str, work: &Work) -> (Lab, Processes) {
+    up_with(s, prefix, work, "")
+}
+
+/// As [`up`], with `extra_config` appended to every daemon's configuration.
+fn up_with(s: &Scenario, prefix: &str, work: &Work, extra_config: &str) -> (Lab, Processes) {
     let _ = gscip_lab::clean(prefix);
     let lab = Lab::build(s, prefix).unwrap_or_else(|e| panic!("the lab must run here (root, iproute2): {e}"));
     let opts = RunOptions {
         gscipd: std::env::var_os("UNDER_LOAD_GSCIPD").map(PathBuf::from).unwrap_or_else(|| workspace_binary("gscipd")),
         work_dir: work.0.clone(),
+        extra_config: extra_config.to_owned(),
         ..RunOptions::new(prefix)
     };
     let daemons = start_daemons(s, &Topology::new(s), &lab, &opts, None).expect("gscipd in every GE");
@@ -563,7 +569,9 @@ fn a_host_s_traffic_with_itself_is_no_flow() {
 fn later_flows_on_a_path_are_negotiated_with_path_keys() {
     let work = Work::new("pathkeys");
     let s = path_scenario(false);
-    let (lab, daemons) = up(&s, "ldpk", &work);
+    // A cap on staying awake that a debug build's round trips (about 2 ms on a busy CI
+    // machine) fit in twice: with the default of 1 ms such a slow path never keeps a GE awake.
+    let (lab, daemons) = up_with(&s, "ldpk", &work, "stay_awake_us = 20000\n");
     // Five TCP connections, one after another (the daemons make path keys between them).
     let server = echo_connections(&lab, &work, 5);
     // The first negotiation checks signatures: a checks b's and r's records and b's CDN, r
