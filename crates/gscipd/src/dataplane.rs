@@ -335,7 +335,8 @@ impl Dataplane {
             // way, only what a flow in flight needs soon (docs/dprp.md section 16).
             let t = now();
             let awake = self.engine.stay_awake_until(t).is_some();
-            if if awake { self.engine.prepare_soon() } else { self.engine.prepare() } {
+            let worked = if awake { self.engine.prepare_soon() } else { self.engine.prepare() };
+            if worked {
                 continue;
             }
             // A new flow's next packet is due within microseconds: look again rather than sleep
