@@ -343,12 +343,10 @@ impl Dataplane {
             // (a sleeping daemon takes tens of them to wake), yielding the CPU to whoever has
             // work, within the budget.
             if awake && budget.allows(t) {
-                std::thread::yield_now();
-                self.look_for_status_requests(t);
-                let took = now().0.saturating_sub(turn.0);
-                budget.spend(took);
+                let took = budget.yield_cpu(turn);
                 self.awake.looks += 1;
                 self.awake.us += took;
+                self.look_for_status_requests(t);
                 continue;
             }
             // Sleep until a packet, a status request, new credentials, the next timer, or (to
@@ -722,8 +720,7 @@ pub fn run_accept_only(queue_num: u16, gso: bool, stay_awake_us: u64, stop: &Ato
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 let t = now();
                 if t < awake_until && budget.allows(t) {
-                    std::thread::yield_now();
-                    budget.spend(now().0.saturating_sub(turn.0));
+                    budget.yield_cpu(turn);
                     continue;
                 }
                 readable(&[queue.raw_fd()], IDLE_WAIT_US);
@@ -737,21 +734,8 @@ pub fn run_accept_only(queue_num: u16, gso: bool, stay_awake_us: u64, stop: &Ato
 
 /// Whether an IP packet is a TCP segment with SYN set (a connection's first or second packet).
 fn opens_tcp_connection(packet: &[u8]) -> bool {
-    const TCP: u8 = 6;
-    const SYN: u8 = 0x02;
-    let tcp_at = match packet.first().map(|b| b >> 4) {
-        // Not a fragment after the first: the TCP header is there.
-        Some(4)
-            if packet.get(9) == Some(&TCP)
-                && packet.get(6).is_some_and(|b| b & 0x1F == 0)
-                && packet.get(7) == Some(&0) =>
-        {
-            usize::from(packet[0] & 0x0F) * 4
-        }
-        Some(6) if packet.get(6) == Some(&TCP) => 40,
-        _ => return false,
-    };
-    packet.get(tcp_at + 13).is_some_and(|flags| flags & SYN != 0)
+    use gscip_wire::ip::{tcp_flags, Datagram};
+    Datagram::parse(packet).is_ok_and(|d| d.cid.proto == gscip_wire::L4Proto::Tcp && d.tcp_flags & tcp_flags::SYN != 0)
 }
 
 /// How much of its time a loop may spend looking for packets it expects soon instead of
@@ -786,6 +770,15 @@ impl AwakeBudget {
 
     fn spend(&mut self, us: u64) {
         self.credit_us = self.credit_us.saturating_sub(i64::try_from(us).unwrap_or(i64::MAX));
+    }
+
+    /// One look while awake: yields the CPU to whoever has work, and spends the time since
+    /// `turn` began (the empty turn and the yield). Returns that time.
+    fn yield_cpu(&mut self, turn: Timestamp) -> u64 {
+        std::thread::yield_now();
+        let took = now().0.saturating_sub(turn.0);
+        self.spend(took);
+        took
     }
 }
 
